@@ -1,0 +1,1 @@
+"""The reasoning loop and everything it needs: messages, events, the output parser, model backends, the CLI."""

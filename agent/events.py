@@ -1,0 +1,96 @@
+"""Typed events: what `StreamParser.feed` yields and what `Agent.stream` yields to a UI.
+
+Parser-level events (deltas, parsed calls) are reused by the loop as they are, so a UI sees reasoning and
+content the moment the parser does.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from tools.types import ToolCall, ToolResult
+
+__all__ = [
+    "ContentDelta",
+    "Event",
+    "FinalAnswer",
+    "MalformedCallEvent",
+    "ParseEvent",
+    "StepEnd",
+    "ThinkingDelta",
+    "ToolCallFinished",
+    "ToolCallParsed",
+    "ToolCallStarted",
+]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ThinkingDelta(_Event):
+    """A piece of reasoning text, as soon as the parser knows it is reasoning."""
+
+    type: Literal["thinking_delta"] = "thinking_delta"
+    text: str
+
+
+class ContentDelta(_Event):
+    """A piece of visible text outside reasoning and outside tool-call blocks."""
+
+    type: Literal["content_delta"] = "content_delta"
+    text: str
+
+
+class ToolCallParsed(_Event):
+    """A complete, well-formed call was read from the stream (not yet validated or run)."""
+
+    type: Literal["tool_call_parsed"] = "tool_call_parsed"
+    call: ToolCall
+
+
+class MalformedCallEvent(_Event):
+    """A `<tool_call>` block that could not be read; `error` is the sentence the model will see."""
+
+    type: Literal["malformed_call"] = "malformed_call"
+    raw: str
+    error: str
+
+
+ParseEvent = ThinkingDelta | ContentDelta | ToolCallParsed | MalformedCallEvent
+
+
+class ToolCallStarted(_Event):
+    type: Literal["tool_call_started"] = "tool_call_started"
+    step: int
+    call: ToolCall
+
+
+class ToolCallFinished(_Event):
+    type: Literal["tool_call_finished"] = "tool_call_finished"
+    step: int
+    call: ToolCall
+    result: ToolResult
+    duration_s: float
+
+
+class StepEnd(_Event):
+    type: Literal["step_end"] = "step_end"
+    step: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_s: float = 0.0
+
+
+class FinalAnswer(_Event):
+    """The run is over; `answer` may be empty when a budget stopped it (see `stop_reason`)."""
+
+    type: Literal["final"] = "final"
+    answer: str
+    stop_reason: str
+    steps: int
+
+
+Event = ParseEvent | ToolCallStarted | ToolCallFinished | StepEnd | FinalAnswer

@@ -1,0 +1,42 @@
+"""Model backends behind the one `Model` protocol: scripted (tests), llama.cpp in-process, OpenAI-compatible HTTP.
+
+Backends with heavy dependencies are imported on first attribute access so `import agent` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest, ToolChoice, Usage
+from agent.models.scripted import ScriptedModel, ScriptExhaustedError
+
+if TYPE_CHECKING:
+    from agent.models.llamacpp import LlamaCppModel
+    from agent.models.openai_compat import OpenAICompatModel
+
+__all__ = [
+    "KeepThinking",
+    "LlamaCppModel",
+    "Model",
+    "ModelChunk",
+    "ModelRequest",
+    "OpenAICompatModel",
+    "ScriptExhaustedError",
+    "ScriptedModel",
+    "ToolChoice",
+    "Usage",
+]
+
+_LAZY = {
+    "LlamaCppModel": "agent.models.llamacpp",
+    "OpenAICompatModel": "agent.models.openai_compat",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'agent.models' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module_name), name)

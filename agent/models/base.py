@@ -1,0 +1,61 @@
+"""The `Model` protocol: the single seam between the loop and any backend.
+
+A backend receives the typed history and the tools and streams back raw completion text in QwQ-32B's output
+format (reasoning, `</think>`, visible text, `<tool_call>` blocks). Backends that talk to chat APIs which split
+reasoning and tool calls out re-serialise them into that format, so one parser serves every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from agent.messages import Message
+    from tools.base import Tool
+
+__all__ = ["KeepThinking", "Model", "ModelChunk", "ModelRequest", "ToolChoice", "Usage"]
+
+KeepThinking = Literal["none", "current_task"]
+# "auto" | "required" | "none" | the name of one tool
+ToolChoice = str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one model call. `cached_tokens`: prompt tokens served from the KV cache."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    messages: Sequence[Message]
+    tools: Sequence[Tool] = ()
+    tool_choice: ToolChoice = "auto"
+    keep_thinking: KeepThinking = "none"
+    max_tokens: int | None = None
+    thinking_budget: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelChunk:
+    """A piece of completion text; the last chunk of a call carries `usage` and `finish_reason`."""
+
+    text: str = ""
+    usage: Usage | None = None
+    # "stop" (end of turn), "length" (token cap), "tool_response" (cut at an invented observation)
+    finish_reason: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Anything that streams QwQ-format completion text for a request."""
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        """Start one completion; iterate to receive its text. Closing the iterator cancels generation."""
+        ...

@@ -1,0 +1,52 @@
+"""`ScriptedModel`: replays given completion texts, for the loop's tests and for users' own tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+
+from agent.models.base import ModelChunk, ModelRequest, Usage
+
+__all__ = ["ScriptedModel", "ScriptExhaustedError"]
+
+
+class ScriptExhaustedError(RuntimeError):
+    """The loop asked for more completions than the script holds."""
+
+
+class ScriptedModel:
+    """Yields `outputs[i]` for the i-th request, in chunks of `chunk_size` characters.
+
+    Every request it received is kept in `requests`, so a test can check what the loop sent. Usage counts
+    characters, not tokens: enough to exercise token budgets deterministically.
+    """
+
+    def __init__(self, outputs: Iterable[str], *, chunk_size: int = 7) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self.outputs: list[str] = list(outputs)
+        self.chunk_size = chunk_size
+        self.requests: list[ModelRequest] = []
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def remaining(self) -> Sequence[str]:
+        return self.outputs[len(self.requests) :]
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        index = len(self.requests)
+        if index >= len(self.outputs):
+            raise ScriptExhaustedError(
+                f"ScriptedModel has {len(self.outputs)} outputs and was asked for output {index + 1}; "
+                "add outputs to the script or lower the step budget"
+            )
+        self.requests.append(request)
+        text = self.outputs[index]
+        prompt_chars = sum(len(str(getattr(m, "content", ""))) for m in request.messages)
+        for start in range(0, len(text), self.chunk_size):
+            yield ModelChunk(text=text[start : start + self.chunk_size])
+        yield ModelChunk(
+            usage=Usage(prompt_tokens=prompt_chars, completion_tokens=len(text)),
+            finish_reason="stop",
+        )
