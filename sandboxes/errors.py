@@ -1,0 +1,40 @@
+"""Errors raised by the sandbox layer, in the two families of the house style.
+
+`SandboxFileError` is for the model to fix (a path outside the workspace, a missing file): tools turn it into an
+observation. The others are for the developer (no engine, no image, a broken build): their messages say what to run.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DockerUnavailableError",
+    "ImageBuildError",
+    "ImageNotFoundError",
+    "SandboxError",
+    "SandboxFileError",
+    "SandboxStartError",
+]
+
+
+class SandboxError(Exception):
+    """Base class of every error raised by `sandboxes`."""
+
+
+class DockerUnavailableError(SandboxError):
+    """The Docker engine cannot be reached (not installed, not running, or no permission on its socket)."""
+
+
+class ImageNotFoundError(SandboxError):
+    """The sandbox image is not on the engine; `qwq-agent sandbox build` makes the default one."""
+
+
+class ImageBuildError(SandboxError):
+    """Building the sandbox image failed; the message carries the failing step and its output tail."""
+
+
+class SandboxStartError(SandboxError):
+    """A container was created but its runner never answered (a broken image or an overloaded engine)."""
+
+
+class SandboxFileError(SandboxError):
+    """A file operation the model asked for cannot be done (outside the workspace, missing, too large)."""
