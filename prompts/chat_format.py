@@ -53,6 +53,9 @@ def render(
     observations, a pure extension. Without `raw`, the turn is `<think>\\n` + reasoning +
     `\\n</think>\\n\\n` + content, with tool calls appended as the official template does; that is close
     to, but not always exactly, what was generated.
+
+    Unknown roles and malformed messages raise `ValueError`/`TypeError` naming the message. An empty
+    conversation, which the official template cannot render, gives just the generation prompt.
     """
     if keep_thinking not in ("none", "current_task"):
         raise ValueError(f"keep_thinking must be 'none' or 'current_task'; got {keep_thinking!r}")
