@@ -1,9 +1,10 @@
 """The exceptions of the tools package, in the two families of the house style.
 
-Model-fixable problems (`ToolArgumentsError`, `UnknownToolError`) carry a `.message` written for the model: it is
-fed back as an observation so the model can correct its next call. `ToolError` is what a tool's own code raises to
-report a failure to the model without a traceback. `ToolDefinitionError` is for the developer: a function that cannot
-become a tool, an invalid JSON Schema, duplicate names. It is raised at construction, never during a run.
+Model-fixable problems (`ToolArgumentsError`, `UnknownToolError`) carry a `.message` written for the model: it
+is fed back as an observation so the model can correct its next call. `ToolError` is what a tool's own code
+raises to report a failure to the model without a traceback. `ToolDefinitionError` is for the developer: a
+function that cannot become a tool, an invalid JSON Schema, duplicate names. It is raised at construction,
+never during a run.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ class ToolDefinitionError(ValueError):
 class ToolArgumentsError(Exception):
     """The model called a tool with arguments that do not fit its schema.
 
-    `message` is the text shown to the model; `problems` lists the individual findings (one per argument path) so
-    that callers who want a different layout do not have to parse the message.
+    `message` is the text shown to the model; `problems` lists the individual findings (one per argument path)
+    so that callers who want a different layout do not have to parse the message.
     """
 
     def __init__(self, message: str, *, tool_name: str = "", problems: Sequence[str] = ()) -> None:
@@ -38,7 +39,9 @@ class UnknownToolError(ToolArgumentsError):
     `ToolArgumentsError` for anything the model must fix, so one `except` clause in the loop covers both.
     """
 
-    def __init__(self, message: str, *, tool_name: str, available: Sequence[str], suggestion: str | None) -> None:
+    def __init__(
+        self, message: str, *, tool_name: str, available: Sequence[str], suggestion: str | None
+    ) -> None:
         super().__init__(message, tool_name=tool_name)
         self.available: tuple[str, ...] = tuple(available)
         self.suggestion = suggestion
@@ -48,5 +51,6 @@ class ToolError(Exception):
     """Raise inside a tool to report a failure to the model in your own words.
 
     `Toolbox.call` turns it into an error result whose text is exactly `str(exc)`: no exception type, no
-    source location. Use it for expected failures (file not found, page refused) where the message says it all.
+    source location. Use it for expected failures (file not found, page refused) where the message says it
+    all.
     """

@@ -1,8 +1,8 @@
 """Turning whatever a tool returned into the text the model reads, with a size cap.
 
 `truncate_middle` is shared by sandboxes and web tools for their output caps: keeping the head and the tail
-(where commands print what they are doing and how they ended) and saying exactly how much was cut lets the model
-decide whether to ask for the rest, instead of silently reading a partial text.
+(where commands print what they are doing and how they ended) and saying exactly how much was cut lets the
+model decide whether to ask for the rest, instead of silently reading a partial text.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_RESULT_CHARS = 20_000
-"""Default cap on one tool result: about 5k tokens, small next to QwQ's context yet enough for a page of output."""
+"""Default cap on one tool result: about 5k tokens, small next to QwQ's context, enough for a page."""
 
 MIN_MAX_CHARS = 64
 """Smallest cap `truncate_middle` accepts: below it the marker would not fit next to any kept text."""
@@ -38,18 +38,18 @@ def _marker(cut: int) -> str:
 
 
 def truncate_middle(text: str, max_chars: int) -> str:
-    """Return `text` if it fits in `max_chars`, else its head and tail around a marker saying how much was cut.
+    """Return `text` if it fits in `max_chars`, else its head and tail around a marker saying what was cut.
 
-    The result is never longer than `max_chars` (the marker counts). About half the budget goes to the head and
-    half to the tail. Raises `ValueError` if `max_chars` is below `MIN_MAX_CHARS`, whatever the text, so a
+    The result is never longer than `max_chars` (the marker counts). About half the budget goes to the head
+    and half to the tail. Raises `ValueError` if `max_chars` is below `MIN_MAX_CHARS`, whatever the text, so a
     misconfigured cap is found at once rather than on the first long output.
     """
     if max_chars < MIN_MAX_CHARS:
         raise ValueError(f"max_chars must be at least {MIN_MAX_CHARS}, got {max_chars}")
     if len(text) <= max_chars:
         return text
-    # The marker's length depends on the number it prints, which depends on the marker's length: iterate to the
-    # fixed point (at most a couple of rounds, since the digit count changes slowly).
+    # The marker's length depends on the number it prints, which depends on the marker's length: iterate to
+    # the fixed point (at most a couple of rounds, since the digit count changes slowly).
     cut = len(text) - max_chars
     while True:
         kept = max_chars - len(_marker(cut))
@@ -66,9 +66,11 @@ def _json_text(value: Any) -> str:
     # `fallback=str` keeps serialisation total: an object pydantic cannot encode is shown by its str().
     data = to_jsonable_python(value, fallback=str)
     compact = json.dumps(data, ensure_ascii=False)
-    # Indent only where it helps reading: long objects, or long lists of structures. A long flat list of scalars
-    # would become one line per number, many more tokens for nothing.
-    nested = isinstance(data, dict) or (isinstance(data, list) and any(isinstance(x, dict | list) for x in data))
+    # Indent only where it helps reading: long objects, or long lists of structures. A long flat list of
+    # scalars would become one line per number, many more tokens for nothing.
+    nested = isinstance(data, dict) or (
+        isinstance(data, list) and any(isinstance(x, dict | list) for x in data)
+    )
     if len(compact) <= _ONE_LINE_JSON_CHARS or not nested:
         return compact
     return json.dumps(data, ensure_ascii=False, indent=2)
@@ -79,9 +81,10 @@ def to_text(value: Any, max_chars: int | None = DEFAULT_MAX_RESULT_CHARS) -> str
 
     - `str`: as is (an empty string reads as `NO_OUTPUT`);
     - `None`: `NO_OUTPUT`;
-    - `bytes`, `bytearray`, `memoryview`: a short note with the size, since raw bytes mean nothing to the model;
-    - anything else (pydantic models, dataclasses, dicts, lists, numbers, booleans, enums, dates, ...): JSON with
-      non-ASCII characters kept, on one line when short or a flat list, else indented by 2.
+    - `bytes`, `bytearray`, `memoryview`: a short note with the size, since raw bytes mean nothing to the
+      model;
+    - anything else (pydantic models, dataclasses, dicts, lists, numbers, booleans, enums, dates, ...): JSON
+      with non-ASCII characters kept, on one line when short or a flat list, else indented by 2.
 
     `max_chars=None` disables the cap.
     """

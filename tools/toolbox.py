@@ -1,0 +1,225 @@
+"""`Toolbox`: the set of tools of one agent, which validates the model's calls and runs them safely.
+
+`Toolbox.call` is the single entry point the loop uses. It never raises for anything the model can fix
+(unknown tool, bad arguments, a tool that failed or timed out): those become `ToolResult(is_error=True)`
+observations. It does propagate cancellation, so stopping an agent stops its tools.
+
+Sync tools run in a fresh daemon thread rather than `asyncio.to_thread`'s shared executor: a thread cannot be
+killed, so a sync tool that overruns its timeout keeps running after the model was told it timed out; a daemon
+thread of its own neither occupies an executor slot other calls need nor keeps `asyncio.run` waiting at exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import difflib
+import functools
+import logging
+import math
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import PurePath
+from typing import Any, TypeVar
+
+from tools.base import Tool
+from tools.errors import ToolArgumentsError, ToolDefinitionError, ToolError, UnknownToolError
+from tools.serialize import DEFAULT_MAX_RESULT_CHARS, to_text, truncate_middle
+from tools.types import ToolCall, ToolResult
+
+__all__ = ["DEFAULT_TIMEOUT", "Toolbox"]
+
+DEFAULT_TIMEOUT = 60.0
+"""Seconds a tool call may take unless the tool or the toolbox says otherwise."""
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def _in_daemon_thread(fn: Callable[..., T], name: str, /, *args: Any, **kwargs: Any) -> T:
+    """Run `fn` in a new daemon thread (with the caller's context variables) and await its outcome."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():  # a timed-out or cancelled call is no longer waited for
+            outcome()
+
+    def run() -> None:
+        try:
+            result = context.run(fn, *args, **kwargs)
+        except BaseException as exc:  # delivered to the awaiting task, which decides what to do with it
+            deliver: Callable[[], None] = functools.partial(future.set_exception, exc)
+        else:
+            deliver = functools.partial(future.set_result, result)
+        try:
+            loop.call_soon_threadsafe(settle, deliver)
+        except RuntimeError:  # the loop closed while we ran: nobody is waiting any more
+            _log.debug("tool %s finished after its event loop closed", name)
+
+    threading.Thread(target=run, name=f"tool:{name}", daemon=True).start()
+    return await future
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _describe_exception(exc: BaseException) -> str:
+    """`Type: message` and the innermost frame: enough to act on, without the host's full traceback."""
+    text = type(exc).__qualname__
+    message = str(exc)
+    if message:
+        text += f": {message}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f"\n  at {PurePath(last.filename).name}:{last.lineno} in {last.name}"
+        if last.line:
+            text += f": {last.line.strip()}"
+    return text
+
+
+class Toolbox:
+    """The tools an agent may call, by unique name; validates and runs the model's calls.
+
+    `tools` may mix `Tool` objects and plain typed functions (wrapped with `Tool.from_function`). A tool's own
+    `timeout` wins over `default_timeout`; `None` means no limit. `max_result_chars` caps each result's text
+    (`None`: no cap). Duplicate names raise `ToolDefinitionError`.
+    """
+
+    def __init__(
+        self,
+        tools: Iterable[Tool[..., Any] | Callable[..., Any]] = (),
+        *,
+        default_timeout: float | None = DEFAULT_TIMEOUT,
+        max_result_chars: int | None = DEFAULT_MAX_RESULT_CHARS,
+    ) -> None:
+        if default_timeout is not None and not default_timeout > 0:
+            raise ToolDefinitionError(
+                f"default_timeout must be positive seconds or None, got {default_timeout!r}"
+            )
+        if max_result_chars is not None:
+            truncate_middle(
+                "", max_result_chars
+            )  # raises ValueError now rather than on the first long result
+        self._tools: dict[str, Tool[..., Any]] = {}
+        for item in tools:
+            t = item if isinstance(item, Tool) else Tool.from_function(item)
+            if t.name in self._tools:
+                raise ToolDefinitionError(f"two tools are named {t.name!r}; tool names must be unique")
+            self._tools[t.name] = t
+        self.default_timeout = default_timeout
+        self.max_result_chars = max_result_chars
+
+    # --- listing --------------------------------------------------------------------------------------------
+
+    @property
+    def tools(self) -> tuple[Tool[..., Any], ...]:
+        """The tools, in the order given."""
+        return tuple(self._tools.values())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The tool names, in the order given."""
+        return tuple(self._tools)
+
+    def get(self, name: str) -> Tool[..., Any] | None:
+        """The tool called `name`, or None."""
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __iter__(self) -> Iterator[Tool[..., Any]]:
+        return iter(self._tools.values())
+
+    def __repr__(self) -> str:
+        return f"Toolbox({list(self._tools)!r})"
+
+    def to_openai(self) -> list[dict[str, Any]]:
+        """The OpenAI tool objects of all tools, in order (what the chat template lists in the system
+        turn)."""
+        return [t.to_openai() for t in self._tools.values()]
+
+    # --- validation and dispatch ----------------------------------------------------------------------------
+
+    def _lookup(self, name: str) -> Tool[..., Any]:
+        found = self._tools.get(name)
+        if found is not None:
+            return found
+        names = list(self._tools)
+        folded = {n.lower(): n for n in names}
+        suggestion = folded.get(name.lower()) if isinstance(name, str) else None
+        if suggestion is None and isinstance(name, str):
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            suggestion = close[0] if close else None
+        message = f'Unknown tool "{name}".'
+        if suggestion:
+            message += f' Did you mean "{suggestion}"?'
+        message += f" Available tools: {', '.join(names)}." if names else " No tools are available."
+        raise UnknownToolError(message, tool_name=str(name), available=names, suggestion=suggestion)
+
+    def validate(self, name: str, arguments: Any) -> dict[str, Any]:
+        """Check a call without running it: the converted arguments, or `ToolArgumentsError` (of which
+        `UnknownToolError` is a subclass) with a `.message` for the model."""
+        return self._lookup(name).validate(arguments)
+
+    def timeout_for(self, name: str) -> float | None:
+        """The time limit that applies to calls of tool `name` (None: no limit)."""
+        found = self._lookup(name)
+        return found.timeout if found.timeout is not None else self.default_timeout
+
+    def _text(self, text: str) -> str:
+        return text if self.max_result_chars is None else truncate_middle(text, self.max_result_chars)
+
+    async def call(self, tool_call: ToolCall) -> ToolResult:
+        """Validate and run one call; every outcome the model must hear about is a `ToolResult`.
+
+        Unknown tool, bad arguments, an exception in the tool (type, message, innermost frame), a `ToolError`
+        (its message only) and a timeout become `is_error=True` results. `asyncio.CancelledError` propagates.
+        The result is serialised with `tools.serialize.to_text`; a tool may also return a `ToolResult` itself.
+        """
+        try:
+            found = self._lookup(tool_call.name)
+            arguments = found.validate(tool_call.arguments)
+        except ToolArgumentsError as exc:
+            return ToolResult(content=self._text(exc.message), is_error=True)
+        limit = found.timeout if found.timeout is not None else self.default_timeout
+        scope = asyncio.timeout(None if limit is None or math.isinf(limit) else limit)
+        try:
+            async with scope:
+                if found.is_async:
+                    value = await found.call_validated(arguments)
+                else:
+                    value = await _in_daemon_thread(found.call_validated, found.name, arguments)
+                    # A sync function may hand back an awaitable (a lambda around an async client call).
+                if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+                    value = await value
+        except TimeoutError as exc:
+            if scope.expired():
+                assert limit is not None
+                return ToolResult(
+                    content=f'Tool "{found.name}" timed out after {_seconds(limit)} s.', is_error=True
+                )
+            return ToolResult(content=self._text(_describe_exception(exc)), is_error=True)
+        except ToolError as exc:
+            return ToolResult(content=self._text(str(exc) or type(exc).__name__), is_error=True)
+        except (Exception, SystemExit) as exc:  # a tool must not end the host program by calling sys.exit()
+            _log.debug("tool %s raised", found.name, exc_info=True)
+            return ToolResult(content=self._text(_describe_exception(exc)), is_error=True)
+        if isinstance(value, ToolResult):
+            return ToolResult(content=self._text(value.content), is_error=value.is_error)
+        try:
+            return ToolResult(content=to_text(value, self.max_result_chars))
+        except Exception as exc:  # e.g. a dict that contains itself
+            return ToolResult(content=self._text(f"cannot serialise the result: {exc}"), is_error=True)
+
+    async def call_all(self, tool_calls: Sequence[ToolCall]) -> list[ToolResult]:
+        """Run several calls concurrently; results in the order of the calls."""
+        return list(await asyncio.gather(*(self.call(c) for c in tool_calls)))
