@@ -77,7 +77,7 @@ def _render(kind: str, name: str, names: list[str], path: str, variables: dict[s
         ) from err
 
 
-def render_system_prompt(name: str, **variables: Any) -> str:
+def render_system_prompt(name: str, /, **variables: Any) -> str:
     """Render the system prompt `prompts/templates/<name>.j2` with `variables`.
 
     Raises `PromptTemplateError` for an unknown name (listing the available ones), a missing variable, or a
@@ -86,7 +86,7 @@ def render_system_prompt(name: str, **variables: Any) -> str:
     return _render("system prompt", name, available_system_prompts(), f"{name}{_SUFFIX}", variables)
 
 
-def render_note(name: str, **variables: Any) -> str:
+def render_note(name: str, /, **variables: Any) -> str:
     """Render the feedback note `prompts/templates/notes/<name>.j2`: a sentence the loop shows the model.
 
     Same checks as `render_system_prompt`. See `available_notes()` for the names.
