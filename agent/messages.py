@@ -37,10 +37,10 @@ class UserMessage(BaseModel):
 class AssistantMessage(BaseModel):
     """One model turn.
 
-    `thinking` is the reasoning (without `<think>` tags), `content` the visible text without the tool-call blocks,
-    `tool_calls` the executed calls. `raw`, when known, is the exact text the model generated after the prompt's
-    `<think>\\n` (stop token excluded, cut at an invented `<tool_response>`): renderers that keep reasoning use it so
-    the prompt grows by exactly what the model wrote, which keeps the KV cache reusable.
+    `thinking` is the reasoning (without `<think>` tags), `content` the visible text without the tool-call
+    blocks, `tool_calls` the executed calls. `raw`, when known, is the exact text the model generated after
+    the prompt's `<think>\\n` (stop token excluded, cut at an invented `<tool_response>`): renderers that keep
+    reasoning use it so the prompt grows by exactly what the model wrote, which keeps the KV cache reusable.
     """
 
     model_config = ConfigDict(frozen=True)

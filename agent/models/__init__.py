@@ -1,4 +1,4 @@
-"""Model backends behind the one `Model` protocol: scripted (tests), llama.cpp in-process, OpenAI-compatible HTTP.
+"""Model backends behind one `Model` protocol: scripted (tests), llama.cpp in-process, OpenAI-compatible HTTP.
 
 Backends with heavy dependencies are imported on first attribute access so `import agent` stays fast.
 """

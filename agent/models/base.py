@@ -1,15 +1,15 @@
 """The `Model` protocol: the single seam between the loop and any backend.
 
 A backend receives the typed history and the tools and streams back raw completion text in QwQ-32B's output
-format (reasoning, `</think>`, visible text, `<tool_call>` blocks). Backends that talk to chat APIs which split
-reasoning and tool calls out re-serialise them into that format, so one parser serves every backend.
+format (reasoning, `</think>`, visible text, `<tool_call>` blocks). Backends that talk to chat APIs which
+split reasoning and tool calls out re-serialise them into that format, so one parser serves every backend.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from agent.messages import Message
@@ -34,7 +34,7 @@ class Usage:
 @dataclass(frozen=True)
 class ModelRequest:
     messages: Sequence[Message]
-    tools: Sequence[Tool] = ()
+    tools: Sequence[Tool[..., Any]] = ()
     tool_choice: ToolChoice = "auto"
     keep_thinking: KeepThinking = "none"
     max_tokens: int | None = None

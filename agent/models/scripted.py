@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 from agent.models.base import ModelChunk, ModelRequest, Usage
 
-__all__ = ["ScriptedModel", "ScriptExhaustedError"]
+__all__ = ["ScriptExhaustedError", "ScriptedModel"]
 
 
 class ScriptExhaustedError(RuntimeError):

@@ -1,0 +1,446 @@
+"""The loop with ScriptedModel: answers, calls, errors fed back, budgets, stuck detection, transcripts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent import Agent, StopReason
+from agent.events import (
+    ContentDelta,
+    FinalAnswer,
+    StepEnd,
+    ThinkingDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from agent.messages import AssistantMessage, SystemMessage, ToolMessage, UserMessage
+from agent.models import ScriptedModel
+from agent.transcript import read_transcript
+from tools import tool
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def call(name: str, **arguments: object) -> str:
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+
+
+def turn(thinking: str, *calls: str, content: str = "") -> str:
+    return thinking + "\n</think>\n\n" + content + "\n".join(calls)
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: the first addend
+        b: the second addend
+    """
+    return a + b
+
+
+@tool
+def fail(reason: str) -> str:
+    """Always raises, to show how tool errors come back."""
+    raise RuntimeError(f"broken: {reason}")
+
+
+def make_agent(outputs: list[str], **kwargs: object) -> tuple[Agent, ScriptedModel]:
+    model = ScriptedModel(outputs)
+    kwargs.setdefault("tools", [add, fail])
+    return Agent(model, **kwargs), model  # type: ignore[arg-type]
+
+
+async def test_direct_answer() -> None:
+    agent, model = make_agent([turn("2+2 is 4.", content="The answer is 4.")])
+    result = await agent.run("What is 2+2?")
+    assert result.stop_reason is StopReason.FINAL_ANSWER
+    assert result.answer == "The answer is 4."
+    assert result.steps == 1
+    assert isinstance(result.messages[0], SystemMessage)
+    assert result.messages[1] == UserMessage(content="What is 2+2?")
+    last = result.messages[-1]
+    assert isinstance(last, AssistantMessage)
+    assert last.thinking.strip() == "2+2 is 4."
+    assert model.calls == 1
+
+
+async def test_tool_call_observed_then_answer() -> None:
+    agent, model = make_agent([turn("I should add.", call("add", a=2, b=3)), turn("It said 5.", content="5")])
+    result = await agent.run("add 2 and 3")
+    assert result.answer == "5"
+    assert result.steps == 2
+    assert result.tool_calls == 1
+    observation = result.messages[-2]
+    assert isinstance(observation, ToolMessage)
+    assert observation.content == "5"
+    assert not observation.is_error
+    # the second request saw the observation, in order, typed
+    second = model.requests[1].messages
+    assert isinstance(second[-1], ToolMessage)
+    assert isinstance(second[-2], AssistantMessage)
+    assert second[-2].tool_calls[0].name == "add"
+    assert second[-2].tool_calls[0].arguments == {"a": 2, "b": 3}
+
+
+async def test_calls_of_one_turn_run_concurrently_results_in_call_order() -> None:
+    started: list[str] = []
+    both_started = asyncio.Event()
+
+    @tool
+    async def wait_for_peer(label: str, delay: float) -> str:
+        """Returns its label once both calls are running."""
+        started.append(label)
+        if len(started) == 2:
+            both_started.set()
+        # a sequential loop would wait here forever: the second call never starts
+        await asyncio.wait_for(both_started.wait(), timeout=10)
+        await asyncio.sleep(delay)
+        return label
+
+    agent, _ = make_agent(
+        [
+            turn(
+                "two at once",
+                call("wait_for_peer", label="slow", delay=0.2),
+                call("wait_for_peer", label="fast", delay=0),
+            ),
+            turn("done", content="ok"),
+        ],
+        tools=[wait_for_peer],
+    )
+    events = [e async for e in agent.stream("go")]
+    finished = [e.result.content for e in events if isinstance(e, ToolCallFinished)]
+    assert finished == ["fast", "slow"]  # events arrive as calls finish
+    result = agent.last_result
+    assert result is not None
+    observations = [m.content for m in result.messages if isinstance(m, ToolMessage)]
+    assert observations == ["slow", "fast"]  # history keeps the order of the calls
+
+
+async def test_event_stream_shape() -> None:
+    agent, _ = make_agent([turn("hmm", call("add", a=1, b=1)), turn("so 2", content="2")])
+    events = [e async for e in agent.stream("1+1")]
+    kinds = [type(e) for e in events]
+    assert kinds[-1] is FinalAnswer
+    assert ToolCallStarted in kinds
+    assert ToolCallFinished in kinds
+    assert kinds.count(StepEnd) == 2
+    thinking = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
+    content = "".join(e.text for e in events if isinstance(e, ContentDelta))
+    assert "hmm" in thinking
+    assert "so 2" in thinking
+    assert content.strip() == "2"
+    final = events[-1]
+    assert isinstance(final, FinalAnswer)
+    assert final.stop_reason == "final_answer"
+
+
+async def test_unknown_tool_is_fed_back_with_the_available_names() -> None:
+    agent, model = make_agent([turn("x", call("ad", a=1, b=2)), turn("y", content="done")])
+    result = await agent.run("go")
+    observation = result.messages[-2]
+    assert isinstance(observation, ToolMessage)
+    assert observation.is_error
+    assert "add" in observation.content
+    assert result.stop_reason is StopReason.FINAL_ANSWER
+    assert model.calls == 2
+
+
+async def test_bad_arguments_are_fed_back() -> None:
+    agent, _ = make_agent([turn("x", call("add", a="two", b=2)), turn("y", content="done")])
+    result = await agent.run("go")
+    observation = result.messages[-2]
+    assert isinstance(observation, ToolMessage)
+    assert observation.is_error
+    assert "a" in observation.content
+
+
+async def test_tool_exception_becomes_an_observation() -> None:
+    agent, _ = make_agent([turn("x", call("fail", reason="disk")), turn("y", content="done")])
+    result = await agent.run("go")
+    observation = result.messages[-2]
+    assert isinstance(observation, ToolMessage)
+    assert observation.is_error
+    assert "broken: disk" in observation.content
+    assert result.answer == "done"
+
+
+async def test_malformed_call_is_fed_back_and_retried() -> None:
+    agent, _ = make_agent(
+        [
+            turn("x", "<tool_call>\n{not json}\n</tool_call>"),
+            turn("again", call("add", a=1, b=2)),
+            turn("y", content="3"),
+        ]
+    )
+    result = await agent.run("go")
+    errors = [m for m in result.messages if isinstance(m, ToolMessage) and m.is_error]
+    assert len(errors) == 1
+    assert "<tool_call>" in errors[0].content or "JSON" in errors[0].content
+    assert result.answer == "3"
+
+
+async def test_consecutive_malformed_turns_exhaust_the_retry_budget() -> None:
+    bad = turn("x", "<tool_call>\n{nope\n</tool_call>")
+    agent, model = make_agent([bad] * 5, max_malformed_turns=3)
+    result = await agent.run("go")
+    assert result.stop_reason is StopReason.MALFORMED
+    assert model.calls == 3
+
+
+async def test_empty_turn_counts_as_malformed() -> None:
+    # reasoning that never closes and no answer: the model is told what to do
+    agent, _ = make_agent(["I keep thinking and never close", turn("ok", content="fine")])
+    result = await agent.run("go")
+    assert result.answer == "fine"
+    note = result.messages[3]
+    assert isinstance(note, ToolMessage)
+    assert note.is_error
+    assert note.content
+
+
+async def test_max_steps() -> None:
+    outputs = [turn(f"step {i}", call("add", a=i, b=1)) for i in range(10)]
+    agent, model = make_agent(outputs, max_steps=4)
+    result = await agent.run("loop")
+    assert result.stop_reason is StopReason.MAX_STEPS
+    assert result.steps == 4
+    assert model.calls == 4
+    assert result.answer == ""
+
+
+async def test_max_tool_calls() -> None:
+    outputs = [turn("x", call("add", a=i, b=1), call("add", a=i, b=2)) for i in range(10)]
+    agent, _ = make_agent(outputs, max_tool_calls=3)
+    result = await agent.run("loop")
+    assert result.stop_reason is StopReason.MAX_TOOL_CALLS
+    assert result.tool_calls == 4  # the budget is checked between turns
+
+
+async def test_token_budget() -> None:
+    outputs = [turn("x" * 100, call("add", a=i, b=1)) for i in range(10)]
+    # ScriptedModel counts one token per character: the budget allows two turns and a bit
+    agent, model = make_agent(outputs, token_budget=2 * len(outputs[0]) + 1)
+    result = await agent.run("loop")
+    assert result.stop_reason is StopReason.TOKEN_BUDGET
+    assert model.calls == 3
+
+
+async def test_wall_clock_budget_stops_a_hanging_tool() -> None:
+    @tool
+    async def hang() -> str:
+        """Never returns."""
+        await asyncio.sleep(3600)
+        return "unreachable"
+
+    agent, _ = make_agent([turn("x", call("hang")), turn("y", content="z")], tools=[hang], timeout=0.5)
+    result = await agent.run("go")
+    assert result.stop_reason is StopReason.TIMEOUT
+    observation = result.messages[-1]
+    assert isinstance(observation, ToolMessage)
+    assert observation.is_error
+
+
+async def test_stuck_detection_nudges_then_stops() -> None:
+    same = turn("again", call("add", a=1, b=1))
+    agent, model = make_agent([same] * 10, stuck_after=3)
+    result = await agent.run("go")
+    assert result.stop_reason is StopReason.STUCK
+    assert model.calls == 4
+    tool_messages = [m for m in result.messages if isinstance(m, ToolMessage)]
+    nudges = [m for m in tool_messages if m.is_error]
+    # third identical turn: results plus a nudge; fourth: not run, stopped
+    assert len(nudges) == 2
+    assert "add" in nudges[0].content
+    assert "stuck" in result.detail or "same" in result.detail
+
+
+async def test_a_different_call_resets_stuck_detection() -> None:
+    a = turn("again", call("add", a=1, b=1))
+    b = turn("other", call("add", a=2, b=2))
+    agent, _ = make_agent([a, a, b, a, a, turn("ok", content="done")], stuck_after=3)
+    result = await agent.run("go")
+    assert result.stop_reason is StopReason.FINAL_ANSWER
+
+
+async def test_tool_choice_required_rejects_a_plain_answer() -> None:
+    agent, _ = make_agent(
+        [turn("x", content="no tools for me"), turn("fine", call("add", a=1, b=2)), turn("y", content="3")],
+        tool_choice="required",
+        max_steps=3,
+    )
+    result = await agent.run("go")
+    note = result.messages[3]
+    assert isinstance(note, ToolMessage)
+    assert note.is_error
+    assert "must call" in note.content
+    # with "required" every turn must call: the last plain answer is refused again and the budget ends it
+    assert result.stop_reason is StopReason.MAX_STEPS
+
+
+async def test_tool_choice_none_refuses_calls() -> None:
+    agent, _ = make_agent([turn("x", call("add", a=1, b=2)), turn("y", content="3")], tool_choice="none")
+    result = await agent.run("go")
+    refused = result.messages[3]
+    assert isinstance(refused, ToolMessage)
+    assert refused.is_error
+    assert result.tool_calls == 0
+    assert result.answer == "3"
+
+
+async def test_tool_choice_must_name_a_tool() -> None:
+    with pytest.raises(ValueError, match="tool_choice"):
+        Agent(ScriptedModel([]), tools=[add], tool_choice="nonexistent")
+
+
+async def test_drafts_inside_reasoning_are_not_executed() -> None:
+    drafted = "maybe " + call("add", a=1, b=1) + " no, answer directly\n</think>\n\n42"
+    agent, _ = make_agent([drafted])
+    result = await agent.run("go")
+    assert result.answer == "42"
+    assert result.tool_calls == 0
+
+
+async def test_invented_tool_response_is_cut() -> None:
+    invented = turn("x", call("add", a=1, b=2)) + "\n<tool_response>\n999\n</tool_response>\nSo 999."
+    agent, _ = make_agent([invented, turn("y", content="3")])
+    result = await agent.run("go")
+    observation = result.messages[3]
+    assert isinstance(observation, ToolMessage)
+    assert observation.content == "3"
+    assistant = result.messages[2]
+    assert isinstance(assistant, AssistantMessage)
+    assert "999" not in assistant.content
+
+
+async def test_plain_functions_are_accepted_as_tools() -> None:
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        return a * b
+
+    agent, _ = make_agent([turn("x", call("multiply", a=6, b=7)), turn("y", content="42")], tools=[multiply])
+    result = await agent.run("go")
+    assert result.messages[3].content == "42"
+
+
+def test_run_sync() -> None:
+    agent, _ = make_agent([turn("x", content="sync")])
+    assert agent.run_sync("go").answer == "sync"
+
+
+async def test_run_sync_inside_a_loop_says_what_to_do() -> None:
+    agent, _ = make_agent([turn("x", content="sync")])
+    with pytest.raises(RuntimeError, match=r"await agent\.run"):
+        agent.run_sync("go")
+
+
+async def test_transcript_is_written_per_step(tmp_path: Path) -> None:
+    agent, _ = make_agent([turn("x", call("add", a=1, b=2)), turn("y", content="3")], transcript_dir=tmp_path)
+    result = await agent.run("go")
+    assert result.transcript_path is not None
+    lines = [json.loads(x) for x in result.transcript_path.read_text().splitlines()]
+    assert [x["type"] for x in lines] == ["run_start", "step", "step", "run_end"]
+    record = read_transcript(result.transcript_path)
+    assert record.messages == result.messages
+    assert record.finished
+    assert record.model_outputs[0].startswith("x\n</think>")
+
+
+async def test_resume_of_a_finished_run_returns_its_result(tmp_path: Path) -> None:
+    agent, _ = make_agent([turn("y", content="3")], transcript_dir=tmp_path)
+    first = await agent.run("go")
+    assert first.transcript_path is not None
+    again, model = make_agent([], transcript_dir=tmp_path)
+    result = await again.resume(first.transcript_path)
+    assert result.answer == "3"
+    assert model.calls == 0
+
+
+async def test_resume_with_a_new_task_continues_the_conversation(tmp_path: Path) -> None:
+    agent, _ = make_agent([turn("y", content="3")], transcript_dir=tmp_path)
+    first = await agent.run("go")
+    assert first.transcript_path is not None
+    again, model = make_agent([turn("z", content="4")], transcript_dir=tmp_path)
+    result = await again.resume(first.transcript_path, task="and now?")
+    assert result.answer == "4"
+    assert model.requests[0].messages[-1] == UserMessage(content="and now?")
+    assert read_transcript(first.transcript_path).messages == result.messages
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from agent import Agent
+    from agent.models import ScriptedModel
+    from tools import tool
+
+    @tool
+    def step(n: int) -> str:
+        '''Records a step; the second one kills this process as a crash would.'''
+        if n == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return f"did {n}"
+
+    def call(n):
+        body = json.dumps({"name": "step", "arguments": {"n": n}})
+        return "think\\n</think>\\n\\n<tool_call>\\n" + body + "\\n</tool_call>"
+
+    agent = Agent(ScriptedModel([call(1), call(2)]), tools=[step], transcript_dir=sys.argv[1])
+    agent.run_sync("count")
+    """
+)
+
+
+def test_resume_after_sigkill_loses_no_finished_step(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (path,) = tmp_path.glob("*.jsonl")
+    # simulate a write torn by the kill, too
+    with path.open("ab") as handle:
+        handle.write(b'{"type": "step", "step": 2, "mess')
+    record = read_transcript(path)
+    assert record.steps == 1
+    assert not record.finished
+
+    @tool
+    def step(n: int) -> str:
+        """Records a step."""
+        return f"did {n}"
+
+    model = ScriptedModel(
+        [
+            "think\n</think>\n\n" + call("step", n=2),
+            "think\n</think>\n\nall done",
+        ]
+    )
+    agent = Agent(model, tools=[step], transcript_dir=tmp_path)
+    result = asyncio.run(agent.resume(path))
+    assert result.answer == "all done"
+    assert result.steps == 3
+    observations = [m.content for m in result.messages if isinstance(m, ToolMessage)]
+    assert observations == ["did 1", "did 2"]
+    # the resumed model saw the finished first step
+    first_request = model.requests[0].messages
+    assert any(isinstance(m, ToolMessage) and m.content == "did 1" for m in first_request)
+    reread = read_transcript(path)
+    assert reread.finished
+    assert reread.messages == result.messages
+    assert os.path.getsize(path) == reread.valid_length
