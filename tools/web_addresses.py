@@ -1,0 +1,110 @@
+"""Which network addresses a web fetch may connect to, and how odd host spellings are read.
+
+A model controls the URL, so every address a hostname stands for is judged here before any socket opens. The
+rule is an allow-list of the public internet (`is_global`) minus the special ranges that `ipaddress` still counts
+as global, with IPv6 forms that carry an IPv4 address inside (mapped, 6to4, Teredo, NAT64) judged by the IPv4
+address they lead to. Hosts written as odd IPv4 literals (`2130706433`, `0x7f000001`, `0177.0.0.1`, `127.1`) are
+read the way the C library's `inet_aton` reads them, because that is what the OS resolver would connect to.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+__all__ = ["IPAddress", "parse_ip_literal", "refusal_reason"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_ULA = ipaddress.ip_network("fc00::/7")
+_IPV6_LINK_LOCAL = ipaddress.ip_network("fe80::/10")
+_IPV6_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+_METADATA = ipaddress.ip_address("169.254.169.254")
+_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
+
+
+def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
+    """Parse `host` as `inet_aton` would: 1-4 parts, each decimal, 0x-hex or 0-octal; the last fills the rest."""
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4 or not all(_PART.match(p) for p in parts):
+        return None
+    values: list[int] = []
+    for p in parts:
+        if p[:2] in ("0x", "0X"):
+            values.append(int(p[2:] or "0", 16))
+        elif len(p) > 1 and p[0] == "0":
+            values.append(int(p, 8))
+        else:
+            values.append(int(p))
+    *head, last = values
+    if any(v > 0xFF for v in head) or last >= 1 << (8 * (4 - len(head))):
+        return None
+    number = 0
+    for v in head:
+        number = number << 8 | v
+    number = number << (8 * (4 - len(head))) | last
+    return ipaddress.IPv4Address(number)
+
+
+def parse_ip_literal(host: str) -> IPAddress | None:
+    """The address `host` spells if it is an IP literal in any form the OS accepts, else None (a name).
+
+    IPv6 may come with or without brackets and with a zone (`fe80::1%eth0`); a trailing dot on an IPv4 form is
+    ignored, as resolvers ignore it.
+    """
+    h = host.strip().removeprefix("[").removesuffix("]")
+    if ":" in h:
+        try:
+            return ipaddress.IPv6Address(h)
+        except ValueError:
+            return None
+    return _inet_aton(h.removesuffix("."))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address routes to, for the forms that carry one."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def refusal_reason(ip: IPAddress) -> str | None:
+    """Why a fetch must not connect to `ip` (a few words for a sentence), or None if it is a public address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return "a scoped (link-local) IPv6 address"
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            reason = refusal_reason(inner)
+            return f"an IPv6 form of {inner}, {reason}" if reason else None
+        if ip in _ULA:
+            return "an IPv6 unique-local (private) address"
+        if ip in _IPV6_LINK_LOCAL or ip in _IPV6_SITE_LOCAL:
+            return "an IPv6 link-local address"
+    if ip == _METADATA:
+        return "the cloud metadata address"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_loopback:
+        return "a loopback address (this machine)"
+    if ip.is_link_local:
+        return "a link-local address"
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
+        return "a carrier-grade NAT (shared) address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_private:
+        return "a private-network address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if not ip.is_global:
+        return "a special-purpose address"
+    return None

@@ -1,0 +1,279 @@
+"""Turning a fetched body into text a model can read: charset decoding, HTML to Markdown, JSON, PDF.
+
+HTML goes through readability-lxml (finds the main content: drops navigation, ads, footers, sidebars) and then
+markdownify (headings, links, lists, tables, code blocks as Markdown). That pair was chosen over trafilatura,
+html2text and inscriptis by `benchmarks/web_fetch.py --compare-extractors` on the saved pages under
+`tests/tools/fixtures/`: it kept all of the main content of every page (trafilatura lost most posts of a forum
+thread and its code blocks) while dropping boilerplate, and both are permissively licensed (html2text scored
+the same and is faster, but is GPL). When readability finds almost nothing (link lists, index pages), the whole
+page is converted with the obvious boilerplate elements removed, so the model still sees something.
+
+All functions here are synchronous and CPU-bound; `tools.web` runs them in a worker thread. The extraction
+libraries are imported on first use, so importing `tools.web` stays cheap.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+import re
+from typing import Any
+
+__all__ = ["decode_text", "html_to_markdown", "pdf_to_text", "pretty_json", "sniff_kind"]
+
+# Labels browsers treat as another encoding (WHATWG Encoding Standard): a page that says latin-1 is read as
+# windows-1252, since that is what its author saw.
+_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "l1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "windows-1252": "cp1252",
+    "x-cp1252": "cp1252",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "ms_kanji": "cp932",
+    "windows-31j": "cp932",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "euc-kr": "cp949",
+    "ks_c_5601-1987": "cp949",
+    "iso-8859-9": "cp1254",
+    "tis-620": "cp874",
+    "iso-8859-11": "cp874",
+}
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_XML_ENCODING = re.compile(rb"""^<\?xml[^>]+encoding\s*=\s*["']([A-Za-z0-9_.:-]+)""")
+_PRESCAN_BYTES = 16_384  # browsers look at 1 KB; real pages put the meta tag later behind scripts
+_DETECT_BYTES = 262_144  # charset detection is slow on megabytes; a quarter of one decides as well
+_BLANK_RUNS = re.compile(r"\n[ \t]*(?:\n[ \t]*){2,}")
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
+_BOILERPLATE_TAGS = (
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "svg",
+    "iframe",
+    "form",
+    "button",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+)
+_LAYOUT_BLOCKS = ["table", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "pre", "blockquote", "form"]
+_BOILERPLATE_ROLES = ("navigation", "banner", "contentinfo", "search", "complementary", "dialog")
+
+
+def _codec(label: str | None) -> str | None:
+    """A Python codec name for a charset label, or None if the label is unknown (then it is ignored)."""
+    if not label:
+        return None
+    name = label.strip().strip("\"'").lower()
+    name = _ALIASES.get(name, name)
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def _try_decode(data: bytes, codec: str, final: bool) -> str | None:
+    """Strict decode; a body cut at the byte cap may end inside a character, so only a final one must be whole."""
+    try:
+        return codecs.getincrementaldecoder(codec)("strict").decode(data, final=final)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def _declared(data: bytes) -> str | None:
+    head = data[:_PRESCAN_BYTES]
+    found = _XML_ENCODING.match(head) or _META_CHARSET.search(head)
+    return found.group(1).decode("ascii", "replace") if found else None
+
+
+def decode_text(data: bytes, header_charset: str | None, *, truncated: bool = False) -> tuple[str, str]:
+    """Decode a body to text; returns (text, codec used).
+
+    Order: a byte-order mark; valid UTF-8 (legacy text is practically never valid UTF-8 by chance, while
+    servers often label UTF-8 pages latin-1); the charset of the Content-Type header, then of a `<meta>` tag
+    or XML declaration, if the bytes decode under it; charset detection; windows-1252 with replacement marks.
+    """
+    final = not truncated
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            return codecs.getincrementaldecoder(codec)("replace").decode(data, final=final), codec
+    text = _try_decode(data, "utf-8", final)
+    if text is not None:
+        return text, "utf-8"
+    for label in (header_charset, _declared(data)):
+        codec = _codec(label)
+        if codec is not None:
+            text = _try_decode(data, codec, final)
+            if text is not None:
+                return text, codec
+    codec = _detect(data[:_DETECT_BYTES]) or "cp1252"
+    return codecs.getincrementaldecoder(codec)("replace").decode(data, final=final), codec
+
+
+def _detect(sample: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:  # optional: without it, legacy pages fall back to windows-1252
+        return None
+    best = from_bytes(sample).best()
+    return _codec(best.encoding) if best is not None else None
+
+
+def sniff_kind(mime: str, data: bytes) -> str:
+    """What a body is: 'html', 'json', 'text', 'pdf' or 'binary', from its media type, else from its bytes."""
+    if mime in ("text/html", "application/xhtml+xml"):
+        return "html"
+    if mime in ("application/json", "text/json") or mime.endswith("+json"):
+        return "json"
+    if mime == "application/pdf":
+        return "pdf"
+    textual = mime.startswith("text/") or mime.endswith(("+xml", "/xml", "/javascript", "/ecmascript"))
+    if textual or mime in ("application/x-ndjson", "application/yaml", "application/x-yaml", "application/toml"):
+        return "text"
+    if mime and mime not in ("application/octet-stream", "binary/octet-stream", "application/unknown"):
+        return "binary"
+    head = data[:1024].lstrip().lower()
+    if head.startswith(b"%pdf-"):
+        return "pdf"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<body" in head or b"<head" in head:
+        return "html"
+    if b"\x00" in head and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "binary"
+    if head.startswith((b"{", b"[")):
+        return "json"
+    return "text"
+
+
+def pretty_json(text: str) -> str:
+    """Indented JSON (non-ASCII kept), or the text unchanged if it does not parse (e.g. cut at the cap)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _tidy(markdown: str) -> str:
+    return _BLANK_RUNS.sub("\n\n", _TRAILING_SPACE.sub("\n", markdown)).strip()
+
+
+def _unwrap_layout_tables(soup: Any) -> None:
+    """Turn tables used for page layout (cells holding headings, lists or other tables) into plain blocks.
+
+    Old sites lay out whole pages with tables; converted as Markdown tables, every paragraph would be
+    squeezed into one cell of one row.
+    """
+    for table in soup.find_all("table"):
+        if any(cell.find(_LAYOUT_BLOCKS) for cell in table.find_all(["td", "th"])):
+            for part in table.find_all(["tbody", "thead", "tfoot", "tr", "td", "th"]):
+                if part.find_parent("table") is table:
+                    part.name = "div"
+            table.name = "div"
+    for part in soup.find_all(["tbody", "thead", "tfoot", "tr", "td", "th"]):
+        if part.find_parent("table") is None:  # readability cuts a layout cell out of its table
+            part.name = "div"
+
+
+def _soup_to_markdown(soup: Any) -> str:
+    from markdownify import MarkdownConverter
+
+    _unwrap_layout_tables(soup)
+    for img in soup.find_all("img"):
+        alt = (img.get("alt") or "").strip()
+        # Images carry no text for the model; their alt text does (and data: URLs would flood the context).
+        img.replace_with(f"[image: {alt}]" if alt else "")
+    converter = MarkdownConverter(
+        heading_style="ATX",
+        bullets="-",
+        escape_underscores=False,
+        escape_asterisks=False,
+        escape_misc=False,
+        table_infer_header=True,
+        strip=["script", "style", "noscript"],
+    )
+    return str(converter.convert_soup(soup))
+
+
+def _whole_page(html: str) -> str:
+    """The page minus navigation, headers, footers, forms and scripts: for pages readability cannot read."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "lxml")
+    for element in soup.find_all(_BOILERPLATE_TAGS):
+        element.decompose()
+    for element in soup.find_all(attrs={"role": list(_BOILERPLATE_ROLES)}):
+        element.decompose()
+    body = soup.body or soup
+    return _tidy(_soup_to_markdown(body))
+
+
+def _visible_chars(html: str) -> int:
+    import lxml.html
+
+    try:
+        root = lxml.html.document_fromstring(html)
+    except Exception:  # lxml raises several types for empty or odd documents
+        return 0
+    for element in root.iter("script", "style", "noscript", "template"):
+        element.drop_tree()
+    return len(" ".join(root.text_content().split()))
+
+
+def html_to_markdown(html: str, url: str) -> tuple[str, str | None]:
+    """Markdown of the main content of an HTML page and its title (links made absolute against `url`)."""
+    import logging
+
+    from bs4 import BeautifulSoup
+    from readability import Document
+
+    logging.getLogger("readability.readability").setLevel(logging.ERROR)  # it logs every page at INFO
+    title: str | None = None
+    try:
+        document = Document(html, url=url)
+        title = (document.short_title() or document.title() or "").strip() or None
+        summary = document.summary(html_partial=True)
+        markdown = _tidy(_soup_to_markdown(BeautifulSoup(summary, "lxml")))
+    except Exception:  # readability raises Unparseable and lxml errors on empty or broken documents
+        markdown = ""
+    if len(markdown) < 1000:
+        # Readability keeps the one block it believes is the article; on index pages, link lists and
+        # tiny pages it can keep almost nothing while the page has plenty to read.
+        visible = _visible_chars(html)
+        if len(markdown) < 0.4 * visible:
+            markdown = _whole_page(html)
+    if title and not markdown.lstrip().startswith("#"):
+        markdown = f"# {title}\n\n{markdown}"
+    return markdown, title
+
+
+def pdf_to_text(data: bytes, max_pages: int = 500) -> str:
+    """The text of a PDF's pages, each headed by its number. Raises ImportError without pypdf."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    parts: list[str] = []
+    for number, page in enumerate(reader.pages[:max_pages], start=1):
+        parts.append(f"--- page {number} ---\n{(page.extract_text() or '').strip()}")
+    if len(reader.pages) > max_pages:
+        parts.append(f"--- {len(reader.pages) - max_pages} more pages not read ---")
+    return "\n\n".join(parts)
