@@ -1,1 +1,32 @@
-"""Hardened Docker sandboxes where model-written code runs: the container, its in-container runner, the image, the pool."""
+"""Hardened Docker sandboxes where model-written code runs.
+
+`DockerSandbox` (one container per run: persistent Python namespace, shell, files), `SandboxPool` (warm
+containers), `SandboxConfig` (every limit, safe defaults), `ExecResult`; `sandboxes.image` builds the image.
+Importing this package does not import the Docker SDK or contact the engine.
+"""
+
+from sandboxes.config import ExecResult, SandboxConfig
+from sandboxes.docker_sandbox import WORKSPACE, DockerSandbox
+from sandboxes.errors import (
+    DockerUnavailableError,
+    ImageBuildError,
+    ImageNotFoundError,
+    SandboxError,
+    SandboxFileError,
+    SandboxStartError,
+)
+from sandboxes.image import DEFAULT_IMAGE
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "WORKSPACE",
+    "DockerSandbox",
+    "DockerUnavailableError",
+    "ExecResult",
+    "ImageBuildError",
+    "ImageNotFoundError",
+    "SandboxConfig",
+    "SandboxError",
+    "SandboxFileError",
+    "SandboxStartError",
+]

@@ -119,10 +119,10 @@ def find_containers(client: Any, *, owner_pid: int | None = None) -> list[Any]:
     return containers
 
 
-def remove_container(container: Any) -> None:
+def remove_container(client: Any, container_id: str) -> None:
     """Kill and remove, ignoring containers that are already gone or being removed by `auto_remove`."""
     try:
-        container.remove(force=True)
+        client.api.remove_container(container_id, force=True)
     except Exception as exc:
         # NotFound, or a 409 "removal already in progress": either way it is going away.
         name = type(exc).__name__
@@ -138,6 +138,6 @@ def remove_dead_leftovers(client: Any) -> list[str]:
     removed = []
     for container in find_containers(client):
         if owner_alive(container.labels) is False:
-            remove_container(container)
+            remove_container(client, container.id)
             removed.append(container.short_id)
     return removed

@@ -1,0 +1,116 @@
+"""The host end of the runner's stdin/stdout: length-prefixed JSON frames over Docker's hijacked attach socket.
+
+With `tty=False` Docker multiplexes what the container writes: each chunk carries an 8-byte header (stream
+type, three zero bytes, big-endian payload size). What the host writes to stdin is passed through raw.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import struct
+import threading
+import time
+from typing import Any
+
+__all__ = ["Channel", "ChannelClosed", "ChannelTimeout", "ProtocolError"]
+
+_FRAME = struct.Struct(">I")
+_MUX = struct.Struct(">BxxxL")
+_MAX_FRAME = 512 * 1024 * 1024
+
+
+class ChannelClosed(Exception):
+    """The runner's stdout ended: the container stopped or the runner died."""
+
+
+class ChannelTimeout(Exception):
+    """No complete frame arrived before the deadline."""
+
+
+class ProtocolError(Exception):
+    """The bytes from the container are not frames of our protocol (a broken or tampered-with runner)."""
+
+
+class Channel:
+    """Frames over one attach socket; `send` may be called from another thread (to cancel a running call)."""
+
+    def __init__(self, attached: Any) -> None:
+        # Keep the SDK's object alive: for TLS engines its response owns the socket and closes it when collected.
+        self._attached = attached
+        self._sock: Any = getattr(attached, "_sock", attached)
+        if hasattr(self._sock, "settimeout"):
+            self._sock.settimeout(None)
+        self._raw = bytearray()  # multiplexed bytes not yet parsed
+        self._stdout = bytearray()  # the runner's stdout, de-multiplexed
+        self._send_lock = threading.Lock()
+        self.closed = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        body = json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        with self._send_lock:
+            try:
+                self._sock.sendall(_FRAME.pack(len(body)) + body)
+            except OSError as exc:
+                raise ChannelClosed(f"cannot write to the runner: {exc}") from exc
+
+    def recv(self, deadline: float) -> dict[str, Any]:
+        """The next frame, waiting until `deadline` (a `time.monotonic()` value)."""
+        while True:
+            frame = self._take_frame()
+            if frame is not None:
+                return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ChannelTimeout()
+            pending = getattr(self._sock, "pending", None)  # TLS may hold decrypted bytes select cannot see
+            if not (pending and pending()):
+                ready, _, _ = select.select([self._sock], [], [], remaining)
+                if not ready:
+                    continue
+            try:
+                data = self._sock.recv(1 << 20)
+            except OSError as exc:
+                raise ChannelClosed(f"reading from the runner failed: {exc}") from exc
+            if not data:
+                self.closed = True
+                raise ChannelClosed("the runner's output ended")
+            self._raw += data
+            self._demux()
+
+    def _demux(self) -> None:
+        while len(self._raw) >= _MUX.size:
+            stream, size = _MUX.unpack_from(self._raw)
+            if stream not in (0, 1, 2):
+                raise ProtocolError(f"unexpected stream header {bytes(self._raw[:8])!r}")
+            if len(self._raw) < _MUX.size + size:
+                return
+            if stream == 1:
+                self._stdout += self._raw[_MUX.size : _MUX.size + size]
+            del self._raw[: _MUX.size + size]
+
+    def _take_frame(self) -> dict[str, Any] | None:
+        if len(self._stdout) < _FRAME.size:
+            return None
+        (size,) = _FRAME.unpack_from(self._stdout)
+        if size > _MAX_FRAME:
+            raise ProtocolError(f"frame of {size} bytes announced")
+        if len(self._stdout) < _FRAME.size + size:
+            return None
+        body = bytes(self._stdout[_FRAME.size : _FRAME.size + size])
+        del self._stdout[: _FRAME.size + size]
+        try:
+            message = json.loads(body)
+        except ValueError as exc:
+            raise ProtocolError(f"a frame is not JSON: {exc}") from exc
+        if not isinstance(message, dict):
+            raise ProtocolError("a frame is not a JSON object")
+        return message
+
+    def close(self) -> None:
+        self.closed = True
+        for target in (self._sock, self._attached):
+            try:
+                target.close()
+            except Exception:
+                pass

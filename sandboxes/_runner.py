@@ -1,0 +1,762 @@
+"""The in-container runner: a supervisor that keeps a persistent Python worker and runs shell commands.
+
+This file is sent as the container command (`python3 -I -c <this source>`), so it must stay standard-library only
+and run on any python3 from 3.8 on; it is never imported by the host at run time (tests import it to check it).
+
+Process design, inside the container's own PID namespace:
+
+    PID 1  docker-init (tini): reaps orphans; ignores SIGKILL from inside the namespace.
+    PID 2  this supervisor: talks to the host over fds 0/1 (length-prefixed JSON frames), never runs model code.
+           SIGTERM/SIGINT/SIGHUP are caught and ignored, so a signal sent to PID 1 (forwarded by tini) does not
+           end the sandbox.
+      └─ worker (its own process group): holds the persistent namespace, runs Python cells; forked from the
+           supervisor, so a fresh one costs a fork, not an interpreter start.
+      └─ shell commands: `bash -c` (or `sh -c`) in a new session, one per call.
+
+On timeout the supervisor sends the worker SIGINT (a KeyboardInterrupt keeps the namespace), waits a short
+grace, then SIGKILLs the worker's process group and forks a fresh worker (state lost). Shell commands are
+SIGKILLed with their session. After every call every process other than PID 1, the supervisor and the worker
+is killed, so nothing started by a call outlives it. The model's code runs as the same user as the supervisor,
+so it can kill the supervisor or forge frames: the host treats every frame as untrusted and replaces a container
+whose runner died or misbehaved. Only the container boundary is a security boundary.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import builtins
+import errno
+import fcntl
+import io
+import json
+import linecache
+import os
+import select
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+WORKSPACE = "/workspace"
+HEADER = struct.Struct(">I")
+MAX_FRAME = 512 * 1024 * 1024
+CHUNK = 65536
+# After SIGINT, how long a cell may take to unwind (finally blocks, KeyboardInterrupt handlers) before SIGKILL.
+INTERRUPT_GRACE_S = 1.0
+
+
+# ---------------------------------------------------------------------------------------------- framing
+
+
+def read_exact(fd: int, n: int) -> bytes | None:
+    """Read exactly n bytes from a blocking fd; None on end of file before the first byte or mid-frame."""
+    parts = []
+    while n:
+        try:
+            chunk = os.read(fd, n)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for old interpreters
+            continue
+        except BlockingIOError:
+            select.select([fd], [], [])
+            continue
+        if not chunk:
+            return None
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def read_frame(fd: int) -> Any:
+    """One JSON frame, or None at end of file (the other side is gone)."""
+    head = read_exact(fd, HEADER.size)
+    if head is None:
+        return None
+    (size,) = HEADER.unpack(head)
+    if size > MAX_FRAME:
+        raise ValueError("frame too large")
+    body = read_exact(fd, size)
+    if body is None:
+        return None
+    return json.loads(body.decode("utf-8"))
+
+
+def write_frame(fd: int, obj: Any) -> None:
+    body = json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    data = memoryview(HEADER.pack(len(body)) + body)
+    while data:
+        try:
+            written = os.write(fd, data)
+        except BlockingIOError:
+            select.select([], [fd], [])
+            continue
+        data = data[written:]
+
+
+def set_nonblocking(fd: int) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+
+
+# ---------------------------------------------------------------------------------------------- output capture
+
+
+class Capture:
+    """Keeps the first and last `limit // 2` bytes of a stream and counts the rest, so 100 MB costs nothing."""
+
+    def __init__(self, limit: int) -> None:
+        self.half = max(limit // 2, 1)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            if len(data) >= self.half:
+                self.tail = bytearray(data[-self.half :])
+            else:
+                self.tail += data
+                if len(self.tail) > self.half:
+                    del self.tail[: len(self.tail) - self.half]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + len(self.tail)
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", "replace")
+        tail = self.tail.decode("utf-8", "replace")
+        if not self.truncated:
+            return head + tail
+        omitted = self.total - len(self.head) - len(self.tail)
+        return f"{head}\n[... {omitted} bytes of output omitted ...]\n{tail}"
+
+
+def drain(fd: int, capture: Capture) -> bool:
+    """Read what is available now from a non-blocking fd; False once it reached end of file."""
+    while True:
+        try:
+            data = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        capture.feed(data)
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+
+def oom_kills() -> int:
+    """How many processes the kernel killed for lack of memory in this container's cgroup (v1 or v2)."""
+    for path in ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def process_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return "gone"
+    return stat[stat.rfind(b")") + 2 :][:1].decode("ascii", "replace")
+
+
+def sweep(keep: set[int]) -> int:
+    """SIGKILL every process of the container except PID 1, this supervisor and `keep`; returns how many.
+
+    Repeated until nothing is left, because a fork bomb keeps forking while it is being killed; the pids
+    limit bounds how long that can go on.
+    """
+    keep = keep | {1, os.getpid()}
+    killed = 0
+    for _ in range(200):
+        victims = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                pid = int(name)
+                if pid not in keep and process_state(pid) not in ("Z", "X", "gone"):
+                    victims.append(pid)
+        if not victims:
+            break
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        reap(victims)
+        time.sleep(0.001)
+    return killed
+
+
+def reap(pids: list[int]) -> None:
+    """Collect the exit status of those of `pids` that are our own children (others are reaped by PID 1)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def describe_status(status: int) -> tuple[int | None, int | None]:
+    """(exit code, signal number) from a waitpid status."""
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    return None, None
+
+
+def child_setup() -> None:
+    """In a new child: make it the first thing the OOM killer picks, and slightly nicer than the supervisor."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+    try:
+        os.nice(5)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- the worker
+
+
+class Worker:
+    """The supervisor's handle on one Python worker process."""
+
+    def __init__(self, pid: int, req_w: int, res_r: int, out_r: int, err_r: int) -> None:
+        self.pid = pid
+        self.req_w = req_w
+        self.res_r = res_r
+        self.out_r = out_r
+        self.err_r = err_r
+        self.status: int | None = None
+
+    def fds(self) -> list[int]:
+        return [self.req_w, self.res_r, self.out_r, self.err_r]
+
+    def alive(self) -> bool:
+        if self.status is not None:
+            return False
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            self.status = 0
+            return False
+        if pid == 0:
+            return True
+        self.status = status
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group and collect it."""
+        for target in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
+            try:
+                target()
+            except OSError:
+                pass
+        if self.status is None:
+            try:
+                _, self.status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.status = 0
+        for fd in self.fds():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def spawn_worker(close_fds: list[int]) -> Worker:
+    """Fork a fresh worker with an empty namespace (retrying while a fork bomb's leftovers free their pids)."""
+    req_r, req_w = os.pipe()
+    res_r, res_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            pid = os.fork()
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            sweep(set())
+            time.sleep(0.01)
+    if pid == 0:  # the worker
+        try:
+            os.setpgid(0, 0)
+            for fd in [*close_fds, req_w, res_r, out_r, err_r]:
+                os.close(fd)
+            worker_main(req_r, res_w, out_w, err_w)
+        finally:
+            os._exit(70)
+    for fd in (req_r, res_w, out_w, err_w):
+        os.close(fd)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass  # the child did it first, or already died
+    for fd in (res_r, out_r, err_r):
+        set_nonblocking(fd)
+    return Worker(pid, req_w, res_r, out_r, err_r)
+
+
+def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
+    """The worker's loop: read a cell, run it in the persistent namespace, answer; never returns."""
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.set_wakeup_fd(-1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.close(out_w)
+    os.close(err_w)
+    child_setup()
+    me = os.getpid()
+
+    def streams() -> None:
+        # Rebuilt when the model's code closed or replaced them, so one bad cell does not mute the next ones.
+        if getattr(sys.stdout, "fileno", None) is None or sys.stdout.closed:
+            sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+        if getattr(sys.stderr, "fileno", None) is None or sys.stderr.closed:
+            sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+
+    sys.stdin = open(0, encoding="utf-8", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.path.insert(0, "")
+    sys.argv = [""]
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    while True:
+        try:
+            request = read_frame(req_r)
+        except KeyboardInterrupt:  # a late interrupt that arrived after the cell had finished
+            continue
+        if request is None:
+            os._exit(0)
+        streams()
+        try:
+            result = run_cell(namespace, request["code"], int(request["cell"]), int(request["value_limit"]))
+        except KeyboardInterrupt:
+            result = {"error": "KeyboardInterrupt", "traceback": None, "value": None}
+        if os.getpid() != me:
+            os._exit(0)  # a process the cell forked fell through to here: it must not answer
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        try:
+            write_frame(res_w, result)
+        except KeyboardInterrupt:
+            write_frame(res_w, result)
+
+
+def run_cell(namespace: dict[str, Any], code: str, cell: int, value_limit: int) -> dict[str, Any]:
+    """Run one cell like a notebook: statements, then the value of a trailing expression; errors as traceback."""
+    filename = f"<cell-{cell}>"
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    try:
+        tree = ast.parse(code, filename, "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        body = compile(tree, filename, "exec")
+        tail = compile(last, filename, "eval") if last is not None else None
+    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+        lines = traceback.format_exception_only(type(exc), exc)
+        return {"error": lines[-1].strip(), "traceback": "".join(lines), "value": None}
+    try:
+        exec(body, namespace)
+        value = eval(tail, namespace) if tail is not None else None
+    except BaseException as exc:
+        tb = exc.__traceback__
+        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
+            tb = tb.tb_next
+        try:
+            lines = traceback.format_exception(type(exc), exc, tb)
+            summary = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        except BaseException:
+            lines, summary = [f"{type(exc).__name__}\n"], type(exc).__name__
+        return {"error": summary, "traceback": "".join(lines), "value": None}
+    if value is None:
+        return {"error": None, "traceback": None, "value": None}
+    namespace["_"] = value
+    try:
+        text = repr(value)
+    except BaseException as exc:
+        text = f"<repr failed: {type(exc).__name__}: {exc}>"
+    if len(text) > value_limit:
+        half = value_limit // 2
+        text = f"{text[:half]}\n[... {len(text) - 2 * half} characters omitted ...]\n{text[-half:]}"
+    return {"error": None, "traceback": None, "value": text}
+
+
+# ---------------------------------------------------------------------------------------------- the supervisor
+
+
+class Cancelled(Exception):
+    """The host asked to stop the running call."""
+
+
+class Supervisor:
+    def __init__(self, proto_in: int, proto_out: int) -> None:
+        self.proto_in = proto_in
+        self.proto_out = proto_out
+        self.wake_r, self.wake_w = os.pipe()
+        set_nonblocking(self.wake_r)
+        set_nonblocking(self.wake_w)
+        for fd in (self.proto_in, self.proto_out, self.wake_r, self.wake_w):
+            os.set_inheritable(fd, False)
+        self.cell = 0
+        self.worker: Worker | None = None
+
+    # -- plumbing
+
+    def private_fds(self) -> list[int]:
+        return [self.proto_in, self.proto_out, self.wake_r, self.wake_w]
+
+    def new_worker(self) -> Worker:
+        self.worker = spawn_worker(self.private_fds())
+        return self.worker
+
+    def clear_wakeups(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except OSError:
+            pass
+
+    def host_message(self) -> None:
+        """Handle a frame that arrived while a call runs: only `cancel` is legal then; EOF ends everything."""
+        message = read_frame(self.proto_in)
+        if message is None:
+            self.shutdown()
+        if isinstance(message, dict) and message.get("op") == "cancel":
+            raise Cancelled()
+
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+        sweep(set())
+        os._exit(0)
+
+    # -- operations
+
+    def op_python(self, req: dict[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        timeout = float(req.get("timeout", 30.0))
+        out, err = Capture(int(req["max_output"])), Capture(int(req["max_output"]))
+        notes = []
+        worker = self.worker
+        if worker is None or not worker.alive():
+            if worker is not None:
+                worker.kill()
+                notes.append("state_lost_before")
+            worker = self.new_worker()
+        self.cell += 1
+        ooms_before = oom_kills()
+        write_frame(worker.req_w, {"code": req["code"], "cell": self.cell, "value_limit": req["value_limit"]})
+        deadline = started + timeout
+        interrupted_at: float | None = None
+        timed_out = cancelled = False
+        result: Any = None
+        died = False
+        while True:
+            now = time.monotonic()
+            if interrupted_at is None and now >= deadline:
+                timed_out = True
+            if (timed_out or cancelled) and interrupted_at is None:
+                interrupted_at = now
+                try:
+                    os.kill(worker.pid, signal.SIGINT)
+                except OSError:
+                    pass
+            if interrupted_at is not None and now >= interrupted_at + INTERRUPT_GRACE_S:
+                died = True
+                break
+            wait = (interrupted_at + INTERRUPT_GRACE_S if interrupted_at is not None else deadline) - now
+            ready, _, _ = select.select(
+                [self.proto_in, worker.res_r, worker.out_r, worker.err_r, self.wake_r], [], [], max(wait, 0)
+            )
+            if self.wake_r in ready:
+                self.clear_wakeups()
+            if worker.out_r in ready:
+                drain(worker.out_r, out)
+            if worker.err_r in ready:
+                drain(worker.err_r, err)
+            if self.proto_in in ready:
+                try:
+                    self.host_message()
+                except Cancelled:
+                    cancelled = True
+            if worker.res_r in ready:
+                try:
+                    result = read_frame(worker.res_r)
+                except (ValueError, UnicodeDecodeError):
+                    result = None
+                if result is None:
+                    died = True
+                break
+            if self.wake_r in ready and not worker.alive():
+                died = True
+                break
+        drain(worker.out_r, out)
+        drain(worker.err_r, err)
+        state_lost = False
+        exit_code: int | None = None
+        exit_signal: int | None = None
+        if died or not worker.alive():
+            if worker.status is None:
+                worker.kill()
+            else:
+                worker.kill()  # closes its pipes; the process is already collected
+            exit_code, exit_signal = describe_status(worker.status or 0)
+            if interrupted_at is not None and exit_signal == signal.SIGKILL and result is None:
+                exit_signal = None  # we killed it ourselves: not a crash
+            state_lost = True
+            self.new_worker()
+            sweep({self.worker.pid} if self.worker else set())
+        else:
+            sweep({worker.pid})
+        result = result if isinstance(result, dict) else {}
+        ooms = oom_kills() - ooms_before
+        return {
+            "stdout": out.text(),
+            "stderr": err.text(),
+            "stdout_bytes": out.total,
+            "stderr_bytes": err.total,
+            "truncated": out.truncated or err.truncated,
+            "value": result.get("value"),
+            "error": result.get("error"),
+            "traceback": result.get("traceback"),
+            "timed_out": timed_out,
+            "cancelled": cancelled,
+            "state_lost": state_lost or "state_lost_before" in notes,
+            "lost_before": "state_lost_before" in notes,
+            "crashed": state_lost and interrupted_at is None,
+            "exit_code": exit_code if state_lost else None,
+            "signal": exit_signal if state_lost else None,
+            "oom_killed": ooms > 0,
+            "duration_s": time.monotonic() - started,
+        }
+
+    def op_shell(self, req: dict[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        timeout = float(req.get("timeout", 30.0))
+        out, err = Capture(int(req["max_output"])), Capture(int(req["max_output"]))
+        shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+        ooms_before = oom_kills()
+        try:
+            proc = subprocess.Popen(
+                [shell, "-c", req["cmd"]],
+                cwd=WORKSPACE if os.path.isdir(WORKSPACE) else "/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=child_setup,
+            )
+        except OSError as exc:
+            return {"error": f"could not start {shell}: {exc}", "duration_s": time.monotonic() - started}
+        assert proc.stdout is not None and proc.stderr is not None
+        out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        set_nonblocking(out_fd)
+        set_nonblocking(err_fd)
+        open_fds = {out_fd: out, err_fd: err}
+        deadline = started + timeout
+        timed_out = cancelled = False
+        while True:
+            if proc.poll() is not None:
+                break
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select([self.proto_in, self.wake_r, *open_fds], [], [], wait)
+            if self.wake_r in ready:
+                self.clear_wakeups()
+            for fd in list(open_fds):
+                if fd in ready and not drain(fd, open_fds[fd]):
+                    del open_fds[fd]
+            if self.proto_in in ready:
+                try:
+                    self.host_message()
+                except Cancelled:
+                    cancelled = True
+                    break
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        code = proc.wait()
+        for fd, capture in open_fds.items():
+            drain(fd, capture)
+        proc.stdout.close()
+        proc.stderr.close()
+        sweep({self.worker.pid} if self.worker is not None and self.worker.alive() else set())
+        killed = timed_out or cancelled
+        return {
+            "stdout": out.text(),
+            "stderr": err.text(),
+            "stdout_bytes": out.total,
+            "stderr_bytes": err.total,
+            "truncated": out.truncated or err.truncated,
+            "exit_code": None if killed or code < 0 else code,
+            "signal": -code if code < 0 and not killed else None,
+            "timed_out": timed_out,
+            "cancelled": cancelled,
+            "oom_killed": oom_kills() > ooms_before,
+            "duration_s": time.monotonic() - started,
+        }
+
+    def op_write(self, req: dict[str, Any]) -> dict[str, Any]:
+        path = confine(req["path"])
+        data = base64.b64decode(req["data"])
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        if os.path.realpath(parent) != parent:
+            raise PermissionError(f"{req['path']}: the path leaves {WORKSPACE}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        return {"path": path, "size": len(data)}
+
+    def op_read(self, req: dict[str, Any]) -> dict[str, Any]:
+        path = confine(req["path"])
+        limit = int(req["max_bytes"])
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            size = info.st_size
+            if not stat.S_ISREG(info.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "not a regular file", req["path"])
+            if size > limit:
+                raise OSError(errno.EFBIG, f"the file has {size} bytes, more than the limit of {limit}")
+            chunks = []
+            while True:
+                chunk = os.read(fd, CHUNK * 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return {"path": path, "data": base64.b64encode(b"".join(chunks)).decode("ascii")}
+
+    def op_reset(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.worker is not None:
+            self.worker.kill()
+        sweep(set())
+        self.new_worker()
+        return {}
+
+    def op_ping(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid(), "python": sys.version.split()[0], "uid": os.getuid()}
+
+    # -- main loop
+
+    def serve(self) -> None:
+        self.new_worker()
+        while True:
+            try:
+                request = read_frame(self.proto_in)
+            except (ValueError, UnicodeDecodeError):
+                request = None
+            if request is None:
+                self.shutdown()
+            if not isinstance(request, dict):
+                continue
+            op = request.get("op")
+            if op == "cancel":
+                continue  # arrived after its call had ended
+            if op == "exit":
+                self.shutdown()
+            handler = getattr(self, f"op_{op}", None)
+            response: dict[str, Any]
+            if handler is None:
+                response = {"id": request.get("id"), "ok": False, "error": f"unknown op {op!r}"}
+            else:
+                try:
+                    response = dict(handler(request), id=request.get("id"), ok=True)
+                except OSError as exc:
+                    message = f"{exc.strerror or exc}: {req_path(request)}" if exc.strerror else str(exc)
+                    response = {"id": request.get("id"), "ok": False, "error": message}
+                except Exception as exc:
+                    response = {"id": request.get("id"), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            write_frame(self.proto_out, response)
+
+
+def req_path(request: dict[str, Any]) -> str:
+    return str(request.get("path", ""))
+
+
+def confine(path: str) -> str:
+    """An absolute path inside the workspace for `path` (relative paths start there); anything else is refused."""
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise ValueError("the path must be a non-empty string")
+    full = os.path.normpath(os.path.join(WORKSPACE, path))
+    real = os.path.realpath(full)
+    if real != WORKSPACE and not real.startswith(WORKSPACE + "/"):
+        raise PermissionError(errno.EACCES, f"only files under {WORKSPACE} can be used", path)
+    return real
+
+
+def main() -> None:
+    # Keep the protocol on private descriptors so nothing printed by accident can corrupt it, and so no child
+    # inherits them; fds 0 and 1 become /dev/null and stderr.
+    proto_in = os.dup(0)
+    proto_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8")
+    supervisor = Supervisor(proto_in, proto_out)
+
+    def ignore(signum: int, frame: Any) -> None:
+        pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, ignore)
+    signal.set_wakeup_fd(supervisor.wake_w)
+    os.environ.setdefault("HOME", WORKSPACE)
+    try:
+        os.chdir(WORKSPACE)
+    except OSError:
+        pass
+    supervisor.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Sandbox settings and call results: one pydantic config whose defaults are the hardened ones, and `ExecResult`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ExecResult", "SandboxConfig"]
+
+
+class SandboxConfig(BaseModel):
+    """Every limit of a sandbox container. The defaults are safe; loosen them knowingly.
+
+    Sizes use Docker's notation ("512m", "1g"). `memory` is also the memory+swap limit, so a sandbox never
+    swaps; tmpfs contents count against it too.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    memory: str = "1g"
+    cpus: float = Field(default=1.0, gt=0)
+    pids_limit: int = Field(default=256, ge=16)
+    workspace_size: str = "256m"
+    tmp_size: str = "64m"
+    network: bool = False
+    """False: network mode "none" (only a loopback device). True: the default bridge; for trusted uses only."""
+    user: str = "1000:1000"
+    read_only_root: bool = True
+    default_timeout: float = Field(default=30.0, gt=0)
+    max_output_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Per stream and call, head and tail kept; the model's tools cut further."""
+    max_value_chars: int = Field(default=10_000, ge=100)
+    max_read_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    start_timeout: float = Field(default=60.0, gt=0)
+    """How long a new container may take to answer its first ping (image on a slow disk, a busy engine)."""
+    kill_grace: float = Field(default=10.0, gt=0)
+    """How far past a call's timeout the host waits for the runner before it kills and replaces the container."""
+    cleanup_leftovers: bool = True
+    """At start, remove sandboxes whose owning process on this host has died."""
+    environment: dict[str, str] = Field(default_factory=dict)
+    """Extra variables for the container. Nothing from the host environment is ever copied in."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    log_driver: str = "none"
+    """The runner's protocol goes over stdout, which Docker would otherwise also write to disk as logs."""
+
+
+class ExecResult(BaseModel):
+    """What one `run_python` or `run_shell` call produced.
+
+    `stdout`/`stderr` are capped (head and tail, the cut marked, `truncated` set). `state_lost` means the Python
+    namespace (and, when `sandbox_replaced`, also the files) were lost before or during this call.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stdout: str = ""
+    stderr: str = ""
+    ok: bool = True
+    error: str | None = None
+    """A one-line summary: the exception, the exit status, the signal, or what killed the call."""
+    timed_out: bool = False
+    duration_s: float = 0.0
+    value: str | None = None
+    """repr() of a trailing expression in a Python cell, as a notebook shows it."""
+    traceback: str | None = None
+    exit_code: int | None = None
+    state_lost: bool = False
+    sandbox_replaced: bool = False
+    truncated: bool = False
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    oom_killed: bool = False
+    cancelled: bool = False
