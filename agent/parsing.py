@@ -258,8 +258,8 @@ class StreamParser:
     `feed` returns the events the delta made certain: reasoning and content deltas (adjacent ones merged),
     `ToolCallParsed` when a call block closes, `MalformedCallEvent` for a block that could not be used.
     `finish` returns the events that only the end of the output settles (held-back text, an unclosed last
-    call, promoted drafts); `close` calls it if needed and returns the `Completion`, the same object every time.
-    Memory is the text itself (for `Completion.raw`) plus the current call block; work per delta is
+    call, promoted drafts); `close` calls it if needed and returns the `Completion`, the same object each
+    time. Memory is the text itself (for `Completion.raw`) plus the current call block; work per delta is
     proportional to the delta.
     """
 
@@ -605,20 +605,14 @@ def _decode_block(inner: str, raw: str, *, closed: bool) -> _Decoded:
 
     items: list[ToolCall | MalformedCall] = []
     for value in values:
-        if isinstance(value, list):
-            notes.append(
-                f"read a JSON array of {len(value)} item(s) in one {CALL_OPEN} block as separate calls"
-            )
-            objects: list[Any] = value
+        if isinstance(value, list) and value and all(isinstance(obj, dict) for obj in value):
+            notes.append(f"read a JSON array of {len(value)} call object(s) in one {CALL_OPEN} block")
+            items.extend(_call_from_object(obj, raw, notes) for obj in value)
+        elif isinstance(value, dict):
+            items.append(_call_from_object(value, raw, notes))
         else:
-            objects = [value]
-        if not objects:
-            items.append(MalformedCall(raw=raw, error=_e_not_object("an empty array")))
-        for obj in objects:
-            if isinstance(obj, dict):
-                items.append(_call_from_object(obj, raw, notes))
-            else:
-                items.append(MalformedCall(raw=raw, error=_e_not_object(_kind(obj))))
+            kind = "an array that is not a list of call objects" if isinstance(value, list) else _kind(value)
+            items.append(MalformedCall(raw=raw, error=_e_not_object(kind)))
     if not closed and any(isinstance(item, ToolCall) for item in items):
         notes.append(f"accepted the last {CALL_OPEN} although the output ended before {CALL_CLOSE}")
     if trailing_error is not None:
