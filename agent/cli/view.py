@@ -1,0 +1,226 @@
+"""Terminal views of a run's events: the live view (rich), JSON lines for scripts, and quiet.
+
+The same views show a live run and a replayed transcript, so what `qwq-agent replay` prints is what the user
+saw. Reasoning is streamed dimmed line by line (whole lines keep the status line below them intact), tool
+calls and results are compact panels, and a status line tells step, tokens, speed and elapsed time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+from agent.events import (
+    ContentDelta,
+    Event,
+    FinalAnswer,
+    MalformedCallEvent,
+    StepEnd,
+    ThinkingDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+
+__all__ = ["JsonView", "LiveView", "QuietView", "View", "make_view"]
+
+_RESULT_LINES = 12
+_ARGUMENT_CHARS = 400
+
+
+class View:
+    """Consumes events; `close` is called once, also when the run was interrupted."""
+
+    def handle(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def note(self, text: str) -> None:
+        """A message from the CLI itself (not the model): where the transcript is, what to do next."""
+        print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        return None
+
+
+class QuietView(View):
+    """Prints only the final answer, on stdout."""
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, FinalAnswer) and event.answer:
+            print(event.answer, flush=True)
+
+
+class JsonView(View):
+    """One JSON object per event on stdout, for scripts; CLI notes go to stderr as JSON too."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def handle(self, event: Event) -> None:
+        self.stream.write(event.model_dump_json() + "\n")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        print(json.dumps({"type": "note", "text": text}), file=sys.stderr, flush=True)
+
+
+def _short(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class LiveView(View):
+    """The rich live view. `show_thinking=False` hides reasoning but keeps calls, results and the answer."""
+
+    def __init__(self, console: Console | None = None, *, show_thinking: bool = True) -> None:
+        from rich.console import Console
+
+        self.console = console or Console(highlight=False)
+        self.show_thinking = show_thinking
+        self.started = time.monotonic()
+        self.step = 1
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.generating_since: float | None = None
+        self.step_completion_chars = 0
+        self._line = ""
+        self._line_style = ""
+        self._live: Live | None = None
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(self._status(), console=self.console, transient=True, refresh_per_second=8)
+            self._live.start()
+
+    # ----------------------------------------------------------------- events
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, ThinkingDelta | ContentDelta):
+            if self.generating_since is None:
+                self.generating_since = time.monotonic()
+            self.step_completion_chars += len(event.text)
+            style = "dim italic" if isinstance(event, ThinkingDelta) else ""
+            if isinstance(event, ThinkingDelta) and not self.show_thinking:
+                return
+            self._stream(event.text, style)
+        elif isinstance(event, MalformedCallEvent):
+            self._flush_line()
+            self._panel(event.raw.strip() or "(empty)", title="malformed tool call", style="yellow", subtitle=event.error)
+        elif isinstance(event, ToolCallStarted):
+            self._flush_line()
+            arguments = ", ".join(f"{k}={_short(v, _ARGUMENT_CHARS)}" for k, v in event.call.arguments.items())
+            self._print(f"[bold cyan]▶ {event.call.name}[/]([cyan]{_escape(arguments)}[/])")
+        elif isinstance(event, ToolCallFinished):
+            self._flush_line()
+            lines = event.result.content.splitlines() or ["(no output)"]
+            shown = lines[:_RESULT_LINES]
+            if len(lines) > _RESULT_LINES:
+                shown.append(f"… {len(lines) - _RESULT_LINES} more lines")
+            self._panel(
+                "\n".join(shown),
+                title=f"{event.call.name} · {event.duration_s:.2f}s",
+                style="red" if event.result.is_error else "green",
+            )
+        elif isinstance(event, StepEnd):
+            self._flush_line()
+            self.prompt_tokens += event.prompt_tokens
+            self.completion_tokens += event.completion_tokens
+            self.step = event.step + 1
+            self.generating_since = None
+            self.step_completion_chars = 0
+            if self._live is None:
+                self._print(f"[dim]── {self._status_text(event.step)}[/]")
+        elif isinstance(event, FinalAnswer):
+            self._flush_line()
+            self._stop_live()
+            if event.stop_reason == "final_answer":
+                self._panel(event.answer or "(empty answer)", title="answer", style="bold green")
+            else:
+                self._print(f"[bold yellow]stopped: {event.stop_reason}[/] after {event.steps} steps")
+        if self._live is not None:
+            self._live.update(self._status())
+
+    def note(self, text: str) -> None:
+        self._flush_line()
+        self._print(f"[dim]{_escape(text)}[/]")
+
+    def close(self) -> None:
+        self._flush_line()
+        self._stop_live()
+
+    # ----------------------------------------------------------------- output
+
+    def _stream(self, text: str, style: str) -> None:
+        if style != self._line_style and self._line:
+            self._flush_line()
+        self._line_style = style
+        *complete, self._line = (self._line + text).split("\n")
+        for line in complete:
+            self._print_plain(line, style)
+
+    def _flush_line(self) -> None:
+        if self._line:
+            self._print_plain(self._line, self._line_style)
+            self._line = ""
+
+    def _print_plain(self, line: str, style: str) -> None:
+        from rich.text import Text
+
+        self.console.print(Text(line, style=style))
+
+    def _print(self, markup: str) -> None:
+        self.console.print(markup)
+
+    def _panel(self, body: str, *, title: str, style: str, subtitle: str | None = None) -> None:
+        from rich.panel import Panel
+        from rich.text import Text
+
+        self.console.print(
+            Panel(
+                Text(body),
+                title=_escape(title),
+                subtitle=_escape(subtitle) if subtitle else None,
+                border_style=style,
+                expand=False,
+            )
+        )
+
+    def _status_text(self, step: int | None = None) -> str:
+        elapsed = time.monotonic() - self.started
+        speed = ""
+        if self.generating_since is not None:
+            spent = max(time.monotonic() - self.generating_since, 1e-6)
+            speed = f" · ~{self.step_completion_chars / 4 / spent:.1f} tok/s"
+        return (
+            f"step {step or self.step} · tokens {self.prompt_tokens:,} in / {self.completion_tokens:,} out"
+            f"{speed} · {elapsed:.1f}s"
+        )
+
+    def _status(self) -> Any:
+        from rich.text import Text
+
+        return Text(self._status_text(), style="bold")
+
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def make_view(*, quiet: bool = False, json_lines: bool = False, show_thinking: bool = True) -> View:
+    if json_lines:
+        return JsonView()
+    if quiet:
+        return QuietView()
+    return LiveView(show_thinking=show_thinking)
