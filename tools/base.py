@@ -171,7 +171,7 @@ def _pydantic_problems(
     return problems
 
 
-def _jsonschema_problems(errors: list[jsonschema.ValidationError], schema: dict[str, Any]) -> list[str]:
+def _jsonschema_problems(errors: list[jsonschema.ValidationError]) -> list[str]:
     problems: list[str] = []
     by_path: dict[str, list[str]] = {}  # several failed keywords on one value read best as one line
     for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
@@ -324,7 +324,7 @@ class _SchemaValidator:
             raise _not_an_object(tool_name, arguments)
         errors = list(self.validator.iter_errors(arguments))
         if errors:
-            raise _arguments_error(tool_name, _jsonschema_problems(errors, self.schema))
+            raise _arguments_error(tool_name, _jsonschema_problems(errors))
         return dict(arguments)
 
 

@@ -190,6 +190,8 @@ class Toolbox:
             arguments = found.validate(tool_call.arguments)
         except ToolArgumentsError as exc:
             return ToolResult(content=self._text(exc.message), is_error=True)
+        except Exception as exc:  # a custom pydantic validator may raise anything; the loop must go on
+            return ToolResult(content=self._text(_describe_exception(exc)), is_error=True)
         limit = found.timeout if found.timeout is not None else self.default_timeout
         scope = asyncio.timeout(None if limit is None or math.isinf(limit) else limit)
         try:

@@ -632,3 +632,16 @@ def test_docstring_without_sections_is_all_description() -> None:
     assert doc == parse_docstring("One line.\n\nTwo: not a section.")
     assert doc.description == "One line.\n\nTwo: not a section."
     assert doc.params == {}
+
+
+def test_string_annotations_are_resolved() -> None:
+    def f(where: "Address", n: "int" = 1) -> "str":
+        return where.city * n
+
+    t = tool(f)
+    assert t.parameters["properties"]["where"]["properties"]["city"]["description"] == "City name"
+
+    def g(x: "NotDefinedAnywhere") -> None: ...  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(ToolDefinitionError, match="cannot read the signature"):
+        tool(g)

@@ -388,3 +388,22 @@ async def test_from_schema_tool_through_the_toolbox() -> None:
     assert await box.call(call("db.lookup", key="k")) == ToolResult(content='{"got": {"key": "k"}}')
     bad = await box.call(call("db.lookup", key=1))
     assert bad.content == 'Invalid arguments for tool "db.lookup":\n- "key": expected string, got 1 (integer)'
+
+
+async def test_exception_inside_a_custom_validator_is_a_result() -> None:
+    from pydantic import BaseModel, field_validator
+
+    class Odd(BaseModel):
+        n: int
+
+        @field_validator("n")
+        @classmethod
+        def explode(cls, v: int) -> int:
+            raise KeyError("boom")
+
+    @tool
+    def take(x: Odd) -> None: ...
+
+    result = await Toolbox([take]).call(call("take", x={"n": 1}))
+    assert result.is_error
+    assert result.content.startswith("KeyError: 'boom'")
