@@ -1,10 +1,10 @@
 """Which network addresses a web fetch may connect to, and how odd host spellings are read.
 
 A model controls the URL, so every address a hostname stands for is judged here before any socket opens. The
-rule is an allow-list of the public internet (`is_global`) minus the special ranges that `ipaddress` still counts
-as global, with IPv6 forms that carry an IPv4 address inside (mapped, 6to4, Teredo, NAT64) judged by the IPv4
-address they lead to. Hosts written as odd IPv4 literals (`2130706433`, `0x7f000001`, `0177.0.0.1`, `127.1`) are
-read the way the C library's `inet_aton` reads them, because that is what the OS resolver would connect to.
+rule is an allow-list of the public internet (`is_global`) minus the special ranges that `ipaddress` still
+counts as global, with IPv6 forms that carry an IPv4 address inside (mapped, 6to4, Teredo, NAT64) judged by
+the IPv4 address they lead to. Hosts written as odd IPv4 literals (`2130706433`, `0x7f000001`, `0177.0.0.1`,
+`127.1`) are read the way the C library's `inet_aton` reads them: that is what the OS would connect to.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _PART = re.compile(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
 
 
 def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
-    """Parse `host` as `inet_aton` would: 1-4 parts, each decimal, 0x-hex or 0-octal; the last fills the rest."""
+    """Parse `host` as `inet_aton` would: 1-4 parts, decimal, 0x-hex or 0-octal; the last fills the rest."""
     parts = host.split(".")
     if not 1 <= len(parts) <= 4 or not all(_PART.match(p) for p in parts):
         return None
@@ -77,7 +77,7 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 
 def refusal_reason(ip: IPAddress) -> str | None:
-    """Why a fetch must not connect to `ip` (a few words for a sentence), or None if it is a public address."""
+    """Why a fetch must not connect to `ip` (a few words for a sentence), or None for a public address."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.scope_id:
             return "a scoped (link-local) IPv6 address"

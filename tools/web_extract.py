@@ -5,8 +5,8 @@ markdownify (headings, links, lists, tables, code blocks as Markdown). That pair
 html2text and inscriptis by `benchmarks/web_fetch.py --compare-extractors` on the saved pages under
 `tests/tools/fixtures/`: it kept all of the main content of every page (trafilatura lost most posts of a forum
 thread and its code blocks) while dropping boilerplate, and both are permissively licensed (html2text scored
-the same and is faster, but is GPL). When readability finds almost nothing (link lists, index pages), the whole
-page is converted with the obvious boilerplate elements removed, so the model still sees something.
+the same and is faster, but is GPL). When readability finds almost nothing (link lists, index pages), the
+whole page is converted with the obvious boilerplate elements removed, so the model still sees something.
 
 All functions here are synchronous and CPU-bound; `tools.web` runs them in a worker thread. The extraction
 libraries are imported on first use, so importing `tools.web` stays cheap.
@@ -93,7 +93,7 @@ def _codec(label: str | None) -> str | None:
 
 
 def _try_decode(data: bytes, codec: str, final: bool) -> str | None:
-    """Strict decode; a body cut at the byte cap may end inside a character, so only a final one must be whole."""
+    """Strict decode; a body cut at the byte cap may end inside a character, so only a final one is whole."""
     try:
         return codecs.getincrementaldecoder(codec)("strict").decode(data, final=final)
     except (UnicodeDecodeError, LookupError):
@@ -117,15 +117,15 @@ def decode_text(data: bytes, header_charset: str | None, *, truncated: bool = Fa
     for bom, codec in _BOMS:
         if data.startswith(bom):
             return codecs.getincrementaldecoder(codec)("replace").decode(data, final=final), codec
-    text = _try_decode(data, "utf-8", final)
-    if text is not None:
-        return text, "utf-8"
+    as_utf8 = _try_decode(data, "utf-8", final)
+    if as_utf8 is not None:
+        return as_utf8, "utf-8"
     for label in (header_charset, _declared(data)):
-        codec = _codec(label)
-        if codec is not None:
-            text = _try_decode(data, codec, final)
-            if text is not None:
-                return text, codec
+        declared = _codec(label)
+        if declared is not None:
+            decoded = _try_decode(data, declared, final)
+            if decoded is not None:
+                return decoded, declared
     codec = _detect(data[:_DETECT_BYTES]) or "cp1252"
     return codecs.getincrementaldecoder(codec)("replace").decode(data, final=final), codec
 
@@ -148,7 +148,12 @@ def sniff_kind(mime: str, data: bytes) -> str:
     if mime == "application/pdf":
         return "pdf"
     textual = mime.startswith("text/") or mime.endswith(("+xml", "/xml", "/javascript", "/ecmascript"))
-    if textual or mime in ("application/x-ndjson", "application/yaml", "application/x-yaml", "application/toml"):
+    if textual or mime in (
+        "application/x-ndjson",
+        "application/yaml",
+        "application/x-yaml",
+        "application/toml",
+    ):
         return "text"
     if mime and mime not in ("application/octet-stream", "binary/octet-stream", "application/unknown"):
         return "binary"
@@ -221,14 +226,14 @@ def _whole_page(html: str) -> str:
     soup = BeautifulSoup(html, "lxml")
     for element in soup.find_all(_BOILERPLATE_TAGS):
         element.decompose()
-    for element in soup.find_all(attrs={"role": list(_BOILERPLATE_ROLES)}):
+    for element in soup.find_all(role=list(_BOILERPLATE_ROLES)):
         element.decompose()
     body = soup.body or soup
     return _tidy(_soup_to_markdown(body))
 
 
 def _visible_chars(html: str) -> int:
-    import lxml.html
+    import lxml.html  # type: ignore[import-untyped]
 
     try:
         root = lxml.html.document_fromstring(html)
@@ -244,7 +249,7 @@ def html_to_markdown(html: str, url: str) -> tuple[str, str | None]:
     import logging
 
     from bs4 import BeautifulSoup
-    from readability import Document
+    from readability import Document  # type: ignore[import-untyped]
 
     logging.getLogger("readability.readability").setLevel(logging.ERROR)  # it logs every page at INFO
     title: str | None = None

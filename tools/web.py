@@ -1,0 +1,673 @@
+"""Web fetch for agents: `fetch` (safe, bounded, readable) and the `web_fetch` tool built on it.
+
+Safety. The model chooses the URL, so a fetch must not become a way into the user's network or the cloud
+metadata service. Only http and https are fetched. Each hop's hostname is resolved here (off the event loop)
+and every address it resolves to is judged by `tools.web_addresses.refusal_reason`; the connection then goes
+to one of those checked addresses, never through a second lookup that a DNS-rebinding server could answer
+differently. That pinning happens in the httpcore network backend, below TLS, so TLS still sends the real
+hostname (SNI) and verifies the certificate against it, and the Host header is the URL's. Redirects are
+followed by hand, each hop checked the same way, up to `max_redirects`. Proxy variables from the environment
+are ignored (a proxy would do its own lookup). Loopback and private addresses are allowed only with
+`allow_private=True` or for hosts listed in `allowed_hosts`.
+
+Bounds. One deadline covers the whole fetch (lookups, redirects, body, extraction). The body is streamed and
+decompressed here with an output limit per step, so neither a huge or endless body nor a compression bomb
+holds more than `max_bytes` in memory. The text handed back is capped at `max_chars`.
+
+Readability. HTML becomes Markdown of the main content, JSON is indented, text passes through, PDFs become
+text (with the optional pypdf), other binary types are refused with a sentence saying what the URL holds (see
+`tools.web_extract`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import httpcore
+import httpx
+
+from tools.base import Tool
+from tools.types import ToolResult
+from tools.web_addresses import IPAddress, parse_ip_literal, refusal_reason
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_CHARS",
+    "DEFAULT_MAX_REDIRECTS",
+    "DEFAULT_PAGE_CHARS",
+    "DEFAULT_TIMEOUT",
+    "FetchError",
+    "FetchResult",
+    "Resolver",
+    "fetch",
+    "web_fetch_tool",
+    "web_tools",
+]
+
+DEFAULT_MAX_BYTES = 5_000_000
+"""Body bytes read (after decompression) before the rest is cut: a big article is ~1 MB of HTML."""
+DEFAULT_MAX_CHARS = 400_000
+"""Characters of readable text kept: ~100k tokens, more than QwQ should ever page through for one URL."""
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_REDIRECTS = 5
+DEFAULT_PAGE_CHARS = 8_000
+"""Characters per `web_fetch` page: ~2k tokens, well under the toolbox's 20k-character result cap."""
+
+USER_AGENT = "qwq-agent-web-fetch/0.1 (+https://pypi.org/project/qwq-agent/)"
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 65_536
+
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+"""Resolves (hostname, port) to IP address strings; `fetch` checks whatever it returns."""
+
+Kind = Literal["html", "json", "text", "pdf"]
+
+
+class FetchError(Exception):
+    """A fetch was refused or failed; `str(error)` is a sentence the model can act on.
+
+    HTTP error statuses are not FetchErrors: a 404 or 500 page is returned as a `FetchResult` with that
+    status, since its text often says what went wrong.
+    """
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.url = url
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What a fetch brought back, as readable text plus the facts the model needs to trust it."""
+
+    url: str
+    """The URL asked for."""
+    final_url: str
+    """The URL the text came from, after redirects."""
+    status: int
+    reason: str
+    content_type: str
+    """The media type without parameters, e.g. "text/html" ("" if the server sent none)."""
+    kind: Kind
+    """How the body was read: html (main content as Markdown), json (indented), text, pdf."""
+    charset: str | None
+    title: str | None
+    text: str
+    bytes_read: int
+    """Body bytes after decompression (at most `max_bytes`)."""
+    truncated_bytes: bool
+    """The body was longer than `max_bytes` and was cut; the text covers only its beginning."""
+    truncated_chars: bool
+    """The readable text was longer than `max_chars` and was cut."""
+    total_chars: int
+    """Length of the readable text before the `max_chars` cut."""
+    redirects: tuple[str, ...] = ()
+    """The URLs redirected to, in order (the last is `final_url`)."""
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the server answered with a success status (2xx)."""
+        return 200 <= self.status < 300
+
+    def describe(self) -> str:
+        """A few lines for the model: where the text came from, what it is and what was cut."""
+        lines = [f"URL: {self.final_url}"]
+        if self.redirects:
+            lines.append(f"(redirected from {self.url})")
+        charset = f"; {self.charset}" if self.charset and self.kind != "pdf" else ""
+        lines.append(
+            f"Status: {self.status} {self.reason}".rstrip()
+            + f" · {self.content_type or 'no content type'}{charset} · {self.bytes_read:,} bytes"
+        )
+        if self.title:
+            lines.append(f"Title: {self.title}")
+        if self.truncated_bytes:
+            lines.append(
+                f"Cut: the body was longer than {self.bytes_read:,} bytes; only its beginning was read."
+            )
+        if self.truncated_chars:
+            lines.append(
+                f"Cut: the text was {self.total_chars:,} characters; "
+                f"only the first {len(self.text):,} are kept."
+            )
+        return "\n".join(lines)
+
+
+# --- addresses ------------------------------------------------------------------------------------------
+
+
+async def _system_resolver(host: str, port: int) -> Sequence[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)  # runs in the default executor
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _host_key(host: str) -> str:
+    """One spelling per host for comparisons: lower case, no brackets or trailing dot, IPs canonical."""
+    h = host.strip().lower().removeprefix("[").removesuffix("]").removesuffix(".")
+    ip = parse_ip_literal(h)
+    return str(ip) if ip is not None else h
+
+
+def _connectable(ip: IPAddress) -> IPAddress:
+    """The address to open a socket to: an IPv4-mapped IPv6 address is dialled as the IPv4 address it is."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+async def _checked_addresses(
+    url: str, host: str, port: int, *, allow_private: bool, allowed: frozenset[str], resolver: Resolver
+) -> list[IPAddress]:
+    """Every address `host` stands for, or FetchError if it cannot be resolved or any address is refused."""
+    key = _host_key(host)
+    literal = parse_ip_literal(key)
+    addresses: list[IPAddress]
+    if literal is not None:
+        addresses = [literal]
+    elif key == "localhost" or key.endswith(".localhost"):
+        # RFC 6761: these names are this machine whatever DNS says; never ask a resolver about them.
+        addresses = [ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
+    else:
+        try:
+            found = await resolver(key, port)
+        except (OSError, UnicodeError) as exc:
+            raise FetchError(f"Could not resolve the host name {host!r} of {url}: {exc}.", url=url) from exc
+        addresses = []
+        for text in found:
+            try:
+                addresses.append(ipaddress.ip_address(text.split("%", 1)[0] if "%" in text else text))
+            except ValueError:
+                continue
+            if "%" in text:  # a zone index only exists on link-local addresses
+                addresses[-1] = ipaddress.IPv6Address(text)
+        if not addresses:
+            raise FetchError(f"The host name {host!r} of {url} does not resolve to any address.", url=url)
+    if not (allow_private or key in allowed):
+        for ip in addresses:
+            reason = refusal_reason(ip)
+            if reason is not None:
+                where = f"{host} is" if literal is not None else f"{host} resolves to {ip}, which is"
+                raise FetchError(
+                    f"Refused to fetch {url}: {where} {reason}. "
+                    "Only public internet addresses can be fetched.",
+                    url=url,
+                )
+    return list(dict.fromkeys(_connectable(ip) for ip in addresses))
+
+
+# --- connecting only to checked addresses ---------------------------------------------------------------
+
+
+async def _open_tcp(
+    backend: httpcore.AsyncNetworkBackend,
+    ip: str,
+    port: int,
+    timeout: float | None,  # noqa: ASYNC109 - httpcore's signature
+    local_address: str | None,
+    socket_options: Iterable[Any] | None,
+) -> httpcore.AsyncNetworkStream:
+    """The single place a web fetch opens a socket (tests wrap it to prove nothing leaves loopback)."""
+    return await backend.connect_tcp(
+        ip, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+    )
+
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """A network backend that dials only addresses `fetch` has checked for the host being connected to.
+
+    httpcore asks it for a connection to the URL's host; it answers with a socket to a pinned address of that
+    host, so TLS (started later on this stream) still uses the real hostname. A host with no pin fails closed.
+    """
+
+    def __init__(self) -> None:
+        self.pins: dict[str, list[IPAddress]] = {}
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = self.pins.get(_host_key(host))
+        if not addresses:
+            raise httpcore.ConnectError(f"no checked address for {host}")
+        last: Exception | None = None
+        for ip in addresses:
+            try:
+                return await _open_tcp(self._inner, str(ip), port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _transport(backend: _PinnedBackend) -> httpx.AsyncHTTPTransport:
+    transport = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
+    # httpx has no public way to pass a network backend; the pool it builds is replaced by the same pool over
+    # ours. An httpx release that renames `_pool` makes this fail loudly, not fall back to unpinned lookups.
+    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
+        raise RuntimeError(
+            "this httpx version builds its transport differently; tools.web needs httpx 0.27-0.28"
+        )
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=10,
+        max_keepalive_connections=5,
+        http1=True,
+        http2=False,
+        retries=0,
+        network_backend=backend,
+    )
+    return transport
+
+
+# --- reading the body -----------------------------------------------------------------------------------
+
+
+class _Inflater:
+    """Incremental gzip/deflate decoding whose output per step is bounded (a bomb never expands in full)."""
+
+    def __init__(self, encoding: str) -> None:
+        self._deflate = encoding == "deflate"
+        self._d = zlib.decompressobj(
+            zlib.MAX_WBITS | 16 if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+        )
+        self._started = False
+
+    def decompress(self, data: bytes, limit: int) -> tuple[bytes, bytes]:
+        """Up to `limit` bytes of output, and the input not consumed yet."""
+        try:
+            out = self._d.decompress(data, limit)
+        except zlib.error:
+            if not (self._deflate and not self._started):
+                raise
+            # "deflate" is often sent as raw deflate without the zlib header.
+            self._d = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._d.decompress(data, limit)
+        self._started = True
+        return out, self._d.unconsumed_tail
+
+
+async def _read_body(response: httpx.Response, url: str, max_bytes: int) -> tuple[bytes, bool]:
+    """The body, decompressed, at most `max_bytes` of it; and whether it was cut."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    inflater: _Inflater | None = None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = _Inflater(encoding)
+    elif encoding not in ("", "identity"):
+        raise FetchError(
+            f"The server sent {url} compressed as {encoding!r}, which this tool cannot decode.", url=url
+        )
+    body = bytearray()
+    raw = 0
+    async for chunk in response.aiter_raw(_CHUNK):
+        raw += len(chunk)
+        if inflater is None:
+            room = max_bytes - len(body)
+            body += chunk[:room]
+            if len(chunk) > room:
+                return bytes(body), True
+            continue
+        data = chunk
+        while data:
+            room = max_bytes - len(body)
+            try:
+                out, data = inflater.decompress(data, room + 1)
+            except zlib.error as exc:
+                raise FetchError(f"The compressed body of {url} is corrupt ({exc}).", url=url) from exc
+            body += out[:room]
+            if len(out) > room:
+                return bytes(body), True
+        if raw > max_bytes:  # compressed data alone beyond the cap: stop, whatever it expands to
+            return bytes(body), True
+    return bytes(body), False
+
+
+def _media_type(header: str) -> tuple[str, str | None]:
+    mime, _, params = header.partition(";")
+    charset = None
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip("\"'") or None
+    return mime.strip().lower(), charset
+
+
+def _to_text(
+    data: bytes, mime: str, charset: str | None, truncated: bool, url: str
+) -> tuple[Kind, str, str | None, str | None]:
+    """(kind, text, codec, title) for a body; FetchError for what cannot be read as text. CPU-bound."""
+    from tools import web_extract
+
+    kind = web_extract.sniff_kind(mime, data)
+    if kind == "binary":
+        raise FetchError(
+            f"{url} holds {mime or 'binary data'} ({len(data):,}{'+' if truncated else ''} bytes), not text: "
+            "this tool reads web pages, text, JSON and PDF only.",
+            url=url,
+        )
+    if kind == "pdf":
+        if truncated:
+            raise FetchError(
+                f"{url} is a PDF larger than the {len(data):,}-byte limit; it cannot be read in part.",
+                url=url,
+            )
+        try:
+            return "pdf", web_extract.pdf_to_text(data), None, None
+        except ImportError:
+            raise FetchError(
+                f"{url} is a PDF, and reading PDFs needs the pypdf package, which is not installed.", url=url
+            ) from None
+        except Exception as exc:  # pypdf raises many types for damaged files
+            raise FetchError(
+                f"{url} is a PDF that could not be read ({type(exc).__name__}: {exc}).", url=url
+            ) from exc
+    text, codec = web_extract.decode_text(data, charset, truncated=truncated)
+    if kind == "html":
+        markdown, title = web_extract.html_to_markdown(text, url)
+        return "html", markdown, codec, title
+    if kind == "json":
+        return "json", web_extract.pretty_json(text), codec, None
+    return "text", text, codec, None
+
+
+# --- fetch ----------------------------------------------------------------------------------------------
+
+
+def _parse_url(url: str) -> httpx.URL:
+    """Check the scheme and rewrite odd IPv4 spellings to the address they mean (which httpx rejects)."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+        port = parts.port
+    except ValueError as exc:
+        raise FetchError(f"{url!r} is not a valid URL ({exc}).", url=url) from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise FetchError(f"Only http and https URLs can be fetched, not {url!r}.", url=url)
+    if not host:
+        raise FetchError(f"{url!r} has no host name.", url=url)
+    ip = parse_ip_literal(host)
+    if isinstance(ip, ipaddress.IPv4Address) and host != str(ip):
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = (userinfo + "@" if userinfo else "") + str(ip) + (f":{port}" if port is not None else "")
+        text = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    try:
+        return httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise FetchError(f"{url!r} is not a valid URL ({exc}).", url=url) from exc
+
+
+async def fetch(
+    url: str,
+    *,
+    allow_private: bool = False,
+    allowed_hosts: Iterable[str] = (),
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the documented contract; enforced inside
+    max_redirects: int = DEFAULT_MAX_REDIRECTS,
+    resolver: Resolver | None = None,
+    headers: dict[str, str] | None = None,
+) -> FetchResult:
+    """GET `url` safely and return its readable text; raise `FetchError` if refused or failed.
+
+    `allowed_hosts` lists hosts (names or IP literals) that may be on loopback or private networks;
+    `allow_private=True` allows all. `timeout` bounds the whole fetch, redirects and extraction included.
+    `resolver` replaces the system resolver (tests, or a DNS-over-HTTPS client); its answers are checked all
+    the same. Any HTTP status is returned as a result; see `FetchResult.ok`.
+    """
+    if max_bytes <= 0 or max_chars <= 0 or timeout <= 0 or max_redirects < 0:
+        raise ValueError("max_bytes, max_chars and timeout must be positive and max_redirects not negative")
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            return await _fetch(
+                url,
+                allow_private=allow_private,
+                allowed=frozenset(_host_key(h) for h in allowed_hosts),
+                max_bytes=max_bytes,
+                max_chars=max_chars,
+                timeout=timeout,
+                max_redirects=max_redirects,
+                resolver=resolver or _system_resolver,
+                headers=headers or {},
+                started=started,
+            )
+    except TimeoutError:
+        raise FetchError(f"Fetching {url} took longer than {timeout:g} s and was stopped.", url=url) from None
+
+
+async def _fetch(
+    url: str,
+    *,
+    allow_private: bool,
+    allowed: frozenset[str],
+    max_bytes: int,
+    max_chars: int,
+    timeout: float,  # noqa: ASYNC109 - per-operation httpx timeouts; the deadline is the caller's
+    max_redirects: int,
+    resolver: Resolver,
+    headers: dict[str, str],
+    started: float,
+) -> FetchResult:
+    backend = _PinnedBackend()
+    request_headers = {
+        "User-Agent": USER_AGENT,
+        "Accept": "text/html,application/xhtml+xml,application/json,text/plain;q=0.9,"
+        "application/pdf;q=0.8,*/*;q=0.5",
+        "Accept-Encoding": "gzip, deflate",
+        **headers,
+    }
+    current = _parse_url(url)
+    redirects: list[str] = []
+    async with httpx.AsyncClient(
+        transport=_transport(backend),
+        follow_redirects=False,
+        trust_env=False,
+        timeout=httpx.Timeout(timeout),
+        headers=request_headers,
+    ) as client:
+        while True:
+            host = current.raw_host.decode("ascii")
+            port = current.port or (443 if current.scheme == "https" else 80)
+            backend.pins[_host_key(host)] = await _checked_addresses(
+                str(current) if redirects else url,
+                host,
+                port,
+                allow_private=allow_private,
+                allowed=allowed,
+                resolver=resolver,
+            )
+            try:
+                response = await client.send(client.build_request("GET", current), stream=True)
+            except httpx.TimeoutException as exc:
+                raise FetchError(
+                    f"{current} did not answer in time ({type(exc).__name__}).", url=url
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise FetchError(f"Could not fetch {current}: {exc or type(exc).__name__}.", url=url) from exc
+            try:
+                location = response.headers.get("location")
+                if response.status_code in _REDIRECTS and location:
+                    if len(redirects) >= max_redirects:
+                        raise FetchError(
+                            f"{url} redirected more than {max_redirects} times; stopped at {current}.",
+                            url=url,
+                        )
+                    try:
+                        current = _parse_url(str(current.join(location)))
+                    except (FetchError, httpx.InvalidURL) as exc:
+                        raise FetchError(
+                            f"{current} redirected to {location!r}, which cannot be fetched: {exc}", url=url
+                        ) from exc
+                    redirects.append(str(current))
+                    continue
+                mime, charset = _media_type(response.headers.get("content-type", ""))
+                try:
+                    body, cut = await _read_body(response, str(current), max_bytes)
+                except httpx.TimeoutException as exc:
+                    raise FetchError(
+                        f"{current} stopped sending data ({type(exc).__name__}).", url=url
+                    ) from exc
+                except httpx.HTTPError as exc:
+                    raise FetchError(
+                        f"Reading {current} failed: {exc or type(exc).__name__}.", url=url
+                    ) from exc
+            finally:
+                await response.aclose()
+            kind, text, codec, title = await asyncio.to_thread(
+                _to_text, body, mime, charset, cut, str(current)
+            )
+            return FetchResult(
+                url=url,
+                final_url=str(current),
+                status=response.status_code,
+                reason=response.reason_phrase,
+                content_type=mime,
+                kind=kind,
+                charset=codec,
+                title=title,
+                text=text[:max_chars],
+                bytes_read=len(body),
+                truncated_bytes=cut,
+                truncated_chars=len(text) > max_chars,
+                total_chars=len(text),
+                redirects=tuple(redirects),
+                elapsed_s=time.monotonic() - started,
+            )
+
+
+# --- the tool -------------------------------------------------------------------------------------------
+
+_DESCRIPTION = (
+    "Fetch a public web page or file over http(s) and read it as text: the main content of HTML pages as "
+    "Markdown (headings, links, lists, tables, code), JSON indented, plain text as is, PDFs as text. "
+    "Long texts come in pages; the result says which page you have and how to get the next one."
+)
+
+
+@dataclass
+class _Cache:
+    """Recent fetches by URL, so asking for page 2 does not download the page again."""
+
+    size: int = 8
+    ttl_s: float = 300.0
+    entries: OrderedDict[str, tuple[float, FetchResult]] = field(default_factory=OrderedDict)
+
+    def get(self, url: str) -> FetchResult | None:
+        hit = self.entries.get(url)
+        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+            return None
+        self.entries.move_to_end(url)
+        return hit[1]
+
+    def put(self, url: str, result: FetchResult) -> None:
+        self.entries[url] = (time.monotonic(), result)
+        self.entries.move_to_end(url)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
+def _page_text(result: FetchResult, page: int, page_chars: int) -> ToolResult:
+    pages = max(1, -(-len(result.text) // page_chars))
+    head = result.describe()
+    if page > pages:
+        return ToolResult(
+            content=f"{head}\nThere is no page {page}: the text has {pages} page{'s' if pages > 1 else ''}.",
+            is_error=True,
+        )
+    start = (page - 1) * page_chars
+    window = result.text[start : start + page_chars]
+    if pages > 1:
+        where = (
+            f"Page {page} of {pages} (characters {start:,}-{start + len(window):,} of {len(result.text):,})."
+        )
+        if page < pages:
+            where += f' For the next part call web_fetch with url="{result.url}" and page={page + 1}.'
+        head += "\n" + where
+    if not result.ok:
+        head += f"\nThe server answered {result.status}: the text below is its error page."
+    body = window if window.strip() else "(the page has no readable text)"
+    return ToolResult(content=f"{head}\n\n{body}", is_error=not result.ok)
+
+
+def web_fetch_tool(
+    *,
+    allow_private: bool = False,
+    allowed_hosts: Iterable[str] = (),
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_redirects: int = DEFAULT_MAX_REDIRECTS,
+    page_chars: int = DEFAULT_PAGE_CHARS,
+    resolver: Resolver | None = None,
+) -> Tool[..., Any]:
+    """The `web_fetch` tool: `url` and an optional `page`; refusals and failures become error observations."""
+    hosts = tuple(allowed_hosts)
+    cache = _Cache()
+
+    async def web_fetch(url: str, page: int = 1) -> ToolResult:
+        result = cache.get(url) if page > 1 else None
+        if result is None:
+            try:
+                result = await fetch(
+                    url,
+                    allow_private=allow_private,
+                    allowed_hosts=hosts,
+                    max_bytes=max_bytes,
+                    timeout=timeout,
+                    max_redirects=max_redirects,
+                    resolver=resolver,
+                )
+            except FetchError as exc:
+                return ToolResult(content=exc.message, is_error=True)
+            cache.put(url, result)
+        return _page_text(result, page, page_chars)
+
+    parameters = {
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "description": "The http or https URL to fetch."},
+            "page": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 1,
+                "description": f"Which page of the text to return ({page_chars:,} characters each), from 1.",
+            },
+        },
+        "required": ["url"],
+    }
+    # The toolbox's timeout should not cut a fetch before its own deadline says what happened.
+    return Tool.from_schema("web_fetch", _DESCRIPTION, parameters, web_fetch, timeout=timeout + 15)
+
+
+def web_tools(
+    *, allow_private: bool = False, allowed_hosts: Iterable[str] = (), **options: Any
+) -> list[Tool[..., Any]]:
+    """The web tool family, ready for `Agent(tools=...)`: currently `[web_fetch]`."""
+    return [web_fetch_tool(allow_private=allow_private, allowed_hosts=allowed_hosts, **options)]
