@@ -153,7 +153,7 @@ def test_render_equals_the_independent_jinja_template(
 @st.composite
 def agent_runs(draw: st.DrawFn) -> list[dict[str, Any]]:
     """A run inside one task: earlier history, the task, then steps that each carry their generated `raw`."""
-    messages = draw(conversations())
+    messages = draw(st.lists(any_message, max_size=3))
     messages.append(draw(plain("user")))
     for _ in range(draw(st.integers(1, 4))):
         turn = draw(assistant_messages())

@@ -1,0 +1,103 @@
+"""System prompts and loop notes: the *.j2 files under prompts/templates, rendered strictly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from prompts import (
+    PromptTemplateError,
+    available_notes,
+    available_system_prompts,
+    render_note,
+    render_system_prompt,
+)
+
+NOTE_VARIABLES: dict[str, dict[str, Any]] = {
+    "budget_exhausted": {"budget": "step"},
+    "empty_reply": {},
+    "invalid_arguments": {"name": "get_weather", "error": "'city' is required."},
+    "malformed_call": {"error": "The arguments are not valid JSON."},
+    "repeated_call": {"name": "get_weather", "count": 3},
+    "run_timeout": {},
+    "stopped_stuck": {"times": 4},
+    "tool_choice_named": {"tool": "search", "called": "fetch"},
+    "tool_choice_none": {},
+    "state_lost": {"timeout_s": 10},
+    "thinking_budget": {},
+    "tool_required": {"tool_name": "search"},
+    "unknown_tool": {"name": "serach", "available": ["search", "fetch"]},
+}
+
+
+def test_the_shipped_templates_are_listed() -> None:
+    assert available_system_prompts() == ["default", "solve"]
+    assert available_notes() == sorted(NOTE_VARIABLES)
+
+
+def test_default_prompt_asks_to_think_then_call_or_answer_without_describing_the_format() -> None:
+    text = render_system_prompt("default")
+    assert "Think" in text
+    assert "call" in text
+    assert "final answer" in text
+    assert "<tool_call>" not in text
+    assert "# Tools" not in text
+    assert not text.endswith("\n")
+
+
+def test_solve_prompt_names_the_workspace_and_the_solution_file() -> None:
+    text = render_system_prompt("solve", workspace="/workspace", solution_file="solution.py")
+    assert "/workspace" in text
+    assert "solution.py" in text
+    assert "tests" in text
+
+
+def test_a_missing_variable_fails_and_names_what_the_template_takes() -> None:
+    with pytest.raises(
+        PromptTemplateError, match=r"'solution_file' is undefined.*takes: solution_file, workspace"
+    ):
+        render_system_prompt("solve", workspace="/workspace")
+
+
+def test_an_unexpected_variable_fails() -> None:
+    with pytest.raises(PromptTemplateError, match="takes no variable workspce"):
+        render_system_prompt("solve", workspce="/w", workspace="/w", solution_file="s.py")
+
+
+def test_an_unknown_name_lists_the_available_ones() -> None:
+    with pytest.raises(PromptTemplateError, match="no system prompt named 'nope'; available: default, solve"):
+        render_system_prompt("nope")
+    with pytest.raises(PromptTemplateError, match="available: budget_exhausted, empty_reply"):
+        render_note("../default")
+
+
+@pytest.mark.parametrize("name", sorted(NOTE_VARIABLES))
+def test_every_note_renders_as_one_paragraph(name: str) -> None:
+    text = render_note(name, **NOTE_VARIABLES[name])
+    assert text
+    assert text == text.strip()
+    assert "\n" not in text
+    for value in NOTE_VARIABLES[name].values():
+        for part in value if isinstance(value, list) else [value]:
+            assert str(part) in text
+
+
+def test_thinking_budget_sentence_is_exact() -> None:
+    assert render_note("thinking_budget") == "Time is up; I should conclude my reasoning now and answer."
+
+
+def test_repeated_call_nudge() -> None:
+    text = render_note("repeated_call", name="get_weather", count=3)
+    assert text.startswith("You have called get_weather with the same arguments 3 times")
+
+
+def test_optional_note_variables() -> None:
+    assert "seconds" not in render_note("state_lost")
+    assert "a tool;" in render_note("tool_required")
+    assert "No tools are available" in render_note("unknown_tool", name="x", available=[])
+
+
+def test_notes_are_strict_too() -> None:
+    with pytest.raises(PromptTemplateError, match="'count' is undefined"):
+        render_note("repeated_call", name="get_weather")
