@@ -166,6 +166,8 @@ class Agent:
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
         self.execute_drafts = execute_drafts
         self.last_result: RunResult | None = None
+        self.transcript_path: Path | None = None
+        """The transcript of the current (or last) run, known as soon as the run starts."""
 
     # ----------------------------------------------------------------- public API
 
@@ -199,6 +201,7 @@ class Agent:
         run_id = new_run_id()
         messages = self._opening_messages(task)
         writer = self._writer(run_id)
+        self.transcript_path = writer.path if writer is not None else None
         if writer is not None:
             writer.start(run_id=run_id, task=task, config=self._config(), messages=messages)
         state = _RunState(messages=list(messages), run_id=run_id)
@@ -208,6 +211,7 @@ class Agent:
     async def stream_resume(self, path: str | Path, task: str | None = None) -> AsyncIterator[Event]:
         """`resume`, yielding events."""
         record = read_transcript(path)
+        self.transcript_path = record.path
         state = _RunState(messages=list(record.messages), run_id=record.run_id, steps=record.steps)
         state.usage.prompt_tokens = record.usage["prompt_tokens"]
         state.usage.completion_tokens = record.usage["completion_tokens"]

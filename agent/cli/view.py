@@ -110,10 +110,17 @@ class LiveView(View):
             self._stream(event.text, style)
         elif isinstance(event, MalformedCallEvent):
             self._flush_line()
-            self._panel(event.raw.strip() or "(empty)", title="malformed tool call", style="yellow", subtitle=event.error)
+            self._panel(
+                event.raw.strip() or "(empty)",
+                title="malformed tool call",
+                style="yellow",
+                subtitle=event.error,
+            )
         elif isinstance(event, ToolCallStarted):
             self._flush_line()
-            arguments = ", ".join(f"{k}={_short(v, _ARGUMENT_CHARS)}" for k, v in event.call.arguments.items())
+            arguments = ", ".join(
+                f"{k}={_short(v, _ARGUMENT_CHARS)}" for k, v in event.call.arguments.items()
+            )
             self._print(f"[bold cyan]▶ {event.call.name}[/]([cyan]{_escape(arguments)}[/])")
         elif isinstance(event, ToolCallFinished):
             self._flush_line()

@@ -1,0 +1,172 @@
+"""`qwq-agent replay FILE`: show a recorded run as the live view showed it; `--rerun` checks it still holds.
+
+Showing needs no model and no tools: the recorded model outputs go through the same parser the live run used,
+and the recorded observations are shown as tool results. `--rerun` runs the loop again with the recorded
+model outputs (a ScriptedModel) against real tools and compares every observation with the recorded one: a
+GPU run recorded once becomes an offline regression test of the tools and the loop. Exit code 0 when every
+observation matches, 1 when any differs (each difference is printed), 2 when the file cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.cli.view import View
+    from agent.events import Event
+    from agent.transcript import TranscriptRecord
+
+__all__ = ["add_parser", "main", "recorded_events"]
+
+
+def add_parser(sub: Any, name: str, help_text: str) -> None:
+    parser = sub.add_parser(name, help=help_text, description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("file", type=Path, help="a transcript written by qwq-agent run (runs/*.jsonl)")
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="re-run the loop with the recorded model outputs and real tools; compare the observations",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--quiet", "-q", action="store_true", help="print only the final answer")
+    output.add_argument("--json", action="store_true", help="print events as JSON lines")
+    parser.add_argument("--hide-thinking", action="store_true", help="do not show the reasoning")
+
+
+def recorded_events(record: TranscriptRecord) -> list[Event]:
+    """The events a live view saw, rebuilt from the transcript (durations of tools are not recorded: 0)."""
+    from agent.events import FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted
+    from agent.messages import AssistantMessage, ToolMessage
+    from agent.parsing import StreamParser
+    from tools.types import ToolResult
+
+    events: list[Event] = []
+    steps = _steps_of(record)
+    for number, (output, messages) in enumerate(steps, start=1):
+        parser = StreamParser()
+        events.extend(parser.feed(output))
+        parser.close()
+        assistant = next((m for m in messages if isinstance(m, AssistantMessage)), None)
+        calls = list(assistant.tool_calls) if assistant else []
+        observations = [m for m in messages if isinstance(m, ToolMessage)]
+        events.extend(ToolCallStarted(step=number, call=c) for c in calls)
+        for call, observation in zip(calls, observations, strict=False):
+            result = ToolResult(content=observation.content, is_error=observation.is_error)
+            events.append(ToolCallFinished(step=number, call=call, result=result, duration_s=0.0))
+        events.append(StepEnd(step=number))
+    if record.end is not None:
+        events.append(
+            FinalAnswer(
+                answer=str(record.end.get("answer", "")),
+                stop_reason=str(record.end.get("stop_reason", "")),
+                steps=int(record.end.get("steps", len(steps))),
+            )
+        )
+    return events
+
+
+def _steps_of(record: TranscriptRecord) -> list[tuple[str, list[Any]]]:
+    """(model output, messages of the step) for every recorded step, read from the file again."""
+    from agent.messages import message_from_dict
+
+    steps: list[tuple[str, list[Any]]] = []
+    with record.path.open("rb") as handle:
+        data = handle.read(record.valid_length)
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if item.get("type") == "step":
+            messages = [message_from_dict(m) for m in item.get("messages", [])]
+            steps.append((str(item.get("model_output", "")), messages))
+    return steps
+
+
+async def _rerun(record: TranscriptRecord, view: View) -> int:
+    """Run the loop again on the recorded outputs; print each observation that differs from the recording."""
+    from agent.cli.run import open_tools
+    from agent.loop import Agent
+    from agent.messages import SystemMessage, ToolMessage
+    from agent.models import ScriptedModel
+
+    config = record.config
+    steps = _steps_of(record)
+    system = next((m.content for m in record.messages[:1] if isinstance(m, SystemMessage)), "")
+    async with AsyncExitStack() as stack:
+        tools = await open_tools(list(config.get("tools", [])), stack, view)
+        agent = Agent(
+            ScriptedModel([output for output, _ in steps]),
+            tools,
+            system_prompt=system,
+            max_steps=len(steps),
+            tool_choice=str(config.get("tool_choice", "auto")),
+            stuck_after=max(len(steps) + 1, 2),
+        )
+        async for event in agent.stream(record.task):
+            view.handle(event)
+        view.close()
+    result = agent.last_result
+    assert result is not None
+    recorded = [[m for m in messages if isinstance(m, ToolMessage)] for _, messages in steps]
+    fresh: list[list[ToolMessage]] = []
+    current: list[ToolMessage] | None = None
+    for message in result.messages:
+        if message.role == "assistant":
+            current = []
+            fresh.append(current)
+        elif isinstance(message, ToolMessage) and current is not None:
+            current.append(message)
+    differences = 0
+    for number, (old, new) in enumerate(zip(recorded, fresh, strict=False), start=1):
+        for index in range(max(len(old), len(new))):
+            before = old[index].content if index < len(old) else "(none)"
+            after = new[index].content if index < len(new) else "(none)"
+            if before != after:
+                differences += 1
+                view.note(
+                    f"step {number}, observation {index + 1} differs:\n--- recorded\n{before}\n+++ now\n{after}"
+                )
+    if len(fresh) != len(recorded):
+        differences += 1
+        view.note(f"the recording has {len(recorded)} steps, the re-run made {len(fresh)}")
+    view.note(
+        "rerun: every observation matches the recording"
+        if differences == 0
+        else f"rerun: {differences} difference(s) from the recording"
+    )
+    return 0 if differences == 0 else 1
+
+
+def main(args: argparse.Namespace) -> int:
+    from agent.cli.view import make_view
+    from agent.transcript import TranscriptError, read_transcript
+    from sandboxes import SandboxError
+
+    try:
+        record = read_transcript(args.file)
+    except TranscriptError as exc:
+        print(f"qwq-agent replay: {exc}", file=sys.stderr)
+        return 2
+    view = make_view(quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking)
+    if not args.rerun:
+        try:
+            for event in recorded_events(record):
+                view.handle(event)
+        finally:
+            view.close()
+        return 0
+    try:
+        return asyncio.run(_rerun(record, view))
+    except SandboxError as exc:
+        view.close()
+        print(f"qwq-agent replay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        view.close()
+        return 130

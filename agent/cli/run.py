@@ -1,0 +1,181 @@
+"""`qwq-agent run "TASK"`: the main job — an agent on a task, its thinking shown live, its transcript kept.
+
+Exit codes: 0 the model gave a final answer; 1 a budget or error stopped the run (the transcript says which);
+2 usage or configuration error (the message says what to do); 130 interrupted with Ctrl-C (the transcript is
+saved and the run can be continued with `--resume`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.cli.view import View
+    from tools.base import Tool
+
+__all__ = ["ALL_TOOLS", "DEFAULT_TOOLS", "add_parser", "main", "open_tools"]
+
+SANDBOX_TOOLS = ("python", "shell", "write_file", "read_file")
+ALL_TOOLS = (*SANDBOX_TOOLS, "web_fetch")
+DEFAULT_TOOLS = ",".join(ALL_TOOLS)
+
+
+def add_parser(sub: Any, name: str, help_text: str) -> None:
+    from agent.cli.common import add_model_arguments
+
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description="Run an agent on TASK with tools in a hardened Docker sandbox, showing its reasoning live.",
+    )
+    parser.add_argument("task", nargs="?", help="what to do (optional with --resume)")
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--tools",
+        default=DEFAULT_TOOLS,
+        help=f"comma-separated tools from {', '.join(ALL_TOOLS)}; 'none' for no tools (default: all)",
+    )
+    parser.add_argument(
+        "--mcp-config", type=Path, help='JSON file with {"mcpServers": {...}} to add MCP tools'
+    )
+    parser.add_argument("--allow-private", action="store_true", help="let web_fetch reach private addresses")
+    parser.add_argument("--system-prompt", help="replace the default system prompt with this text")
+    parser.add_argument("--transcript-dir", type=Path, default=Path("runs"), help="default: ./runs")
+    parser.add_argument("--resume", type=Path, metavar="FILE", help="continue the run recorded in FILE")
+    parser.add_argument("--keep-thinking", choices=("none", "current_task"), default="none")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--quiet", "-q", action="store_true", help="print only the final answer")
+    output.add_argument("--json", action="store_true", help="print events as JSON lines")
+    parser.add_argument("--hide-thinking", action="store_true", help="do not show the reasoning")
+
+
+def _selected_tools(spec: str) -> list[str]:
+    if spec.strip().lower() in ("", "none"):
+        return []
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL_TOOLS]
+    if unknown:
+        raise SystemExit(
+            f"qwq-agent: unknown tool(s) {', '.join(unknown)}; choose from {', '.join(ALL_TOOLS)}"
+        )
+    return names
+
+
+def _ensure_image(view: View) -> None:
+    """Build the sandbox image on first use, showing progress, instead of failing with 'image not found'."""
+    from sandboxes import image
+
+    if image.image_exists():
+        return
+    view.note(f"The sandbox image {image.DEFAULT_IMAGE} is missing; building it once (2-3 minutes)...")
+    image.build_image(progress=view.note)
+
+
+async def open_tools(
+    names: list[str],
+    stack: AsyncExitStack,
+    view: View,
+    *,
+    mcp_config: Path | None = None,
+    allow_private: bool = False,
+) -> list[Tool[..., Any]]:
+    """Start what the named tools need (a sandbox, MCP servers) on `stack`, which closes them at the end."""
+    selected: list[Tool[..., Any]] = []
+    if any(n in SANDBOX_TOOLS for n in names):
+        from tools.code import code_tools
+
+        from sandboxes import DockerSandbox
+
+        await asyncio.to_thread(_ensure_image, view)
+        sandbox = await stack.enter_async_context(DockerSandbox())
+        selected += [t for t in code_tools(sandbox) if t.name in names]
+    if "web_fetch" in names:
+        from tools.web import web_tools
+
+        selected += [t for t in web_tools(allow_private=allow_private) if t.name in names]
+    if mcp_config is not None:
+        from tools.mcp import MCPServers
+
+        servers = await stack.enter_async_context(MCPServers.from_file(mcp_config))
+        selected += list(servers.tools)
+    return selected
+
+
+async def _run(args: argparse.Namespace, view: View) -> int:
+    from agent.cli.common import build_model
+    from agent.loop import Agent, StopReason
+
+    model = build_model(args)
+    async with AsyncExitStack() as stack:
+        tools = await open_tools(
+            _selected_tools(args.tools),
+            stack,
+            view,
+            mcp_config=args.mcp_config,
+            allow_private=args.allow_private,
+        )
+        agent = Agent(
+            model,
+            tools,
+            system_prompt=args.system_prompt,
+            max_steps=args.max_steps,
+            timeout=args.timeout,
+            thinking_budget=args.thinking_budget,
+            keep_thinking=args.keep_thinking,
+            transcript_dir=args.transcript_dir,
+        )
+        events = (
+            agent.stream_resume(args.resume, args.task)
+            if args.resume is not None
+            else agent.stream(args.task)
+        )
+        try:
+            async for event in events:
+                view.handle(event)
+        finally:
+            view.close()
+            if agent.transcript_path is not None:
+                view.note(f"transcript: {agent.transcript_path}")
+        result = agent.last_result
+        if result is None:
+            return 1
+        if result.stop_reason is not StopReason.FINAL_ANSWER:
+            view.note(
+                f"stopped by {result.stop_reason.value}"
+                + (f" ({result.detail})" if result.detail else "")
+                + f"; continue with: qwq-agent run --resume {agent.transcript_path}"
+            )
+            return 1
+        return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    from agent.cli.common import ConfigurationError
+    from agent.cli.view import make_view
+    from agent.transcript import TranscriptError
+    from sandboxes import SandboxError
+
+    if args.task is None and args.resume is None:
+        print(
+            'qwq-agent run: give a TASK, e.g. qwq-agent run "What is 2**100?", or --resume FILE',
+            file=sys.stderr,
+        )
+        return 2
+    view = make_view(quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking)
+    try:
+        return asyncio.run(_run(args, view))
+    except KeyboardInterrupt:
+        view.close()
+        view.note(
+            "interrupted: finished steps are in the transcript; continue with qwq-agent run --resume FILE"
+        )
+        return 130
+    except (ConfigurationError, SandboxError, TranscriptError) as exc:
+        view.close()
+        print(f"qwq-agent: {exc}", file=sys.stderr)
+        return 2
