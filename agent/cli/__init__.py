@@ -11,6 +11,7 @@ __all__ = ["main"]
 
 # name -> (module that defines `add_parser(subparsers)` and `main(args) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS["sandbox"] = ("agent.cli.sandbox", "build, check and clean up the Docker sandbox")
 
 
 def build_parser() -> argparse.ArgumentParser:
