@@ -1,0 +1,150 @@
+"""`qwq-agent sandbox build|doctor|clean`: make the sandbox image, say what is missing, remove leftovers.
+
+Module-level imports stay light (argparse only) because `qwq-agent --help` imports every sub-command module;
+`sandboxes` and the Docker SDK are imported when a sub-command actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+__all__ = ["add_parser", "main"]
+
+
+def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text, description=help_text)
+    actions = parser.add_subparsers(dest="sandbox_command", metavar="ACTION")
+    build = actions.add_parser("build", help="build the sandbox image (from the Dockerfile or with debootstrap)")
+    build.add_argument("--tag", default=None, help="image tag (default: the one sandboxes use)")
+    build.add_argument(
+        "--method",
+        choices=["auto", "dockerfile", "debootstrap"],
+        default="auto",
+        help="auto: the Dockerfile if a registry answers, else debootstrap (default)",
+    )
+    build.add_argument("--mirror", default=None, help="Debian mirror for debootstrap (default: the one apt uses)")
+    build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    actions.add_parser("doctor", help="check the engine, permissions and image; say what to run")
+    clean = actions.add_parser("clean", help="remove sandbox containers left behind")
+    clean.add_argument(
+        "--all", action="store_true", help="remove every sandbox container, also those of running processes"
+    )
+    parser.set_defaults(_sandbox_parser=parser)
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    command = getattr(args, "sandbox_command", None)
+    if command == "build":
+        return _build(args)
+    if command == "doctor":
+        return _doctor()
+    if command == "clean":
+        return _clean(all_containers=bool(args.all))
+    args._sandbox_parser.print_help()
+    return 2
+
+
+def _build(args: argparse.Namespace) -> int:
+    from sandboxes.errors import SandboxError
+    from sandboxes.image import DEFAULT_IMAGE, build_image, image_exists
+
+    tag = args.tag or DEFAULT_IMAGE
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {line}", flush=True)
+
+    try:
+        if not args.force and image_exists(tag):
+            print(f"{tag} is already built (use --force to rebuild)")
+            return 0
+        build_image(tag, method=args.method, mirror=args.mirror, progress=progress)
+    except SandboxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _doctor() -> int:
+    """Check each prerequisite in order and stop at the first that fails, saying what to run."""
+    from sandboxes._engine import find_containers, get_client, owner_alive
+    from sandboxes.errors import DockerUnavailableError
+    from sandboxes.image import DEFAULT_IMAGE, apt_mirror, image_exists, registry_reachable
+
+    def line(ok: bool, text: str) -> None:
+        print(f"[{'ok' if ok else '!!'}] {text}")
+
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock (default)")
+    line(True, f"engine address: {host}")
+    socket_path = "/var/run/docker.sock"
+    if "DOCKER_HOST" not in os.environ and os.path.exists(socket_path) and not os.access(socket_path, os.W_OK):
+        line(False, f"no permission on {socket_path}: add yourself to the docker group")
+        print("   run: sudo usermod -aG docker $USER   (then log in again)")
+        return 1
+    try:
+        client = get_client()
+        version = client.version()
+    except DockerUnavailableError as exc:
+        line(False, f"Docker engine not reachable: {exc.__cause__ or exc}")
+        if shutil.which("docker") is None and shutil.which("dockerd") is None:
+            print("   run: sudo apt-get install docker.io   (or install Docker Engine for your system)")
+        else:
+            print("   run: sudo systemctl start docker   (or start dockerd)")
+        return 1
+    line(True, f"Docker engine {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})")
+    if not image_exists(DEFAULT_IMAGE, client=client):
+        line(False, f"sandbox image {DEFAULT_IMAGE} is missing")
+        if registry_reachable():
+            print("   run: qwq-agent sandbox build   (uses sandboxes/Dockerfile; a registry answers)")
+        else:
+            mirror = apt_mirror()
+            needs = [] if shutil.which("debootstrap") else ["sudo apt-get install debootstrap"]
+            print("   no registry reachable: the image is built with debootstrap from " + (mirror or "--mirror URL"))
+            print("   run: " + " && ".join([*needs, "sudo qwq-agent sandbox build"]))
+        return 1
+    line(True, f"sandbox image {DEFAULT_IMAGE} present")
+    leftovers = [c for c in find_containers(client) if owner_alive(c.labels) is False]
+    if leftovers:
+        line(False, f"{len(leftovers)} sandbox container(s) left by dead processes")
+        print("   run: qwq-agent sandbox clean")
+    else:
+        line(True, "no leftover sandbox containers")
+    try:
+        from sandboxes import DockerSandbox
+
+        with DockerSandbox() as sandbox:
+            result = sandbox.run_python("import sys; print(sys.version.split()[0])", timeout=30)
+    except Exception as exc:
+        line(False, f"a sandbox did not start: {exc}")
+        return 1
+    if not result.ok:
+        line(False, f"the sandbox runner failed: {result.error}")
+        return 1
+    line(True, f"a sandbox starts and runs Python {result.stdout.strip()}")
+    return 0 if not leftovers else 1
+
+
+def _clean(*, all_containers: bool) -> int:
+    from sandboxes._engine import find_containers, get_client, owner_alive, remove_container
+    from sandboxes.errors import DockerUnavailableError
+
+    try:
+        client = get_client()
+    except DockerUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    removed = kept = 0
+    for container in find_containers(client):
+        if all_containers or owner_alive(container.labels) is False:
+            remove_container(client, container.id)
+            removed += 1
+        else:
+            kept += 1
+    print(f"removed {removed} sandbox container(s)" + (f"; kept {kept} of running processes" if kept else ""))
+    return 0
