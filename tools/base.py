@@ -21,10 +21,8 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Generic, ParamSpec, TypeVar, get_args, get_origin, overload
+from typing import TYPE_CHECKING, Annotated, Any, Generic, ParamSpec, TypeVar, get_args, get_origin, overload
 
-import jsonschema
-import jsonschema.validators
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
@@ -32,6 +30,9 @@ from pydantic.fields import FieldInfo
 from tools.docstrings import parse_docstring
 from tools.errors import ToolArgumentsError, ToolDefinitionError
 from tools.schema import compact_schema
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = ["Tool", "tool"]
 
@@ -309,6 +310,10 @@ class _Parameters:
 
 class _SchemaValidator:
     def __init__(self, schema: dict[str, Any], owner: str) -> None:
+        # Imported here: only raw-schema tools need it, and it is a noticeable part of `import tools`.
+        import jsonschema
+        import jsonschema.validators
+
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         try:
             cls.check_schema(schema)
@@ -390,6 +395,8 @@ class Tool(Generic[P, R]):
         section. Raises `ToolDefinitionError` for parameters without annotations, `*args`/`**kwargs`,
         generator functions or types pydantic cannot describe.
         """
+        if isinstance(fn, Tool):
+            raise ToolDefinitionError(f"{fn!r} is already a tool; to change its options, wrap `.fn` instead")
         target = fn.func if isinstance(fn, functools.partial) else fn
         label = name or getattr(target, "__name__", None)
         if not label:

@@ -1,13 +1,18 @@
 """Tool definitions: schemas from signatures and docstrings, from_schema, validation messages, coercion."""
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import json
 from typing import Annotated, Any, Literal
 
+import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from tools import Tool, ToolArgumentsError, ToolDefinitionError, tool
 from tools.docstrings import parse_docstring
@@ -645,3 +650,73 @@ def test_string_annotations_are_resolved() -> None:
 
     with pytest.raises(ToolDefinitionError, match="cannot read the signature"):
         tool(g)
+
+
+def test_wrapping_a_tool_again_is_refused() -> None:
+    with pytest.raises(ToolDefinitionError, match="already a tool"):
+        tool(book)
+    assert tool(name="reserve")(book.fn).name == "reserve"
+
+
+@dataclasses.dataclass
+class Window:
+    width: int
+    height: int = 10
+
+
+class Span(TypedDict):
+    start: int
+    end: int
+
+
+def test_dataclass_and_typeddict_parameters() -> None:
+    @tool
+    def layout(window: Window, span: Span) -> int:
+        """Lay out."""
+        return window.width + span["end"]
+
+    props = layout.parameters["properties"]
+    assert props["window"] == {
+        "type": "object",
+        "properties": {"width": {"type": "integer"}, "height": {"type": "integer", "default": 10}},
+        "required": ["width"],
+    }
+    assert props["span"]["required"] == ["start", "end"]
+    args = layout.validate({"window": {"width": 3}, "span": {"start": 0, "end": 4}})
+    assert args["window"] == Window(3)
+    assert asyncio.run(layout.invoke({"window": {"width": 3}, "span": {"start": 0, "end": 4}})) == 7
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["", "a", "red", "green", "x"]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["name", "address", "street", "city", "value", "children"]), children
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@pytest.mark.parametrize("model", [Person, TreeNode])
+@settings(max_examples=150, deadline=None)
+@given(value=JSON_VALUES)
+def test_compact_schema_accepts_exactly_what_the_original_accepts(model: type[BaseModel], value: Any) -> None:
+    original = model.model_json_schema()
+    compact = compact_schema(original)
+    assert jsonschema.Draft202012Validator(original).is_valid(value) == (
+        jsonschema.Draft202012Validator(compact).is_valid(value)
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "valid"),
+    [
+        (Person, {"name": "a", "address": {"street": "s", "city": "c"}}),
+        (Person, {"name": "a", "address": None}),
+        (TreeNode, {"value": 1, "children": [{"value": 2, "children": [{"value": 3}]}]}),
+    ],
+)
+def test_compact_schema_accepts_valid_instances(model: type[BaseModel], valid: dict[str, Any]) -> None:
+    jsonschema.Draft202012Validator(compact_schema(model.model_json_schema())).validate(valid)
