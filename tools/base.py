@@ -41,9 +41,7 @@ R = TypeVar("R")
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$")
 _MAX_PROBLEMS = 8  # more error lines than this drown the first, most useful ones
-_MAX_SHOWN_VALUE = 80
-
-Validator = Callable[[Any], dict[str, Any]]
+_MAX_SHOWN_VALUE = 80  # enough to recognise a value, short enough not to echo a whole document back
 
 
 def _check_name(name: str) -> str:
@@ -337,6 +335,7 @@ class _SchemaValidator:
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
+    """Coroutine functions, partials of them, and objects whose `__call__` is async all run on the loop."""
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
 
 

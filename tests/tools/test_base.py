@@ -296,7 +296,7 @@ def test_rejects_undecorated_method_with_a_hint() -> None:
 
         class Service:
             @tool
-            def act(self, x: int) -> int:  # type: ignore[misc]
+            def act(self, x: int) -> int:
                 return x
 
 
