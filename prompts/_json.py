@@ -11,6 +11,11 @@ from typing import Any
 
 __all__ = ["to_json"]
 
+# The common call (no options) reuses one encoder: json.dumps builds a new one whenever an option differs
+# from its defaults, and ensure_ascii=False always does. Rendering writes every argument object of every
+# turn at every step, so this is most of the JSON cost.
+_PLAIN = json.JSONEncoder(ensure_ascii=False)
+
 
 def to_json(
     value: Any,
@@ -25,6 +30,8 @@ def to_json(
     `x | tojson(indent=2)` and some pass the options positionally. Jinja's own `tojson` would sort nothing but
     escape `<`, `>`, `&` and `'` as `\\u003c`..., which the model never saw in training.
     """
+    if not ensure_ascii and indent is None and separators is None and not sort_keys:
+        return _PLAIN.encode(value)
     return json.dumps(
         value,
         ensure_ascii=ensure_ascii,

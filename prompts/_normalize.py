@@ -65,7 +65,8 @@ class Turn:
 
 
 def _as_mapping(item: Any, what: str) -> Mapping[str, Any]:
-    if isinstance(item, Mapping):
+    # Plain dicts first: the ABC check below is slow, and this runs for every message at every step.
+    if type(item) is dict or isinstance(item, Mapping):
         return item
     dump = getattr(item, "model_dump", None)
     if callable(dump):
@@ -102,6 +103,9 @@ def _arguments(value: Any) -> Any:
     string: nothing is invented, and the result is what HF's own renderer gives for that input. Missing or
     empty arguments mean a call without arguments: `{}`.
     """
+    if type(value) is dict:
+        # The usual case, checked first (the Mapping check below is slow). Not copied: rendering only reads.
+        return value
     if value is None:
         return {}
     if isinstance(value, str):

@@ -24,10 +24,15 @@ _SUFFIX = ".j2"
 
 
 @functools.cache
+def _loader() -> jinja2.FileSystemLoader:
+    return jinja2.FileSystemLoader(_TEMPLATES)
+
+
+@functools.cache
 def _environment() -> jinja2.Environment:
     # Built on first use: importing `prompts` must not touch the file system.
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        loader=_loader(),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -52,9 +57,9 @@ def available_notes() -> list[str]:
 
 @functools.cache
 def _variables(path: str) -> frozenset[str]:
+    # The variables a template reads, so that a misspelt keyword argument is caught rather than ignored.
     env = _environment()
-    assert env.loader is not None  # set in _environment
-    source, _, _ = env.loader.get_source(env, path)
+    source, _, _ = _loader().get_source(env, path)
     return frozenset(meta.find_undeclared_variables(env.parse(source)))
 
 
