@@ -168,6 +168,8 @@ _TAGS: Final[dict[tuple[int, int], tuple[str, ...]]] = {
     # In a real call `</think>` is left alone: it may sit inside an argument string.
     (_BLOCK, _CONTENT): (CALL_CLOSE, CALL_OPEN, RESPONSE_OPEN, *END_TOKENS),
 }
+_LONGEST_TAG: Final = max(len(tag) for tags in _TAGS.values() for tag in tags)
+# Slicing only short tails keeps a whole-text parse linear when the text holds many literal `<`.
 _PREFIXES: Final[dict[tuple[int, int], frozenset[str]]] = {
     key: frozenset(tag[:i] for tag in tags for i in range(1, len(tag))) for key, tags in _TAGS.items()
 }
@@ -370,7 +372,7 @@ class StreamParser:
                     self._tag(tag, self._base + lt)
                     break
             else:
-                if not final and buf[lt:] in _PREFIXES[key]:
+                if not final and n - lt < _LONGEST_TAG and buf[lt:] in _PREFIXES[key]:
                     pos = lt  # maybe the start of a tag: wait for the next delta
                     break
                 self._text("<")
