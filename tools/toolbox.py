@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import difflib
 import functools
+import inspect
 import logging
 import math
 import threading
@@ -67,10 +68,17 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose __str__ fails must not turn into a crash of the loop
+        return "(message could not be rendered)"
+
+
 def _describe_exception(exc: BaseException) -> str:
     """`Type: message` and the innermost frame: enough to act on, without the host's full traceback."""
-    text = type(exc).__qualname__
-    message = str(exc)
+    text = type(exc).__name__
+    message = _message(exc)
     if message:
         text += f": {message}"
     frames = traceback.extract_tb(exc.__traceback__)
@@ -200,18 +208,24 @@ class Toolbox:
                     value = await found.call_validated(arguments)
                 else:
                     value = await _in_daemon_thread(found.call_validated, found.name, arguments)
-                    # A sync function may hand back an awaitable (a lambda around an async client call).
-                if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+                # A sync function may hand back an awaitable (a lambda around an async client call).
+                if inspect.isawaitable(value):
                     value = await value
         except TimeoutError as exc:
             if scope.expired():
                 assert limit is not None
+                if not found.is_async:
+                    _log.warning(
+                        "tool %s timed out after %s s; its thread runs on until the function returns",
+                        found.name,
+                        _seconds(limit),
+                    )
                 return ToolResult(
                     content=f'Tool "{found.name}" timed out after {_seconds(limit)} s.', is_error=True
                 )
             return ToolResult(content=self._text(_describe_exception(exc)), is_error=True)
         except ToolError as exc:
-            return ToolResult(content=self._text(str(exc) or type(exc).__name__), is_error=True)
+            return ToolResult(content=self._text(_message(exc) or type(exc).__name__), is_error=True)
         except (Exception, SystemExit) as exc:  # a tool must not end the host program by calling sys.exit()
             _log.debug("tool %s raised", found.name, exc_info=True)
             return ToolResult(content=self._text(_describe_exception(exc)), is_error=True)

@@ -407,3 +407,33 @@ async def test_exception_inside_a_custom_validator_is_a_result() -> None:
     result = await Toolbox([take]).call(call("take", x={"n": 1}))
     assert result.is_error
     assert result.content.startswith("KeyError: 'boom'")
+
+
+async def test_exception_with_a_broken_str_is_still_a_result() -> None:
+    class Weird(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    @tool
+    def odd() -> None:
+        raise Weird
+
+    result = await Toolbox([odd]).call(call("odd"))
+    assert result.is_error
+    assert result.content.startswith(
+        "test_exception_with_a_broken_str_is_still_a_result.<locals>.Weird: (message"
+    )
+
+
+async def test_sync_timeout_is_logged_for_the_developer(caplog: pytest.LogCaptureFixture) -> None:
+    release = threading.Event()
+
+    @tool(timeout=0.01)
+    def stuck() -> None:
+        release.wait(30)
+
+    try:
+        await Toolbox([stuck]).call(call("stuck"))
+    finally:
+        release.set()
+    assert "its thread runs on" in caplog.text
