@@ -1,0 +1,246 @@
+"""Model selection shared by the commands that drive a model (`run`, `solve`, `eval`).
+
+One place decides which backend a command line names, so every command accepts the same options and says the
+same thing when nothing usable is named. Precedence: `--scripted` (tests), then `--base-url` (a server), then
+`--model` (a GGUF path or a Hugging Face repo), then the environment (`QWQ_AGENT_BASE_URL`, `QWQ_AGENT_MODEL`,
+`QWQ_AGENT_MODEL_NAME`), then the embedded default: QwQ-32B Q4_K_M from the model makers' repository, used from
+the Hugging Face cache or downloaded once. The backends are imported only inside `build_model`, so adding
+these options to a parser costs nothing at `qwq-agent --help` time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.models.base import Model
+
+__all__ = [
+    "DEFAULT_GGUF_FILE",
+    "DEFAULT_REPO",
+    "ConfigurationError",
+    "add_model_arguments",
+    "build_model",
+    "load_script",
+]
+
+DEFAULT_REPO = "Qwen/QwQ-32B-GGUF"
+DEFAULT_GGUF_FILE = "qwq-32b-q4_k_m.gguf"
+ENV_MODEL = "QWQ_AGENT_MODEL"
+ENV_BASE_URL = "QWQ_AGENT_BASE_URL"
+ENV_MODEL_NAME = "QWQ_AGENT_MODEL_NAME"
+
+_HOW_TO_NAME = (
+    "Name a model: `--model /path/to/qwq-32b-q4_k_m.gguf` (a local GGUF file, run in-process with "
+    "llama-cpp-python) or `--base-url http://127.0.0.1:8000/v1 --model-name qwq-32b` (an OpenAI-compatible "
+    f"server such as vLLM, SGLang, llama.cpp server or Ollama); or set {ENV_MODEL} / {ENV_BASE_URL}."
+)
+
+
+class ConfigurationError(Exception):
+    """The command line or environment names no usable model (the message says what to run instead)."""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the model and budget options every model-driving command shares."""
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        metavar="PATH|REPO",
+        help=f"a GGUF file, or a Hugging Face repo id (REPO or REPO:FILE.gguf) for in-process llama.cpp "
+        f"(default: {DEFAULT_REPO}:{DEFAULT_GGUF_FILE}, or ${ENV_MODEL})",
+    )
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (or ${ENV_BASE_URL})",
+    )
+    group.add_argument(
+        "--model-name", metavar="NAME", help=f"the model's name on the server (or ${ENV_MODEL_NAME})"
+    )
+    group.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the server's API key (default: OPENAI_API_KEY)",
+    )
+    group.add_argument(
+        "--api-mode",
+        choices=("completions", "chat"),
+        help="server endpoint: raw /v1/completions (exact QwQ format) or /v1/chat/completions (hosted APIs)",
+    )
+    group.add_argument("--n-ctx", type=int, metavar="TOKENS", help="context size for in-process llama.cpp")
+    group.add_argument("--n-gpu-layers", type=int, metavar="N", help="layers to offload to the GPU (-1: all)")
+    group.add_argument("--seed", type=int, help="sampling seed")
+    group.add_argument(
+        "--scripted",
+        type=Path,
+        metavar="FILE",
+        help="replay completion texts from a JSON list instead of a model (for tests and demos)",
+    )
+    budgets = parser.add_argument_group("budgets")
+    budgets.add_argument("--max-steps", type=int, default=20, help="model turns per run (default: 20)")
+    budgets.add_argument("--timeout", type=float, metavar="SECONDS", help="wall-clock limit of a run")
+    budgets.add_argument(
+        "--thinking-budget", type=int, metavar="TOKENS", help="cap on reasoning tokens per turn"
+    )
+
+
+def load_script(path: Path) -> list[str] | dict[str, list[str]]:
+    """Read a `--scripted` file: a JSON list of completion texts, or an object of such lists keyed by task id."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the script {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"the script {path} is not JSON: {exc}") from exc
+
+    def texts(value: Any, where: str) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise ConfigurationError(f"{where} must be a JSON list of completion texts (strings)")
+        return list(value)
+
+    if isinstance(data, dict):
+        return {str(k): texts(v, f"{path}[{k!r}]") for k, v in data.items()}
+    return texts(data, str(path))
+
+
+def build_model(args: argparse.Namespace) -> Model:
+    """The model the parsed options name; raises `ConfigurationError` when none can be used."""
+    if getattr(args, "scripted", None) is not None:
+        from agent.models import ScriptedModel
+
+        script = load_script(args.scripted)
+        if isinstance(script, dict):
+            raise ConfigurationError(
+                f"{args.scripted} maps task ids to scripts; this command needs one JSON list of completions"
+            )
+        return ScriptedModel(script)
+
+    base_url = args.base_url or os.environ.get(ENV_BASE_URL)
+    if base_url:
+        return _server_model(args, base_url)
+    model = args.model or os.environ.get(ENV_MODEL)
+    if model:
+        path = Path(model).expanduser()
+        if path.is_file():
+            return _llama_model(args, model_path=str(path))
+        if _looks_like_path(model):
+            raise ConfigurationError(f"the model file {model} does not exist. {_HOW_TO_NAME}")
+        repo, _, filename = model.partition(":")
+        return _llama_model(args, repo=repo, filename=filename or None)
+    return _default_model(args)
+
+
+def _looks_like_path(name: str) -> bool:
+    # A repo id is "owner/name" (optionally ":file.gguf"); anything else that names a .gguf is a path.
+    return name.startswith(("/", ".", "~")) or (name.endswith(".gguf") and ":" not in name)
+
+
+def _server_model(args: argparse.Namespace, base_url: str) -> Model:
+    from agent.models import OpenAICompatModel
+
+    kwargs: dict[str, Any] = {"base_url": base_url}
+    name = args.model_name or os.environ.get(ENV_MODEL_NAME)
+    if name:
+        kwargs["model"] = name
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    if api_key:
+        kwargs["api_key"] = api_key
+    if args.api_mode:
+        kwargs["mode"] = args.api_mode
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    return _construct(OpenAICompatModel, kwargs)
+
+
+def _llama_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if args.n_ctx is not None:
+        kwargs["n_ctx"] = args.n_ctx
+    if args.n_gpu_layers is not None:
+        kwargs["n_gpu_layers"] = args.n_gpu_layers
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    return kwargs
+
+
+def _llama_class() -> Any:
+    try:
+        from agent.models import LlamaCppModel
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"in-process models need llama-cpp-python ({exc}): `pip install 'qwq-agent[llama]'`, "
+            "or use a server with --base-url URL --model-name NAME"
+        ) from exc
+    return LlamaCppModel
+
+
+def _llama_model(
+    args: argparse.Namespace,
+    *,
+    model_path: str | None = None,
+    repo: str | None = None,
+    filename: str | None = None,
+) -> Model:
+    cls = _llama_class()
+    kwargs = _llama_kwargs(args)
+    if model_path is not None:
+        return _construct(cls, {"model_path": model_path, **kwargs})
+    from_pretrained = getattr(cls, "from_pretrained", None)
+    if from_pretrained is None:
+        raise ConfigurationError(f"this build cannot load models from a repository. {_HOW_TO_NAME}")
+    try:
+        model: Model = from_pretrained(repo, filename or DEFAULT_GGUF_FILE, **kwargs)
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(f"cannot load {repo} from Hugging Face ({exc}). {_HOW_TO_NAME}") from exc
+    return model
+
+
+def _default_model(args: argparse.Namespace) -> Model:
+    """The embedded default: the cached QwQ-32B GGUF, or a one-time download where there is network."""
+    cached = _cached_default()
+    if cached is not None:
+        return _llama_model(args, model_path=cached)
+    if not _hub_reachable():
+        raise ConfigurationError(
+            f"no model was named and the default ({DEFAULT_REPO}:{DEFAULT_GGUF_FILE}, about 20 GB) is neither "
+            f"cached nor downloadable: huggingface.co cannot be reached from here. {_HOW_TO_NAME}"
+        )
+    return _llama_model(args, repo=DEFAULT_REPO, filename=DEFAULT_GGUF_FILE)
+
+
+def _cached_default() -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # huggingface_hub comes with llama-cpp-python; without it nothing can be cached
+        return None
+    cached = try_to_load_from_cache(DEFAULT_REPO, DEFAULT_GGUF_FILE)
+    return cached if isinstance(cached, str) and Path(cached).is_file() else None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    import socket
+
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _construct(cls: Any, kwargs: dict[str, Any]) -> Model:
+    """Call a backend constructor; its own configuration errors become `ConfigurationError` with a hint."""
+    try:
+        model: Model = cls(**kwargs)
+    except (TypeError, ValueError, FileNotFoundError, OSError) as exc:
+        raise ConfigurationError(f"cannot start {cls.__name__}: {exc}") from exc
+    return model
