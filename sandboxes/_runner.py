@@ -324,6 +324,12 @@ def spawn_worker(close_fds: list[int]) -> Worker:
     return Worker(pid, req_w, res_r, out_r, err_r)
 
 
+def text_stream(fd: int) -> Any:
+    """A line-buffered text stream on `fd`: lines printed by Python stay in order with what subprocesses and
+    `os.write` put on the same descriptor, as in a terminal."""
+    return open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)  # noqa: SIM115
+
+
 def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
     """The worker's loop: read a cell, run it in the persistent namespace, answer; never returns."""
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
@@ -343,13 +349,13 @@ def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
     def streams() -> None:
         # Rebuilt when the model's code closed or replaced them, so one bad cell does not mute the next ones.
         if getattr(sys.stdout, "fileno", None) is None or sys.stdout.closed:
-            sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+            sys.stdout = text_stream(1)
         if getattr(sys.stderr, "fileno", None) is None or sys.stderr.closed:
-            sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+            sys.stderr = text_stream(2)
 
-    sys.stdin = open(0, encoding="utf-8", closefd=False)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stdout = text_stream(1)
+    sys.stderr = text_stream(2)
     sys.path.insert(0, "")
     sys.argv = [""]
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}

@@ -1,0 +1,76 @@
+"""Fixtures for the sandbox tests: a real Docker engine and the real image (built here if missing).
+
+The image build takes a few minutes the first time; its progress is printed straight to the terminal.
+When the engine cannot be reached the docker tests are skipped with the reason; CI starts the engine first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sandboxes import DEFAULT_IMAGE, DockerSandbox, SandboxConfig
+from sandboxes._engine import find_containers, get_client
+from sandboxes.errors import DockerUnavailableError
+from sandboxes.image import build_image, image_exists
+
+# Small limits so hostile cases hit them quickly.
+TIGHT = SandboxConfig(
+    memory="256m", workspace_size="32m", tmp_size="16m", pids_limit=64, default_timeout=20, kill_grace=10
+)
+
+
+def _say(line: str) -> None:
+    print(f"[sandbox image] {line}", file=sys.__stderr__, flush=True)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> object:
+    try:
+        return get_client()
+    except DockerUnavailableError as exc:
+        pytest.skip(f"Docker engine unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client: object) -> str:
+    if not image_exists(DEFAULT_IMAGE, client=docker_client):
+        _say(f"{DEFAULT_IMAGE} is missing: building it (a few minutes)")
+        build_image(DEFAULT_IMAGE, progress=_say, client=docker_client)
+    return DEFAULT_IMAGE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_containers() -> Iterator[None]:
+    """After the session, no sandbox container of this process may remain (checked by label)."""
+    yield
+    try:
+        client = get_client()
+    except DockerUnavailableError:
+        return
+    deadline = time.monotonic() + 20
+    left = find_containers(client, owner_pid=os.getpid())
+    while left and time.monotonic() < deadline:  # auto-removal is asynchronous in the engine
+        time.sleep(0.2)
+        left = find_containers(client, owner_pid=os.getpid())
+    assert not left, f"sandbox containers left behind: {[c.name for c in left]}"
+
+
+@pytest.fixture
+def sb(sandbox_image: str) -> Iterator[DockerSandbox]:
+    with DockerSandbox(sandbox_image, config=TIGHT) as sandbox:
+        yield sandbox
+
+
+def assert_healthy(sandbox: DockerSandbox) -> None:
+    """The normal call that must work after every hostile one."""
+    r = sandbox.run_python("print(6 * 7)", timeout=20)
+    assert r.ok, r
+    assert r.stdout == "42\n"
+    s = sandbox.run_shell("echo ok", timeout=20)
+    assert s.ok, s
+    assert s.stdout == "ok\n"
