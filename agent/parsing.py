@@ -13,8 +13,8 @@ The rules, in the order a reader usually asks about them:
   `prompt_opened_think=False` the text starts as content and a `<think>` opens reasoning.
 * **Reasoning** runs to the first `</think>`. A `<think>` in content later reopens it (noted in `repairs`);
   a `</think>` in content with nothing open is dropped (noted).
-* **Tool calls.** A `<tool_call>` block in content is a call; it closes at the first `</tool_call>` (as in
-  vLLM's and llama.cpp's parsers, so an argument cannot contain that literal tag). Blocks inside reasoning
+* **Tool calls.** A `<tool_call>` block in content is a call; it closes at the first `</tool_call>` (as
+  Hermes-style parsers such as vLLM's do), so an argument cannot contain that literal tag. Blocks inside reasoning
   are *drafts*: parsed into `Completion.drafts`, never executed, and kept verbatim in `thinking`.
 * **Unclosed reasoning.** When the output ends (or is cut) inside reasoning and the last non-whitespace
   thing in it is a run of call blocks, those calls are *promoted* to `tool_calls` (with a repair note) unless
@@ -169,6 +169,8 @@ _TAGS: Final[dict[tuple[int, int], tuple[str, ...]]] = {
     (_BLOCK, _CONTENT): (CALL_CLOSE, CALL_OPEN, RESPONSE_OPEN, *END_TOKENS),
 }
 _LONGEST_TAG: Final = max(len(tag) for tags in _TAGS.values() for tag in tags)
+# Every tag starts with `<` then one of these: any other `<` is text without further checks.
+_SECOND_CHARS: Final = frozenset(tag[1] for tags in _TAGS.values() for tag in tags)
 # Slicing only short tails keeps a whole-text parse linear when the text holds many literal `<`.
 _PREFIXES: Final[dict[tuple[int, int], frozenset[str]]] = {
     key: frozenset(tag[:i] for tag in tags for i in range(1, len(tag))) for key, tags in _TAGS.items()
@@ -261,8 +263,9 @@ class StreamParser:
     `ToolCallParsed` when a call block closes, `MalformedCallEvent` for a block that could not be used.
     `finish` returns the events that only the end of the output settles (held-back text, an unclosed last
     call, promoted drafts); `close` calls it if needed and returns the `Completion`, the same object each
-    time. Memory is the text itself (for `Completion.raw`) plus the current call block; work per delta is
-    proportional to the delta.
+    time. Memory is the text itself (for `Completion.raw`) plus the current call block. Total work is linear:
+    each character is scanned once, plus a few times more for a possible tag prefix and once when its call
+    block is decoded.
     """
 
     def __init__(self, *, prompt_opened_think: bool = True, promote_trailing_drafts: bool = True) -> None:
@@ -356,27 +359,31 @@ class StreamParser:
     def _scan(self, *, final: bool) -> None:
         buf = self._buf
         n = len(buf)
-        pos = 0
+        pos = 0  # start of the text not yet handed on
+        search = 0  # where to look for the next `<`; a literal `<` just extends the text span
         while pos < n and self._mode != _END:
-            lt = buf.find("<", pos)
+            lt = buf.find("<", search)
             if lt < 0:
                 self._text(buf[pos:])
                 pos = n
                 break
-            if lt > pos:
-                self._text(buf[pos:lt])
+            search = lt + 1
+            if lt + 1 < n and buf[lt + 1] not in _SECOND_CHARS:
+                continue
             key = (self._mode, self._parent if self._mode == _BLOCK else self._mode)
             for tag in _TAGS[key]:
                 if buf.startswith(tag, lt):
-                    pos = lt + len(tag)
+                    if lt > pos:
+                        self._text(buf[pos:lt])
+                    pos = search = lt + len(tag)
                     self._tag(tag, self._base + lt)
                     break
             else:
                 if not final and n - lt < _LONGEST_TAG and buf[lt:] in _PREFIXES[key]:
+                    if lt > pos:
+                        self._text(buf[pos:lt])
                     pos = lt  # maybe the start of a tag: wait for the next delta
                     break
-                self._text("<")
-                pos = lt + 1
         if self._mode == _END:
             rest = buf[pos:]
             if rest and not rest.isspace():
@@ -764,5 +771,8 @@ def _kind(value: Any) -> str:
 
 
 def _short_json(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError):  # a value nested too deeply to print is still worth a sentence
+        return _kind(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

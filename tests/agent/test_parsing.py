@@ -424,6 +424,9 @@ def test_stray_closing_tool_call_is_reported() -> None:
         "</think><tool_call>{'name': 'f', 'arguments': {'s': 'unterminated}}</tool_call>",
         '</think><tool_call>{"name": "f", "arguments": {"a": 1e999}}</tool_call>',
         "\x00<\x00tool_call>\ud800</think>\ufeff<tool_call>\x00",
+        "</think><tool_call>" + "[" * 50_000 + "]" * 50_000 + "</tool_call>",
+        '</think><tool_call>{"name": ' + "[" * 980 + "]" * 980 + ', "arguments": {}}</tool_call>',
+        '</think><tool_call>{"name": "f", "arguments": "' + "[" * 5_000 + "]" * 5_000 + '"}</tool_call>',
     ],
 )
 def test_hostile_blocks_never_raise(text: str) -> None:
@@ -496,3 +499,23 @@ def test_held_back_text_never_exceeds_the_longest_tag() -> None:
         longest = max(longest, len(parser._buf))
     assert longest < len("<tool_response>")
     assert parser.close() == parse_completion(text)
+
+
+def test_text_full_of_angle_brackets_is_text() -> None:
+    # A `<` that starts no tag is plain text; slicing the rest of the text at each one was once quadratic.
+    text = "x<y " * 50_000 + "</think>" + "a<b</c " * 30_000
+    c = parse_completion(text)
+    assert c.thinking == ("x<y " * 50_000).strip()
+    assert c.content == ("a<b</c " * 30_000).strip()
+
+
+def test_in_thinking_follows_drafts_and_cuts() -> None:
+    parser = StreamParser()
+    parser.feed("plan <tool_call>\n{")
+    assert parser.in_thinking
+    parser.feed("}</tool_call></think>")
+    assert not parser.in_thinking
+    parser = StreamParser(prompt_opened_think=False)
+    assert not parser.in_thinking
+    parser.feed("<think>")
+    assert parser.in_thinking
