@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -74,3 +74,9 @@ def assert_healthy(sandbox: DockerSandbox) -> None:
     s = sandbox.run_shell("echo ok", timeout=20)
     assert s.ok, s
     assert s.stdout == "ok\n"
+
+
+@pytest.fixture
+def healthy() -> Callable[[DockerSandbox], None]:
+    """`healthy(sandbox)`: the normal call that must work after every hostile one."""
+    return assert_healthy

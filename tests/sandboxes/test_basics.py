@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from sandboxes import DockerSandbox, SandboxFileError
-from tests.sandboxes.conftest import assert_healthy
 
 pytestmark = pytest.mark.docker
 
@@ -25,33 +26,41 @@ def test_exception_gives_summary_and_traceback_of_the_cell_only(sb: DockerSandbo
     assert not r.ok
     assert r.error == "ZeroDivisionError: division by zero"
     assert r.traceback is not None
-    assert '<cell-' in r.traceback and "return 1 / 0" in r.traceback
-    assert "_runner" not in r.traceback and "run_cell" not in r.traceback
+    assert "<cell-" in r.traceback
+    assert "return 1 / 0" in r.traceback
+    assert "_runner" not in r.traceback
+    assert "run_cell" not in r.traceback
     assert not r.state_lost
 
 
 def test_syntax_error_and_stderr(sb: DockerSandbox) -> None:
     r = sb.run_python("def (")
     assert not r.ok
-    assert r.error is not None and r.error.startswith("SyntaxError")
+    assert r.error is not None
+    assert r.error.startswith("SyntaxError")
     r = sb.run_python("import sys; print('warn', file=sys.stderr)")
-    assert r.ok and r.stderr == "warn\n"
+    assert r.ok
+    assert r.stderr == "warn\n"
 
 
-def test_input_has_no_stdin_and_sys_exit_is_reported(sb: DockerSandbox) -> None:
+def test_input_has_no_stdin_and_sys_exit_is_reported(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     r = sb.run_python("input()")
-    assert r.error is not None and r.error.startswith("EOFError")
+    assert r.error is not None
+    assert r.error.startswith("EOFError")
     r = sb.run_python("import sys; sys.exit(3)")
     assert r.error == "SystemExit: 3"
     assert not r.state_lost
-    assert_healthy(sb)
+    healthy(sb)
 
 
 def test_shell_runs_in_workspace_as_non_root(sb: DockerSandbox) -> None:
     r = sb.run_shell("pwd; id -u; echo oops >&2; exit 3")
     assert r.stdout == "/workspace\n1000\n"
     assert r.stderr == "oops\n"
-    assert r.exit_code == 3 and not r.ok
+    assert r.exit_code == 3
+    assert not r.ok
     assert r.error == "Exit status 3."
 
 
@@ -71,7 +80,7 @@ def test_programs_in_the_workspace_can_be_executed(sb: DockerSandbox) -> None:
     assert r.stdout == "ran\n", r
 
 
-def test_file_errors_are_for_the_model(sb: DockerSandbox) -> None:
+def test_file_errors_are_for_the_model(sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]) -> None:
     with pytest.raises(SandboxFileError, match="No such file"):
         sb.read_file("missing.txt")
     with pytest.raises(SandboxFileError, match="only files under /workspace"):
@@ -83,7 +92,7 @@ def test_file_errors_are_for_the_model(sb: DockerSandbox) -> None:
         sb.read_file("etc_link/passwd")
     with pytest.raises(SandboxFileError, match="not a regular file"):
         sb.read_file(".")
-    assert_healthy(sb)
+    healthy(sb)
 
 
 def test_reset_gives_a_fresh_namespace_and_keeps_files(sb: DockerSandbox) -> None:
@@ -104,5 +113,6 @@ def test_sandbox_reports_its_image_and_closes(sandbox_image: str) -> None:
     assert sandbox.image == sandbox_image
     assert not sandbox.started  # nothing happens in the constructor
     with sandbox:
-        assert sandbox.started and sandbox.container_id
+        assert sandbox.started
+        assert sandbox.container_id
     assert not sandbox.started

@@ -6,11 +6,11 @@ Limits are small (tests/sandboxes/conftest.py TIGHT) so each case ends in second
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
 from sandboxes import DockerSandbox
-from tests.sandboxes.conftest import assert_healthy
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
@@ -32,90 +32,118 @@ def _pids(sb: DockerSandbox) -> list[int]:
     return list(eval(r.value))
 
 
-def test_infinite_loop_is_interrupted_and_variables_survive(sb: DockerSandbox) -> None:
+def test_infinite_loop_is_interrupted_and_variables_survive(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     sb.run_python("x = 5")
     r = sb.run_python("while True: pass", timeout=2)
-    assert r.timed_out and not r.ok
+    assert r.timed_out
+    assert not r.ok
     assert not r.state_lost
-    assert r.error is not None and "Timed out after 2 s" in r.error
+    assert r.error is not None
+    assert "Timed out after 2 s" in r.error
     assert sb.run_python("x").value == "5"
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_sleep_forever_is_interrupted(sb: DockerSandbox) -> None:
+def test_sleep_forever_is_interrupted(sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]) -> None:
     r = sb.run_python("import time; print('before', flush=True); time.sleep(10**6)", timeout=2)
     assert r.timed_out
     assert r.stdout == "before\n"
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_code_that_swallows_the_interrupt_is_killed_and_says_state_was_lost(sb: DockerSandbox) -> None:
+def test_code_that_swallows_the_interrupt_is_killed_and_says_state_was_lost(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     sb.run_python("x = 5")
-    code = "import time\nwhile True:\n    try:\n        time.sleep(100)\n    except BaseException:\n        pass"
+    code = (
+        "import time\nwhile True:\n    try:\n        time.sleep(100)\n    except BaseException:\n        pass"
+    )
     r = sb.run_python(code, timeout=2)
-    assert r.timed_out and r.state_lost
-    assert r.error is not None and "variables were lost" in r.error
+    assert r.timed_out
+    assert r.state_lost
+    assert r.error is not None
+    assert "variables were lost" in r.error
     assert sb.run_python("x").error == "NameError: name 'x' is not defined"
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_shell_timeout_kills_the_command_and_its_children(sb: DockerSandbox) -> None:
+def test_shell_timeout_kills_the_command_and_its_children(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     r = sb.run_shell("sleep 1000 & sleep 1000; echo never", timeout=2)
-    assert r.timed_out and r.stdout == ""
-    assert r.error is not None and "killed" in r.error
-    assert_healthy(sb)
+    assert r.timed_out
+    assert r.stdout == ""
+    assert r.error is not None
+    assert "killed" in r.error
+    healthy(sb)
     assert len(_pids(sb)) == 3  # docker-init, the supervisor, the worker
 
 
-def test_python_fork_bomb(sb: DockerSandbox) -> None:
+def test_python_fork_bomb(sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]) -> None:
     code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
     r = sb.run_python(code, timeout=3)
-    assert not r.ok and r.timed_out
-    assert_healthy(sb)
+    assert not r.ok
+    assert r.timed_out
+    healthy(sb)
     assert len(_pids(sb)) == 3
 
 
-def test_shell_fork_bomb(sb: DockerSandbox) -> None:
+def test_shell_fork_bomb(sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]) -> None:
     r = sb.run_shell(":(){ :|:& };:; sleep 2", timeout=4)
     del r  # it may end by itself or time out; what matters is what follows
-    assert_healthy(sb)
+    healthy(sb)
     assert len(_pids(sb)) == 3
 
 
-def test_memory_bomb_is_oom_killed_inside_the_container(sb: DockerSandbox) -> None:
+def test_memory_bomb_is_oom_killed_inside_the_container(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     r = sb.run_python("a = []\nwhile True:\n    a.append(bytearray(20 * 1024 * 1024))", timeout=30)
     assert not r.ok
     if r.oom_killed:
-        assert r.state_lost and r.error is not None and "out of memory (limit 256m)" in r.error
+        assert r.state_lost
+        assert r.error is not None
+        assert "out of memory (limit 256m)" in r.error
     else:  # the allocator may refuse before the kernel kills
-        assert r.error is not None and "MemoryError" in r.error
+        assert r.error is not None
+        assert "MemoryError" in r.error
     assert not r.sandbox_replaced
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_memory_bomb_in_shell(sb: DockerSandbox) -> None:
-    r = sb.run_shell("python3 -c 'a = bytearray(1024 ** 3); a[::4096] = b\"x\" * (len(a) // 4096)'", timeout=30)
+def test_memory_bomb_in_shell(sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]) -> None:
+    r = sb.run_shell(
+        "python3 -c 'a = bytearray(1024 ** 3); a[::4096] = b\"x\" * (len(a) // 4096)'", timeout=30
+    )
     assert not r.ok
-    assert_healthy(sb)
+    healthy(sb)
 
 
 @pytest.mark.parametrize("path", ["/workspace/big", "/tmp/big"])
-def test_filling_a_tmpfs_fails_cleanly(sb: DockerSandbox, path: str) -> None:
+def test_filling_a_tmpfs_fails_cleanly(
+    sb: DockerSandbox, path: str, healthy: Callable[[DockerSandbox], None]
+) -> None:
     r = sb.run_python(f"with open({path!r}, 'wb') as f:\n    while True:\n        f.write(b'0' * 2**20)")
     assert r.error == "OSError: [Errno 28] No space left on device"
-    assert_healthy(sb)
+    healthy(sb)
     assert sb.run_shell(f"rm {path} && echo freed").stdout == "freed\n"
 
 
-def test_filling_the_workspace_from_shell(sb: DockerSandbox) -> None:
+def test_filling_the_workspace_from_shell(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     r = sb.run_shell("dd if=/dev/zero of=/workspace/big bs=1M count=1000")
-    assert not r.ok and "No space left" in r.stderr
-    assert_healthy(sb)
+    assert not r.ok
+    assert "No space left" in r.stderr
+    healthy(sb)
 
 
 def test_tmp_is_noexec(sb: DockerSandbox) -> None:
     r = sb.run_shell("printf '#!/bin/sh\\necho hi\\n' > /tmp/x.sh && chmod +x /tmp/x.sh && /tmp/x.sh")
-    assert not r.ok and "Permission denied" in r.stderr
+    assert not r.ok
+    assert "Permission denied" in r.stderr
 
 
 @pytest.mark.parametrize(
@@ -126,12 +154,14 @@ def test_tmp_is_noexec(sb: DockerSandbox) -> None:
         ("/usr/lib/python3/evil.py", "OSError: [Errno 30] Read-only file system: '/usr/lib/python3/evil.py'"),
     ],
 )
-def test_writing_outside_the_workspace_fails(sb: DockerSandbox, path: str, error: str) -> None:
+def test_writing_outside_the_workspace_fails(
+    sb: DockerSandbox, path: str, error: str, healthy: Callable[[DockerSandbox], None]
+) -> None:
     r = sb.run_python(f"open({path!r}, 'a').write('x')")
     assert r.error == error
     s = sb.run_shell(f"echo x >> {path}")
     assert not s.ok
-    assert_healthy(sb)
+    healthy(sb)
 
 
 @pytest.mark.parametrize(
@@ -141,28 +171,37 @@ def test_writing_outside_the_workspace_fails(sb: DockerSandbox, path: str, error
         "import os\nfor _ in range(100):\n    os.write(1, b'y' * 1_000_000)",  # below Python's buffers
     ],
 )
-def test_100_mb_of_python_output_is_capped_head_and_tail(sb: DockerSandbox, code: str) -> None:
+def test_100_mb_of_python_output_is_capped_head_and_tail(
+    sb: DockerSandbox, code: str, healthy: Callable[[DockerSandbox], None]
+) -> None:
     r = sb.run_python("print('HEAD')\n" + code + "\nprint('TAIL')")
-    assert r.ok and r.truncated
+    assert r.ok
+    assert r.truncated
     assert r.stdout_bytes > 100_000_000
     assert len(r.stdout) < 2 * sb.config.max_output_bytes
-    assert r.stdout.startswith("HEAD\n") and r.stdout.endswith("TAIL\n")
+    assert r.stdout.startswith("HEAD\n")
+    assert r.stdout.endswith("TAIL\n")
     assert "bytes of output omitted" in r.stdout
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_100_mb_of_shell_output_is_capped(sb: DockerSandbox) -> None:
+def test_100_mb_of_shell_output_is_capped(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     r = sb.run_shell("head -c 100000000 /dev/zero | tr '\\0' x; echo; echo END")
-    assert r.ok and r.truncated and r.stdout_bytes == 100_000_005
+    assert r.ok
+    assert r.truncated
+    assert r.stdout_bytes == 100_000_005
     assert r.stdout.endswith("END\n")
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_huge_value_repr_is_capped(sb: DockerSandbox) -> None:
+def test_huge_value_repr_is_capped(sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]) -> None:
     r = sb.run_python("'y' * 10**7")
-    assert r.value is not None and len(r.value) < 2 * sb.config.max_value_chars
+    assert r.value is not None
+    assert len(r.value) < 2 * sb.config.max_value_chars
     assert "characters omitted" in r.value
-    assert_healthy(sb)
+    healthy(sb)
 
 
 def test_host_environment_and_secrets_are_not_visible(sandbox_image: str) -> None:
@@ -184,69 +223,94 @@ def test_host_environment_and_secrets_are_not_visible(sandbox_image: str) -> Non
     assert files.value == "[]", files
 
 
-def test_network_is_unreachable(sb: DockerSandbox) -> None:
+def test_network_is_unreachable(sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]) -> None:
     r = sb.run_python("import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)")
     assert r.error == "OSError: [Errno 101] Network is unreachable"
     r = sb.run_python("import socket; socket.getaddrinfo('example.com', 80)")
-    assert r.error is not None and r.error.startswith("socket.gaierror")
+    assert r.error is not None
+    assert r.error.startswith("socket.gaierror")
     r = sb.run_python("sorted(line.split(':')[0].strip() for line in open('/proc/net/dev').readlines()[2:])")
     assert r.value == "['lo']"
     r = sb.run_shell("exec 3<>/dev/tcp/1.1.1.1/80", timeout=5)
     assert not r.ok
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_signals_to_pid_1_do_not_end_the_sandbox(sb: DockerSandbox) -> None:
+def test_signals_to_pid_1_do_not_end_the_sandbox(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     sb.run_python("x = 5")
     for sig in ("SIGKILL", "SIGTERM", "SIGINT", "SIGHUP"):
         r = sb.run_python(f"import os, signal, time; os.kill(1, signal.{sig}); time.sleep(0.3)")
         assert not r.sandbox_replaced, (sig, r)
     assert sb.run_python("x").value == "5"
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_killing_the_supervisor_replaces_the_sandbox(sb: DockerSandbox) -> None:
+def test_killing_the_supervisor_replaces_the_sandbox(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     first = sb.container_id
     r = sb.run_python("import os; os.kill(os.getppid(), 9)")
-    assert not r.ok and r.state_lost and r.sandbox_replaced
-    assert r.error is not None and "replaced" in r.error
+    assert not r.ok
+    assert r.state_lost
+    assert r.sandbox_replaced
+    assert r.error is not None
+    assert "replaced" in r.error
     assert sb.container_id != first
-    assert_healthy(sb)
+    healthy(sb)
     r = sb.run_shell("kill -9 $PPID")
     assert r.sandbox_replaced
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_os_exit_restarts_the_interpreter(sb: DockerSandbox) -> None:
+def test_os_exit_restarts_the_interpreter(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     sb.write_file("kept.txt", "still here")
     r = sb.run_python("import os; os._exit(3)")
-    assert not r.ok and r.state_lost and not r.sandbox_replaced
-    assert r.error is not None and "status 3" in r.error
+    assert not r.ok
+    assert r.state_lost
+    assert not r.sandbox_replaced
+    assert r.error is not None
+    assert "status 3" in r.error
     assert sb.read_file("kept.txt") == b"still here"
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_segfault_restarts_the_interpreter(sb: DockerSandbox) -> None:
+def test_segfault_restarts_the_interpreter(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     r = sb.run_python("import ctypes; ctypes.string_at(0)")
-    assert not r.ok and r.state_lost
-    assert r.error is not None and "SIGSEGV" in r.error
-    assert_healthy(sb)
+    assert not r.ok
+    assert r.state_lost
+    assert r.error is not None
+    assert "SIGSEGV" in r.error
+    healthy(sb)
 
 
-def test_processes_left_behind_are_killed_after_each_call(sb: DockerSandbox) -> None:
+def test_processes_left_behind_are_killed_after_each_call(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     sb.run_shell("sleep 1000 & setsid sleep 1000 & nohup sleep 1000 >/dev/null 2>&1 &")
     assert len(_pids(sb)) == 3
     sb.run_python("import subprocess; p = subprocess.Popen(['sleep', '1000'])")
     assert len(_pids(sb)) == 3
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_threads_started_by_a_cell_do_not_break_the_worker(sb: DockerSandbox) -> None:
-    r = sb.run_python("import threading, time\nthreading.Thread(target=lambda: time.sleep(1000), daemon=True).start()")
+def test_threads_started_by_a_cell_do_not_break_the_worker(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
+    r = sb.run_python(
+        "import threading, time\nthreading.Thread(target=lambda: time.sleep(1000), daemon=True).start()"
+    )
     assert r.ok
-    assert_healthy(sb)
+    healthy(sb)
 
 
-def test_closing_stdout_does_not_mute_later_cells(sb: DockerSandbox) -> None:
+def test_closing_stdout_does_not_mute_later_cells(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
     sb.run_python("import sys; sys.stdout.close()")
-    assert_healthy(sb)
+    healthy(sb)
