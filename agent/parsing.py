@@ -732,6 +732,9 @@ def _call_from_object(obj: dict[str, Any], raw: str, notes: list[str]) -> ToolCa
         notes.append(f'the call to {quoted} had no "arguments"; used {{}}')
         arguments = {}
 
+    ignored = [key for key in obj if key not in _IGNORED_KEYS and key not in ("arguments", "parameters")]
+    if ignored and ("arguments" in obj or "parameters" in obj):
+        notes.append(f"ignored the keys {', '.join(_short_json(k) for k in ignored)} in the call to {quoted}")
     if arguments is None:
         notes.append(f'the call to {quoted} had "arguments": null; used {{}}')
         arguments = {}

@@ -348,6 +348,14 @@ def test_call_without_arguments_gets_an_empty_object() -> None:
         assert len(c.repairs) == 1
 
 
+def test_unknown_keys_beside_arguments_are_ignored_with_a_note() -> None:
+    c = parse(
+        '</think><tool_call>{"name": "f", "arguments": {"a": 1}, "reason": "x", "id": "c1"}</tool_call>'
+    )
+    assert c.tool_calls == [ToolCall(name="f", arguments={"a": 1})]
+    assert c.repairs == ['ignored the keys "reason" in the call to "f"']
+
+
 def test_whitespace_around_a_name_is_removed() -> None:
     c = parse('</think><tool_call>{"name": " f ", "arguments": {}}</tool_call>')
     assert c.tool_calls == [ToolCall(name="f")]
