@@ -309,11 +309,11 @@ class StreamParser:
             )
         if not delta:
             return []
-        self._raw.append(delta)
-        if self._mode == _END:
+        if self._mode == _END:  # past a cut: only whether anything but whitespace follows matters
             if not self._text_after_end and not delta.isspace():
                 self._text_after_end = True
             return []
+        self._raw.append(delta)
         self._events = []
         self._buf += delta
         self._scan(final=False)
