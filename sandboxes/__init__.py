@@ -16,6 +16,7 @@ from sandboxes.errors import (
     SandboxStartError,
 )
 from sandboxes.image import DEFAULT_IMAGE
+from sandboxes.pool import SandboxPool
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -28,5 +29,6 @@ __all__ = [
     "SandboxConfig",
     "SandboxError",
     "SandboxFileError",
+    "SandboxPool",
     "SandboxStartError",
 ]
