@@ -308,6 +308,8 @@ class Agent:
             except TimeoutError:
                 state.stop_reason, state.detail = StopReason.TIMEOUT, "the wall-clock budget ran out mid-turn"
                 return
+            for parsed in parser.finish():
+                yield parsed
             completion = parser.close()
             state.usage.prompt_tokens += prompt_tokens
             state.usage.completion_tokens += completion_tokens

@@ -51,7 +51,7 @@ def recorded_events(record: TranscriptRecord) -> list[Event]:
     for number, (output, messages) in enumerate(steps, start=1):
         parser = StreamParser()
         events.extend(parser.feed(output))
-        parser.close()
+        events.extend(parser.finish())
         assistant = next((m for m in messages if isinstance(m, AssistantMessage)), None)
         calls = list(assistant.tool_calls) if assistant else []
         observations = [m for m in messages if isinstance(m, ToolMessage)]
