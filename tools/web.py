@@ -399,6 +399,13 @@ def _to_text(
 # --- fetch ----------------------------------------------------------------------------------------------
 
 
+def _join(base: httpx.URL, location: str) -> str:
+    """Resolve a Location header against the current URL, without httpx's validation of the result."""
+    from urllib.parse import urljoin
+
+    return urljoin(str(base), location.strip())
+
+
 def _parse_url(url: str) -> httpx.URL:
     """Check the scheme and rewrite odd IPv4 spellings to the address they mean (which httpx rejects)."""
     text = url.strip()
@@ -486,13 +493,10 @@ async def _fetch(
     }
     current = _parse_url(url)
     redirects: list[str] = []
-    async with httpx.AsyncClient(
-        transport=_transport(backend),
-        follow_redirects=False,
-        trust_env=False,
-        timeout=httpx.Timeout(timeout),
-        headers=request_headers,
-    ) as client:
+    # Requests go straight to the transport: httpx's client parses every Location header itself, and rejects
+    # odd IPv4 spellings there before this code could read them as the addresses they mean.
+    limits = httpx.Timeout(timeout).as_dict()
+    async with _transport(backend) as transport:
         while True:
             host = current.raw_host.decode("ascii")
             port = current.port or (443 if current.scheme == "https" else 80)
@@ -505,7 +509,10 @@ async def _fetch(
                 resolver=resolver,
             )
             try:
-                response = await client.send(client.build_request("GET", current), stream=True)
+                request = httpx.Request(
+                    "GET", current, headers=request_headers, extensions={"timeout": limits}
+                )
+                response = await transport.handle_async_request(request)
             except httpx.TimeoutException as exc:
                 raise FetchError(
                     f"{current} did not answer in time ({type(exc).__name__}).", url=url
@@ -521,8 +528,8 @@ async def _fetch(
                             url=url,
                         )
                     try:
-                        current = _parse_url(str(current.join(location)))
-                    except (FetchError, httpx.InvalidURL) as exc:
+                        current = _parse_url(_join(current, location))
+                    except (FetchError, httpx.InvalidURL, ValueError) as exc:
                         raise FetchError(
                             f"{current} redirected to {location!r}, which cannot be fetched: {exc}", url=url
                         ) from exc

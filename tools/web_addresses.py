@@ -22,7 +22,7 @@ _ULA = ipaddress.ip_network("fc00::/7")
 _IPV6_LINK_LOCAL = ipaddress.ip_network("fe80::/10")
 _IPV6_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
 _METADATA = ipaddress.ip_address("169.254.169.254")
-_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
+_PART = re.compile(r"^(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$")
 
 
 def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
@@ -33,7 +33,7 @@ def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
     values: list[int] = []
     for p in parts:
         if p[:2] in ("0x", "0X"):
-            values.append(int(p[2:] or "0", 16))
+            values.append(int(p[2:], 16))
         elif len(p) > 1 and p[0] == "0":
             values.append(int(p, 8))
         else:

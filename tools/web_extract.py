@@ -49,6 +49,26 @@ _ALIASES = {
     "tis-620": "cp874",
     "iso-8859-11": "cp874",
 }
+_LATIN_CODECS = frozenset(
+    codecs.lookup(name).name
+    for name in (
+        "cp1250",
+        "cp1254",
+        "cp1257",
+        "iso8859-2",
+        "iso8859-3",
+        "iso8859-4",
+        "iso8859-9",
+        "iso8859-10",
+        "iso8859-13",
+        "iso8859-14",
+        "iso8859-15",
+        "iso8859-16",
+        "latin-1",
+        "mac-roman",
+        "mac-latin2",
+    )
+)
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -127,6 +147,10 @@ def decode_text(data: bytes, header_charset: str | None, *, truncated: bool = Fa
             if decoded is not None:
                 return decoded, declared
     codec = _detect(data[:_DETECT_BYTES]) or "cp1252"
+    if codec in _LATIN_CODECS and _try_decode(data, "cp1252", final) is not None:
+        # Detection cannot tell the Latin code pages apart on short texts (é vs č is one byte either way);
+        # windows-1252 is by far the most common, and what browsers assume for such pages.
+        codec = "cp1252"
     return codecs.getincrementaldecoder(codec)("replace").decode(data, final=final), codec
 
 
