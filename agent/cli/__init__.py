@@ -11,6 +11,8 @@ __all__ = ["main"]
 
 # name -> (module that defines `add_parser(subparsers)` and `main(args) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS["run"] = ("agent.cli.run", "run an agent on a task, showing its reasoning live")
+COMMANDS["replay"] = ("agent.cli.replay", "show a recorded run again; --rerun checks its observations still hold")
 COMMANDS["sandbox"] = ("agent.cli.sandbox", "build, check and clean up the Docker sandbox")
 
 
