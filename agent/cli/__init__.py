@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {}
 COMMANDS["run"] = ("agent.cli.run", "run an agent on a task, showing its reasoning live")
 COMMANDS["replay"] = ("agent.cli.replay", "show a recorded run again; --rerun checks its observations still hold")
 COMMANDS["sandbox"] = ("agent.cli.sandbox", "build, check and clean up the Docker sandbox")
+COMMANDS["solve"] = ("agent.cli.solve", "solve a coding problem: write, test and run a solution in a sandbox")
+COMMANDS["eval"] = ("agent.cli.eval", "evaluate on HumanEval (pass@1); --check-harness tests the checker")
 
 
 def build_parser() -> argparse.ArgumentParser:

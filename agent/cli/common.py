@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigurationError",
     "add_model_arguments",
     "build_model",
+    "ensure_sandbox_image",
     "load_script",
 ]
 
@@ -244,3 +246,21 @@ def _construct(cls: Any, kwargs: dict[str, Any]) -> Model:
     except (TypeError, ValueError, FileNotFoundError, OSError) as exc:
         raise ConfigurationError(f"cannot start {cls.__name__}: {exc}") from exc
     return model
+
+
+def ensure_sandbox_image(image: str | None, note: Callable[[str], None]) -> None:
+    """Build the default sandbox image on first use (progress to `note`) instead of failing with 'not found'.
+
+    Another image the user named is never built: it is theirs to pull or build, and the error says so.
+    """
+    from sandboxes import image as images
+
+    tag = image or images.DEFAULT_IMAGE
+    if images.image_exists(tag):
+        return
+    if tag != images.DEFAULT_IMAGE:
+        raise ConfigurationError(
+            f"the sandbox image {tag!r} is not on the Docker engine: pull or build it first"
+        )
+    note(f"The sandbox image {tag} is missing; building it once (2-3 minutes)...")
+    images.build_image(progress=note)

@@ -1,0 +1,291 @@
+"""`qwq-agent eval humaneval`: pass@1 of the agent on HumanEval, or a self-test of the checking harness.
+
+Each problem is solved by the agent in a sandbox of its own; its solution file (/workspace/solution.py) is
+then checked with the problem's official test in a fresh sandbox with a timeout, never on the host. One JSON
+row per checked solution is appended to `--output` as soon as it is known. `--check-harness` checks the
+canonical solutions (all must pass) and deliberately broken ones (all must fail) through the same path.
+
+Exit codes: 0 the evaluation ran (agent mode: whatever the pass rate; harness mode: the harness is right);
+1 harness mode found a canonical failure or a broken pass, or some check could not run at all; 2 usage or
+configuration error; 130 interrupted (finished rows are in the file: continue with `--resume`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.evals.humaneval import EvalSummary
+    from agent.evals.problems import Problem
+    from agent.models.base import Model
+
+__all__ = ["add_parser", "main"]
+
+
+def add_parser(sub: Any, name: str, help_text: str) -> None:
+    from agent.cli.common import add_model_arguments
+
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description="Evaluate the agent on a benchmark, each problem in its own sandbox, checked in a fresh one.",
+    )
+    parser.add_argument("benchmark", choices=("humaneval",), help="the benchmark (HumanEval: 164 problems)")
+    parser.add_argument(
+        "--output", "-o", type=Path, required=True, help="JSONL file to append one row per check to"
+    )
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N problems")
+    parser.add_argument(
+        "--tasks",
+        metavar="IDS",
+        help="comma-separated task ids or numbers, e.g. HumanEval/0,17 (after --limit)",
+    )
+    parser.add_argument(
+        "--concurrency", "-j", type=int, default=1, metavar="K", help="problems at once (default 1)"
+    )
+    parser.add_argument(
+        "--check-harness",
+        action="store_true",
+        help="check canonical solutions (must pass) and broken ones (must fail) instead of running the agent",
+    )
+    parser.add_argument(
+        "--broken",
+        default="raise,constant,exit",
+        metavar="VARIANTS",
+        help="broken variants for --check-harness: raise, constant, exit (default: all)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the rows in --output and skip those checks"
+    )
+    parser.add_argument(
+        "--check-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="per official test run (default 10)",
+    )
+    parser.add_argument(
+        "--warm",
+        type=int,
+        metavar="N",
+        help="fresh containers kept started ahead of need (default: --concurrency; 0: start each on demand)",
+    )
+    parser.add_argument("--image", help="sandbox image (default: the one `qwq-agent sandbox build` makes)")
+    parser.add_argument(
+        "--transcript-dir",
+        type=Path,
+        default=Path("runs"),
+        help="where each agent run's transcript goes (./runs)",
+    )
+    parser.add_argument("--token-budget", type=int, metavar="TOKENS", help="generated tokens per problem")
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no line per finished check, only the summary"
+    )
+    add_model_arguments(parser)
+
+
+def _select(problems: list[Problem], limit: int | None, tasks: str | None) -> list[Problem]:
+    from agent.cli.common import ConfigurationError
+
+    selected = problems[:limit] if limit is not None else problems
+    if tasks:
+        wanted = []
+        by_id = {p.task_id: p for p in selected}
+        for raw in (t.strip() for t in tasks.split(",") if t.strip()):
+            task_id = f"HumanEval/{raw}" if raw.isdigit() else raw
+            if task_id not in by_id:
+                raise ConfigurationError(f"no problem {task_id!r} among the selected ones")
+            wanted.append(by_id[task_id])
+        selected = wanted
+    return selected
+
+
+def _model_factory(args: argparse.Namespace) -> Any:
+    """One model shared by all problems, or, with `--scripted`, a fresh script replay per problem."""
+    from agent.cli.common import ConfigurationError, build_model, load_script
+    from agent.models import ScriptedModel
+
+    if args.scripted is None:
+        shared = build_model(args)
+        return lambda problem: shared
+    script = load_script(args.scripted)
+
+    def scripted(problem: Problem) -> Model:
+        if isinstance(script, list):
+            return ScriptedModel(script)
+        if problem.task_id not in script:
+            raise ConfigurationError(f"{args.scripted} has no script for {problem.task_id}")
+        return ScriptedModel(script[problem.task_id])
+
+    return scripted
+
+
+def _row_line(row: dict[str, Any], done: int, total: int) -> str:
+    mark = "[green]✓[/]" if row.get("ok", row.get("passed")) else "[red]✗[/]"
+    what = row["kind"] + (f":{row['variant']}" if row.get("variant") else "")
+    verdict = "passed" if row.get("passed") else "failed"
+    parts = [f"[{done}/{total}]", mark, row["task_id"], what, verdict]
+    if row["kind"] == "agent":
+        parts.append(f"{row.get('steps', 0)} steps, {row.get('tokens', 0):,} tokens")
+    if isinstance(row.get("duration_s"), (int, float)):
+        parts.append(f"{row['duration_s']:.1f} s")
+    if row.get("error") and not row.get("ok", False):
+        parts.append(f"[dim]{str(row['error'])[:80]}[/]")
+    return " ".join(str(p) for p in parts)
+
+
+def _summary_table(summary: EvalSummary, output: Path) -> Any:
+    from rich.table import Table
+
+    table = Table(
+        title=f"HumanEval — {'harness check' if summary.mode == 'harness' else 'agent'}", show_header=False
+    )
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    if summary.mode == "agent":
+        table.add_row("problems", str(summary.problems))
+        table.add_row("passed", str(summary.passed))
+        table.add_row("pass@1", f"{summary.pass_at_1:.1%}")
+        steps = summary.steps
+        table.add_row("steps (mean / max)", f"{sum(steps) / len(steps):.1f} / {max(steps)}" if steps else "-")
+        total = summary.prompt_tokens + summary.completion_tokens
+        per = total / summary.problems if summary.problems else 0
+        table.add_row("tokens (total / per problem)", f"{total:,} / {per:,.0f}")
+        table.add_row("completion tokens", f"{summary.completion_tokens:,}")
+    else:
+        passed, checked = summary.canonical
+        table.add_row("canonical passed", f"{passed} / {checked}")
+        for variant, (failed, total) in summary.broken.items():
+            table.add_row(f"broken:{variant} failed", f"{failed} / {total}")
+        table.add_row("harness", "[green]OK[/]" if summary.harness_ok else "[red]WRONG[/]")
+    if summary.harness_errors:
+        table.add_row("checks that could not run", f"[red]{summary.harness_errors}[/]")
+    durations = summary.durations
+    if durations:
+        table.add_row("time per check (mean)", f"{sum(durations) / len(durations):.2f} s")
+    table.add_row("wall time (this run)", f"{summary.wall_s:.1f} s")
+    table.add_row("rows", str(output))
+    return table
+
+
+async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: Any) -> EvalSummary:
+    from agent.evals.checking import Checker
+    from agent.evals.humaneval import (
+        BROKEN_VARIANTS,
+        ResultsFile,
+        done_keys,
+        run_agent_eval,
+        run_harness_check,
+        summarize,
+    )
+    from agent.evals.solve import SolveOptions
+
+    results = ResultsFile(args.output)
+    skip = done_keys(results.read()) if args.resume else set()
+    results.open_for_append()
+    checker = Checker(image=args.image, timeout=args.check_timeout)
+    variants = [v.strip() for v in args.broken.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in BROKEN_VARIANTS]
+    if unknown:
+        from agent.cli.common import ConfigurationError
+
+        raise ConfigurationError(
+            f"unknown broken variant(s) {', '.join(unknown)}: choose from raise, constant, exit"
+        )
+    per_problem = 1 + len(variants) if args.check_harness else 1
+    total = len(problems) * per_problem - sum(1 for key in skip if key[0] in {p.task_id for p in problems})
+    done = 0
+
+    def on_row(row: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
+        if not args.quiet:
+            console.print(_row_line(row, done, max(total, done)), highlight=False)
+
+    warm = args.concurrency if args.warm is None else args.warm
+    started = time.monotonic()
+    if args.check_harness:
+        async with checker.warm(warm):
+            await run_harness_check(
+                problems,
+                checker,
+                results,
+                concurrency=args.concurrency,
+                variants=variants,
+                skip=skip,
+                on_row=on_row,
+            )
+        mode = "harness"
+    else:
+        options = SolveOptions(
+            max_steps=args.max_steps,
+            timeout=args.timeout,
+            thinking_budget=args.thinking_budget,
+            token_budget=args.token_budget,
+            transcript_dir=args.transcript_dir,
+        )
+        model_for = _model_factory(args)
+        async with contextlib.AsyncExitStack() as stack:
+            pool = None
+            if warm > 0:
+                from sandboxes.pool import SandboxPool
+
+                pool = await stack.enter_async_context(SandboxPool(warm, image=args.image))
+                await stack.enter_async_context(checker.warm(warm))
+            await run_agent_eval(
+                problems,
+                model_for,
+                checker,
+                results,
+                options,
+                concurrency=args.concurrency,
+                image=args.image,
+                pool=pool,
+                skip=skip,
+                on_row=on_row,
+            )
+        mode = "agent"
+    summary = summarize(
+        results.read(), [p.task_id for p in problems], "harness" if mode == "harness" else "agent"
+    )
+    summary.wall_s = time.monotonic() - started
+    return summary
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from agent.cli.common import ConfigurationError, ensure_sandbox_image
+    from agent.evals.problems import ProblemError, load_humaneval
+    from sandboxes import SandboxError
+
+    err = Console(stderr=True, highlight=False)
+    if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
+        print("qwq-agent eval: --concurrency and --limit must be at least 1", file=sys.stderr)
+        return 2
+    if args.output.exists() and args.output.stat().st_size > 0 and not args.resume:
+        print(
+            f"qwq-agent eval: {args.output} already has rows; continue it with --resume, or choose another --output",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        problems = _select(load_humaneval(), args.limit, args.tasks)
+        ensure_sandbox_image(args.image, lambda line: err.print(line))
+        summary = asyncio.run(_evaluate(args, problems, err))
+    except KeyboardInterrupt:
+        err.print(f"interrupted: finished rows are in {args.output}; continue with --resume")
+        return 130
+    except (ConfigurationError, ProblemError, SandboxError) as exc:
+        print(f"qwq-agent eval: {exc}", file=sys.stderr)
+        return 2
+    Console().print(_summary_table(summary, args.output))
+    if summary.mode == "harness":
+        return 0 if summary.harness_ok else 1
+    return 1 if summary.harness_errors else 0

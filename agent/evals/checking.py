@@ -1,0 +1,163 @@
+"""Running a problem's official tests on a solution, in a fresh sandbox, never on the host.
+
+Why a fresh sandbox per check: the agent's workspace is under the model's control (it could leave a module
+named like the test's imports, a `sitecustomize`, a changed file), so the solution is taken out as text and
+checked in a container that has seen nothing else. The container has the sandbox's hardened defaults (no
+network, read-only root, memory/pids/CPU limits) and the check has a hard timeout.
+
+What "passed" means: one Python process runs, in one namespace, the problem's prompt (as HumanEval's own
+harness does, whose program is prompt + completion + test, so the imports and helper functions the prompt
+defines exist even when a solution file leaves them out), then the solution, then the test's `check`
+function on the entry point; it passes only if that process exits with status 0 within the timeout **and**
+writes a random token that the host chose after `check` returned. The token makes a solution that ends the
+process early with status 0 (`sys.exit(0)`, `os._exit(0)`) fail, as it must.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent.evals.problems import Problem, ProblemError
+
+if TYPE_CHECKING:
+    from sandboxes import DockerSandbox, ExecResult, SandboxConfig
+    from sandboxes.pool import SandboxPool
+
+__all__ = ["CHECK_FILE", "CheckResult", "Checker", "check_program"]
+
+CHECK_FILE = "_official_check.py"
+
+# The checking program. It is code run in the sandbox, not text for the model.
+_TEMPLATE = """\
+import os
+import sys
+
+_token_fd = os.dup(1)  # the solution may replace or close sys.stdout; the token must still get out
+_sources = [("prompt.py", {prompt!r}), ("solution.py", {solution!r}), ("test.py", {test!r})]
+_namespace = {{"__name__": "__candidate__"}}
+for _name, _source in _sources:
+    exec(compile(_source, _name, "exec"), _namespace)
+if not callable(_namespace.get({entry_point!r})):
+    sys.exit("the solution defines no function " + {entry_point!r})
+_namespace["check"](_namespace[{entry_point!r}])
+os.write(_token_fd, b"\\n" + {token!r}.encode() + b"\\n")
+"""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check. `duration_s` includes starting the fresh sandbox; `run_s` is the test run."""
+
+    passed: bool
+    error: str | None
+    duration_s: float
+    run_s: float = 0.0
+    timed_out: bool = False
+    output_tail: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "error": self.error,
+            "check_s": round(self.duration_s, 3),
+            "timed_out": self.timed_out,
+        }
+
+
+def check_program(problem: Problem, solution: str, token: str) -> str:
+    """The Python program that checks `solution` against `problem`'s official test (see the module doc)."""
+    if not problem.checkable:
+        raise ProblemError(f"{problem.task_id} has no official test to check against")
+    return _TEMPLATE.format(
+        prompt=problem.prompt if problem.is_code else "",
+        solution=solution,
+        test=problem.test,
+        entry_point=problem.entry_point,
+        token=token,
+    )
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def judge(result: ExecResult, token: str, timeout: float) -> tuple[bool, str | None]:
+    """Turn the sandbox's result of the checking program into (passed, error)."""
+    if result.timed_out:
+        return False, f"timed out after {timeout:g} s"
+    if result.exit_code not in (0, None) or not result.ok:
+        detail = _last_line(result.stderr) or result.error or "failed"
+        return False, detail[:500]
+    if _last_line(result.stdout) != token:
+        return False, "the program ended before the tests finished (sys.exit or os._exit in the solution?)"
+    return True, None
+
+
+class Checker:
+    """Checks solutions, each in a new container from `image` (None: the default sandbox image).
+
+    Inside `async with checker.warm(n)`, containers come from a `SandboxPool` that keeps `n` started ahead
+    of need. A pooled container is still fresh: the pool hands each one out once and never takes it back.
+    """
+
+    def __init__(
+        self,
+        *,
+        image: str | None = None,
+        timeout: float = 10.0,
+        config: SandboxConfig | None = None,
+    ) -> None:
+        self.image = image
+        self.timeout = timeout
+        self.config = config
+        self._pool: SandboxPool | None = None
+
+    @contextlib.asynccontextmanager
+    async def warm(self, size: int) -> AsyncIterator[Checker]:
+        """Keep `size` fresh containers started ahead of the checks (0: start each when needed)."""
+        if size <= 0 or self._pool is not None:
+            yield self
+            return
+        from sandboxes.pool import SandboxPool
+
+        async with SandboxPool(size, self.config, image=self.image) as pool:
+            self._pool = pool
+            try:
+                yield self
+            finally:
+                self._pool = None
+
+    async def _acquire(self) -> DockerSandbox:
+        if self._pool is not None:
+            return await self._pool.aacquire()
+        from sandboxes import DockerSandbox
+
+        return await DockerSandbox(image=self.image, config=self.config).astart()
+
+    async def check(self, problem: Problem, solution: str) -> CheckResult:
+        """Run `problem`'s official test on `solution` in a fresh sandbox; sandbox errors are raised."""
+        token = secrets.token_hex(16)
+        program = check_program(problem, solution, token)
+        started = time.monotonic()
+        sandbox = await self._acquire()
+        try:
+            await sandbox.awrite_file(CHECK_FILE, program)
+            result = await sandbox.arun_shell(f"exec python3 -I {CHECK_FILE}", timeout=self.timeout)
+        finally:
+            await sandbox.aclose()
+        passed, error = judge(result, token, self.timeout)
+        tail = (result.stdout[-300:] + result.stderr[-700:]).replace(token, "<token>")
+        return CheckResult(
+            passed=passed,
+            error=error,
+            duration_s=time.monotonic() - started,
+            run_s=result.duration_s,
+            timed_out=result.timed_out,
+            output_tail=tail,
+        )
