@@ -246,6 +246,7 @@ def test_ctrl_c_saves_the_transcript_removes_the_sandbox_and_resume_continues(
             turn("this takes long", call("python", code="import time; time.sleep(600)")),
         ],
     )
+    orphans_before = orphans()
     proc = subprocess.Popen(
         cli(
             "run",
@@ -282,7 +283,7 @@ def test_ctrl_c_saves_the_transcript_removes_the_sandbox_and_resume_continues(
     assert record.steps == 1
     assert not record.finished
     # checked before the resumed run starts a sandbox, which would also sweep up a dead run's leftovers
-    assert orphans() == set(), "the interrupted run left its sandbox behind"
+    assert orphans() - orphans_before == set(), "the interrupted run left its sandbox behind"
 
     resumed_outputs = script(tmp_path, [turn("quick now", content="resumed fine")], name="resume.json")
     resumed = subprocess.run(
