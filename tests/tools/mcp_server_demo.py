@@ -94,6 +94,11 @@ def build(name: str, only: set[str] | None) -> MCPServer:
         ]
 
     @register
+    def pid() -> int:
+        """The server's process id (to check that it is gone after shutdown)."""
+        return os.getpid()
+
+    @register
     def whoami() -> str:
         """Says which server answered and what GREETING is in its environment."""
         return f"{name} {os.environ.get('GREETING', '-')}"
