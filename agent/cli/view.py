@@ -144,7 +144,10 @@ class LiveView(View):
                 self._print(f"[dim]── {self._status_text(event.step)}[/]")
         elif isinstance(event, FinalAnswer):
             self._flush_line()
+            live = self._live is not None
             self._stop_live()
+            if live:  # the transient status line is gone: leave its final figures behind
+                self._print(f"[dim]── {self._status_text(event.steps)}[/]")
             if event.stop_reason == "final_answer":
                 self._panel(event.answer or "(empty answer)", title="answer", style="bold green")
             else:
