@@ -197,7 +197,9 @@ def _llama_model(
     if from_pretrained is None:
         raise ConfigurationError(f"this build cannot load models from a repository. {_HOW_TO_NAME}")
     try:
-        model: Model = from_pretrained(repo, filename or DEFAULT_GGUF_FILE, **kwargs)
+        if filename is None and repo == DEFAULT_REPO:
+            filename = DEFAULT_GGUF_FILE  # the repo holds several quantisations; Q4_K_M is the default
+        model: Model = from_pretrained(repo, filename, **kwargs)
     except ConfigurationError:
         raise
     except Exception as exc:

