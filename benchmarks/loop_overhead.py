@@ -49,7 +49,9 @@ class RenderingScriptedModel(ScriptedModel):
         self.prompt_chars = 0
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
-        text = prompts.render(list(request.messages), list(request.tools), keep_thinking=request.keep_thinking)
+        text = prompts.render(
+            list(request.messages), list(request.tools), keep_thinking=request.keep_thinking
+        )
         self.prompt_chars = len(text)
         async for chunk in super().stream(request):
             yield chunk if chunk.usage is None else ModelChunk(usage=Usage(), finish_reason="stop")
@@ -89,10 +91,14 @@ def main() -> None:
     base_ms = [baseline(args.steps, final_prompt) / args.steps * 1000 for _ in range(args.repeat)]
     median = statistics.median(per_step_ms)
     print(f"steps per run: {args.steps}, runs: {args.repeat}, final prompt: {final_prompt:,} characters")
-    print(f"loop per step (render+stream+parse+validate+dispatch+record): median {median:.3f} ms, "
-          f"min {min(per_step_ms):.3f} ms, max {max(per_step_ms):.3f} ms")
-    print(f"baseline per step (render of a same-size prompt + parse, no loop): "
-          f"median {statistics.median(base_ms):.3f} ms")
+    print(
+        f"loop per step (render+stream+parse+validate+dispatch+record): median {median:.3f} ms, "
+        f"min {min(per_step_ms):.3f} ms, max {max(per_step_ms):.3f} ms"
+    )
+    print(
+        f"baseline per step (render of a same-size prompt + parse, no loop): "
+        f"median {statistics.median(base_ms):.3f} ms"
+    )
     print(f"target < 2 ms per step: {'met' if median < 2 else 'NOT met'}")
 
 

@@ -101,7 +101,7 @@ async def open_tools(
     if mcp_config is not None:
         from tools.mcp import MCPServers
 
-        servers = await stack.enter_async_context(MCPServers.from_file(mcp_config))
+        servers = await stack.enter_async_context(MCPServers.from_json(mcp_config))
         selected += list(servers.tools)
     return selected
 
