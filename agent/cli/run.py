@@ -66,16 +66,6 @@ def _selected_tools(spec: str) -> list[str]:
     return names
 
 
-def _ensure_image(view: View) -> None:
-    """Build the sandbox image on first use, showing progress, instead of failing with 'image not found'."""
-    from sandboxes import image
-
-    if image.image_exists():
-        return
-    view.note(f"The sandbox image {image.DEFAULT_IMAGE} is missing; building it once (2-3 minutes)...")
-    image.build_image(progress=view.note)
-
-
 async def open_tools(
     names: list[str],
     stack: AsyncExitStack,
@@ -87,11 +77,11 @@ async def open_tools(
     """Start what the named tools need (a sandbox, MCP servers) on `stack`, which closes them at the end."""
     selected: list[Tool[..., Any]] = []
     if any(n in SANDBOX_TOOLS for n in names):
+        from agent.cli.common import ensure_sandbox_image
+        from sandboxes import DockerSandbox
         from tools.code import code_tools
 
-        from sandboxes import DockerSandbox
-
-        await asyncio.to_thread(_ensure_image, view)
+        await asyncio.to_thread(ensure_sandbox_image, None, view.note)
         sandbox = await stack.enter_async_context(DockerSandbox())
         selected += [t for t in code_tools(sandbox) if t.name in names]
     if "web_fetch" in names:
