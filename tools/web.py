@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import time
 import zlib
 from collections import OrderedDict
@@ -266,7 +267,7 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _transport(backend: _PinnedBackend) -> httpx.AsyncHTTPTransport:
+def _transport(backend: _PinnedBackend, ssl_context: ssl.SSLContext | None) -> httpx.AsyncHTTPTransport:
     transport = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
     # httpx has no public way to pass a network backend; the pool it builds is replaced by the same pool over
     # ours. An httpx release that renames `_pool` makes this fail loudly, not fall back to unpinned lookups.
@@ -275,7 +276,7 @@ def _transport(backend: _PinnedBackend) -> httpx.AsyncHTTPTransport:
             "this httpx version builds its transport differently; tools.web needs httpx 0.27-0.28"
         )
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
         max_connections=10,
         max_keepalive_connections=5,
         http1=True,
@@ -441,13 +442,16 @@ async def fetch(
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
     resolver: Resolver | None = None,
     headers: dict[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> FetchResult:
     """GET `url` safely and return its readable text; raise `FetchError` if refused or failed.
 
     `allowed_hosts` lists hosts (names or IP literals) that may be on loopback or private networks;
     `allow_private=True` allows all. `timeout` bounds the whole fetch, redirects and extraction included.
     `resolver` replaces the system resolver (tests, or a DNS-over-HTTPS client); its answers are checked all
-    the same. Any HTTP status is returned as a result; see `FetchResult.ok`.
+    the same. `ssl_context` replaces the default certificate verification (e.g. a company CA); TLS always
+    checks the certificate against the URL's hostname, never the pinned address. Any HTTP status is returned
+    as a result; see `FetchResult.ok`.
     """
     if max_bytes <= 0 or max_chars <= 0 or timeout <= 0 or max_redirects < 0:
         raise ValueError("max_bytes, max_chars and timeout must be positive and max_redirects not negative")
@@ -464,6 +468,7 @@ async def fetch(
                 max_redirects=max_redirects,
                 resolver=resolver or _system_resolver,
                 headers=headers or {},
+                ssl_context=ssl_context,
                 started=started,
             )
     except TimeoutError:
@@ -481,6 +486,7 @@ async def _fetch(
     max_redirects: int,
     resolver: Resolver,
     headers: dict[str, str],
+    ssl_context: ssl.SSLContext | None,
     started: float,
 ) -> FetchResult:
     backend = _PinnedBackend()
@@ -496,7 +502,7 @@ async def _fetch(
     # Requests go straight to the transport: httpx's client parses every Location header itself, and rejects
     # odd IPv4 spellings there before this code could read them as the addresses they mean.
     limits = httpx.Timeout(timeout).as_dict()
-    async with _transport(backend) as transport:
+    async with _transport(backend, ssl_context) as transport:
         while True:
             host = current.raw_host.decode("ascii")
             port = current.port or (443 if current.scheme == "https" else 80)
@@ -633,6 +639,7 @@ def web_fetch_tool(
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
     page_chars: int = DEFAULT_PAGE_CHARS,
     resolver: Resolver | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Tool[..., Any]:
     """The `web_fetch` tool: `url` and an optional `page`; refusals and failures become error observations."""
     hosts = tuple(allowed_hosts)
@@ -650,6 +657,7 @@ def web_fetch_tool(
                     timeout=timeout,
                     max_redirects=max_redirects,
                     resolver=resolver,
+                    ssl_context=ssl_context,
                 )
             except FetchError as exc:
                 return ToolResult(content=exc.message, is_error=True)

@@ -1,4 +1,4 @@
-"""`tools.web.fetch` against a real HTTP server on 127.0.0.1 (and ::1 when the machine has IPv6).
+"""`tools.web.fetch` and the `web_fetch` tool against real HTTP(S) servers on 127.0.0.1 (and ::1 if present).
 
 Tests allow loopback for themselves (`allowed_hosts` / `allow_private`). A guard wraps the one function that
 opens sockets (`tools.web._open_tcp`) and fails the test if anything but a loopback address is dialled, so a
@@ -9,11 +9,13 @@ connection was attempted at all.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gzip
 import http.server
 import ipaddress
 import json
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -23,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from tools import web
-from tools.web import FetchError, fetch
+from tools import Toolbox, ToolCall, web
+from tools.web import FetchError, fetch, web_fetch_tool, web_tools
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECT = json.loads((FIXTURES / "expectations.json").read_text(encoding="utf-8"))
@@ -591,3 +593,192 @@ async def test_connection_refused_is_a_fetch_error(dialled: list[str]) -> None:
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         with pytest.raises(FetchError, match="Could not fetch"):
             await fetch(f"http://127.0.0.1:{port}/", allowed_hosts=LOOPBACK)
+
+
+# --- the web_fetch tool: paging and observations -------------------------------------------------------
+
+
+def box(**options: Any) -> Toolbox:
+    return Toolbox(web_tools(allowed_hosts=["127.0.0.1"], **options))
+
+
+async def call(toolbox: Toolbox, **arguments: Any) -> Any:
+    return await toolbox.call(ToolCall(name="web_fetch", arguments=arguments))
+
+
+def test_the_tool_schema() -> None:
+    [tool] = web_tools()
+    assert tool.name == "web_fetch"
+    assert tool.parameters["required"] == ["url"]
+    assert set(tool.parameters["properties"]) == {"url", "page"}
+    assert "pages" in tool.description
+
+
+async def test_a_page_says_where_it_came_from(server: str) -> None:
+    result = await call(box(), url=f"http://{server}/fixtures/docs_page.html")
+    assert not result.is_error
+    head, _, body = result.content.partition("\n\n")
+    assert head.splitlines()[:3] == [
+        f"URL: http://{server}/fixtures/docs_page.html",
+        "Status: 200 OK · text/html; utf-8 · 9,753 bytes",
+        "Title: Retrying requests",
+    ]
+    assert body.startswith("# Retrying requests")
+
+
+async def test_long_texts_are_paged_and_pages_come_from_the_cache(server: str) -> None:
+    toolbox = box(page_chars=500)
+    url = f"http://{server}/fixtures/news_article.html"
+    before = Handler.hits.get("/fixtures/news_article.html", 0)
+    first = await call(toolbox, url=url)
+    assert "Page 1 of " in first.content
+    assert f'url="{url}" and page=2' in first.content
+    pages = int(first.content.split("Page 1 of ")[1].split(" ")[0])
+    texts = [first.content.split("\n\n", 1)[1]]
+    for page in range(2, pages + 1):
+        result = await call(toolbox, url=url, page=page)
+        assert f"Page {page} of {pages}" in result.content
+        texts.append(result.content.split("\n\n", 1)[1])
+    assert "page=" not in result.content.split("\n\n", 1)[0].split(f"Page {pages} of {pages}")[1]
+    assert Handler.hits["/fixtures/news_article.html"] == before + 1  # later pages did not refetch
+    whole = (await fetch(url, allowed_hosts=["127.0.0.1"])).text
+    assert "".join(texts) == whole
+    beyond = await call(toolbox, url=url, page=pages + 1)
+    assert beyond.is_error
+    assert f"There is no page {pages + 1}" in beyond.content
+
+
+async def test_refusals_and_failures_are_error_observations(server: str) -> None:
+    refused = await call(Toolbox(web_tools()), url=f"http://{server}/text")
+    assert refused.is_error
+    assert refused.content.startswith("Refused to fetch")
+    assert "loopback" in refused.content
+    binary = await call(box(), url=f"http://{server}/png")
+    assert binary.is_error
+    assert "image/png" in binary.content
+    bad = await call(box(), url="ftp://example.org/")
+    assert bad.is_error
+    assert "Only http and https" in bad.content
+    invalid = await call(box(), url=f"http://{server}/text", page=0)
+    assert invalid.is_error
+    assert "page" in invalid.content
+
+
+async def test_http_errors_show_the_status_and_the_error_page(server: str) -> None:
+    result = await call(box(), url=f"http://{server}/404")
+    assert result.is_error
+    assert "Status: 404 Not Found" in result.content
+    assert "Page not found" in result.content
+    assert "The server answered 404" in result.content
+
+
+async def test_cut_bodies_are_reported(server: str) -> None:
+    result = await call(box(max_bytes=100_000), url=f"http://{server}/huge")
+    assert "Cut: the body was longer than 100,000 bytes" in result.content
+
+
+def test_factory_options() -> None:
+    tool = web_fetch_tool(timeout=5, page_chars=1000)
+    assert tool.timeout is not None
+    assert tool.timeout > 5
+    assert "1,000 characters" in tool.parameters["properties"]["page"]["description"]
+
+
+# --- TLS: the connection is pinned, the certificate is still checked against the hostname ------------------
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ssl.SSLContext, list[str]]]:
+    """An HTTPS server on 127.0.0.1 with a certificate for `myapp.test` only, from a CA made here."""
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "qwq-agent test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "myapp.test")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("myapp.test")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = Path(folder / "leaf.pem"), Path(folder / "leaf.key")
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server_names: list[str] = []
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert_file, key_file)
+    server_ctx.sni_callback = lambda _sock, name, _ctx: server_names.append(str(name))  # type: ignore[assignment,func-returns-value]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.socket = server_ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    client_ctx = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
+    yield str(httpd.server_address[1]), client_ctx, server_names
+    httpd.shutdown()
+    httpd.server_close()
+
+
+async def test_tls_uses_the_hostname_for_sni_and_verification(
+    tls_server: tuple[str, ssl.SSLContext, list[str]], dialled: list[str]
+) -> None:
+    port, context, server_names = tls_server
+    result = await fetch(
+        f"https://myapp.test:{port}/echo-host",
+        allowed_hosts=["myapp.test"],
+        resolver=resolver,
+        ssl_context=context,
+    )
+    assert result.text == f"host=myapp.test:{port}"
+    assert dialled == ["127.0.0.1"]
+    assert server_names[-1] == "myapp.test"
+
+
+async def test_tls_to_the_pinned_ip_does_not_pass_for_the_name(
+    tls_server: tuple[str, ssl.SSLContext, list[str]],
+) -> None:
+    port, context, _ = tls_server
+    with pytest.raises(FetchError, match="Could not fetch"):
+        await fetch(f"https://127.0.0.1:{port}/text", allowed_hosts=["127.0.0.1"], ssl_context=context)
+
+
+async def test_tls_with_default_trust_rejects_the_test_ca(
+    tls_server: tuple[str, ssl.SSLContext, list[str]],
+) -> None:
+    port, _, _ = tls_server
+    with pytest.raises(FetchError, match=r"(?i)certificate"):
+        await fetch(f"https://myapp.test:{port}/text", allowed_hosts=["myapp.test"], resolver=resolver)
