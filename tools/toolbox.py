@@ -4,9 +4,10 @@
 (unknown tool, bad arguments, a tool that failed or timed out): those become `ToolResult(is_error=True)`
 observations. It does propagate cancellation, so stopping an agent stops its tools.
 
-Sync tools run in a fresh daemon thread rather than `asyncio.to_thread`'s shared executor: a thread cannot be
-killed, so a sync tool that overruns its timeout keeps running after the model was told it timed out; a daemon
-thread of its own neither occupies an executor slot other calls need nor keeps `asyncio.run` waiting at exit.
+Sync tools run in daemon threads of their own pool rather than `asyncio.to_thread`'s shared executor: a
+thread cannot be killed, so a sync tool that overruns its timeout keeps running after the model was told it
+timed out; a daemon thread neither occupies a slot other calls need (the pool grows instead) nor keeps
+`asyncio.run` waiting at exit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import functools
 import inspect
 import logging
 import math
+import queue
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,8 +40,48 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class _DaemonThreads:
+    """Reusable daemon threads: an idle thread takes the next job, and a new one starts when none is idle.
+
+    Starting a thread per call cost about a millisecond per step on a loaded machine (most of the loop's
+    overhead). A thread stuck in an overrunning tool is simply never idle again until the tool returns, so
+    it cannot hold up other calls; idle threads leave after `idle_timeout` seconds.
+    """
+
+    def __init__(self, idle_timeout: float = 30.0) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._idle_timeout = idle_timeout
+
+    def submit(self, job: Callable[[], None], name: str) -> None:
+        with self._lock:
+            self._jobs.put(job)
+            if self._idle > 0:
+                self._idle -= 1  # that idle thread is now spoken for
+                return
+        threading.Thread(target=self._work, name=f"tool:{name}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=self._idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty():
+                        self._idle -= 1
+                        return
+                continue  # a job was handed to us as we timed out
+            job()
+            with self._lock:
+                self._idle += 1
+
+
+_THREADS = _DaemonThreads()
+
+
 async def _in_daemon_thread(fn: Callable[..., T], name: str, /, *args: Any, **kwargs: Any) -> T:
-    """Run `fn` in a new daemon thread (with the caller's context variables) and await its outcome."""
+    """Run `fn` in a daemon thread (with the caller's context variables) and await its outcome."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
     context = contextvars.copy_context()
@@ -60,7 +102,7 @@ async def _in_daemon_thread(fn: Callable[..., T], name: str, /, *args: Any, **kw
         except RuntimeError:  # the loop closed while we ran: nobody is waiting any more
             _log.debug("tool %s finished after its event loop closed", name)
 
-    threading.Thread(target=run, name=f"tool:{name}", daemon=True).start()
+    _THREADS.submit(run, name)
     return await future
 
 
