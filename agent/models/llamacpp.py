@@ -1,0 +1,614 @@
+"""`LlamaCppModel`: QwQ-32B in-process with llama-cpp-python, from a GGUF file (extra `llama`).
+
+Why a token loop of our own instead of `Llama.create_completion`:
+
+* **Constrained tool calls.** Reasoning and prose are sampled freely; the moment the model writes
+  `<tool_call>` (after its reasoning closed) sampling switches to a llama.cpp grammar built from the tools'
+  JSON Schemas (`agent.models.grammar`) that also writes the closing `\\n</tool_call>`, then back to free
+  sampling. One persistent sampler chain per phase (llama.cpp's `llama_sampler_sample` accepts the sampled
+  token into the chain, so the grammar advances with the text).
+* **tool_choice.** "none" bans the `<tool_call>` token after the reasoning; "required" or a tool name makes
+  the backend write `\\n\\n<tool_call>` right after `</think>` and, after each call, lets the model choose only
+  between another call and the end of its turn.
+* **Thinking budget.** When the reasoning reaches the cap, the backend writes the closing sentence from
+  `prompts` (note `thinking_budget`) and `\\n</think>\\n\\n`, and the model goes on to answer or call.
+* **KV reuse by text.** The cache is bookkept as (token, bytes) pairs. A new prompt reuses the longest run of
+  cached tokens whose bytes spell its beginning, and only the rest is tokenized and evaluated. Matching on
+  text rather than on re-tokenized ids matters: a model's sampled tokens are often not what the tokenizer
+  would produce for the same text (always so for the noise test model), so `Llama.generate`'s token-id
+  prefix match would re-evaluate most of every generated turn. With `keep_thinking="current_task"` each
+  prompt extends the previous prompt plus the generated text, so a step evaluates only its new tokens.
+
+Generation runs in a worker thread (llama.cpp releases the GIL in decode) and streams text to the event loop
+through an `asyncio.Queue`; closing the stream stops the worker at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.models.base import ModelChunk, ModelRequest, Usage
+from agent.models.grammar import CALL_CLOSE, tool_call_gbnf
+from agent.models.openai_compat import ContextLengthError, ModelConfigurationError, ModelError
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+__all__ = ["LlamaCppModel", "LlamaStats"]
+
+THINK_OPEN = "<think>\n"
+THINK_CLOSE = "</think>"
+CALL_OPEN = "<tool_call>"
+RESPONSE_OPEN = "<tool_response>"
+_END = object()
+
+
+@dataclass
+class LlamaStats:
+    """What the last call did with the KV cache and the sampler; benchmarks and tests read it."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    evaluated_tokens: int = 0
+    completion_tokens: int = 0
+    injected_tokens: int = 0
+    thinking_tokens: int = 0
+    tool_calls: int = 0
+    finish_reason: str = ""
+    grammar_tokens: int = 0
+    texts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    prompt: str
+    tools: Sequence[Any]
+    tool_choice: str
+    max_tokens: int
+    thinking_budget: int | None
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[object]
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class LlamaCppModel:
+    """QwQ-32B (or any Qwen2-family GGUF) in-process, with constrained tool calls and KV-cache reuse.
+
+    The defaults are QwQ-32B's recommended sampling (design.md section 4). Nothing is loaded until the first
+    call (or `load()`); the loaded `Llama` is kept so that its KV cache carries over from step to step.
+    `yarn=True` enables YaRN rope scaling (factor 4 over 32,768 original positions) for contexts beyond 32k.
+    `max_string_length` caps strings inside constrained calls (for noise models; leave None for real ones).
+    Extra keyword arguments go to `llama_cpp.Llama` as they are.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        llama: Llama | None = None,
+        n_ctx: int = 32768,
+        n_gpu_layers: int = -1,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        seed: int | None = None,
+        max_tokens: int = 16384,
+        thinking_budget: int | None = None,
+        temperature: float = 0.6,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.0,
+        presence_penalty: float = 0.0,
+        yarn: bool = False,
+        yarn_factor: float = 4.0,
+        yarn_original_context: int = 32768,
+        constrain_tool_calls: bool = True,
+        max_string_length: int | None = None,
+        verbose: bool = False,
+        **llama_kwargs: Any,
+    ) -> None:
+        if llama is None and model_path is None:
+            raise ValueError("give model_path (a GGUF file) or llama (a loaded llama_cpp.Llama)")
+        if model_path is not None and not Path(model_path).is_file():
+            raise FileNotFoundError(
+                f"no GGUF file at {model_path}; download one (e.g. Qwen/QwQ-32B-GGUF) or use "
+                "LlamaCppModel.from_pretrained(repo_id, filename) where Hugging Face is reachable"
+            )
+        if temperature <= 0:
+            raise ValueError("temperature must be positive: QwQ-32B degenerates under greedy decoding")
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        self.model_path = str(model_path) if model_path is not None else None
+        self.n_ctx = n_ctx
+        self.n_gpu_layers = n_gpu_layers
+        self.n_threads = n_threads
+        self.n_batch = n_batch
+        self.seed = seed
+        self.max_tokens = max_tokens
+        self.thinking_budget = thinking_budget
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.min_p = min_p
+        self.presence_penalty = presence_penalty
+        self.yarn = yarn
+        self.yarn_factor = yarn_factor
+        self.yarn_original_context = yarn_original_context
+        self.constrain_tool_calls = constrain_tool_calls
+        self.max_string_length = max_string_length
+        self.verbose = verbose
+        self.llama_kwargs = llama_kwargs
+        self.last_stats = LlamaStats()
+        self._llama: Any = llama
+        self._lock = threading.Lock()
+        self._cache: list[tuple[int, bytes]] = []
+        self._pieces: dict[int, bytes] = {}
+        self._special: dict[str, int] = {}
+        self._banned: list[int] = []
+        self._eog: set[int] = set()
+        self._calls = 0
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, repo_id: str, filename: str | None = None, *, cache_dir: str | None = None, **kwargs: Any
+    ) -> LlamaCppModel:
+        """Fetch a GGUF from a Hugging Face repository (or its local cache) and wrap it; loading stays lazy.
+
+        `filename` may be a glob (`*q4_k_m.gguf`). Without network, a cached file is used; otherwise a
+        `ModelConfigurationError` says how to proceed.
+        """
+        try:
+            import huggingface_hub
+        except ImportError as exc:
+            raise ModelConfigurationError(
+                "loading from a Hugging Face repository needs huggingface_hub: pip install huggingface_hub"
+            ) from exc
+        name = filename or "*.gguf"
+        try:
+            if any(ch in name for ch in "*?["):
+                import fnmatch
+
+                files = huggingface_hub.list_repo_files(repo_id)
+                matches = sorted(f for f in files if fnmatch.fnmatch(f, name))
+                if not matches:
+                    raise ModelConfigurationError(f"no file in {repo_id} matches {name!r}")
+                name = matches[0]
+            cached = huggingface_hub.try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
+            path = (
+                cached
+                if isinstance(cached, str)
+                else huggingface_hub.hf_hub_download(repo_id, name, cache_dir=cache_dir)
+            )
+        except ModelConfigurationError:
+            raise
+        except Exception as exc:
+            raise ModelConfigurationError(
+                f"cannot fetch {repo_id}/{name} from Hugging Face ({type(exc).__name__}: {exc}). Without "
+                "network, download the GGUF elsewhere and pass its path: LlamaCppModel(model_path=...)"
+            ) from exc
+        return cls(model_path=path, **kwargs)
+
+    def load(self) -> Llama:
+        """Load the model now (otherwise the first call does it, off the event loop)."""
+        with self._lock:
+            llm: Llama = self._ensure_loaded()
+            return llm
+
+    @property
+    def llama(self) -> Llama | None:
+        """The loaded `llama_cpp.Llama`, or None before the first call."""
+        llm: Llama | None = self._llama
+        return llm
+
+    def close(self) -> None:
+        """Free the model and its KV cache."""
+        with self._lock:
+            if self._llama is not None and hasattr(self._llama, "close"):
+                self._llama.close()
+            self._llama = None
+            self._cache = []
+
+    def _ensure_loaded(self) -> Any:
+        if self._llama is None:
+            try:
+                import llama_cpp
+            except ImportError as exc:
+                raise ModelConfigurationError(
+                    "LlamaCppModel needs llama-cpp-python: pip install 'qwq-agent[llama]'"
+                ) from exc
+            kwargs: dict[str, Any] = {
+                "n_ctx": self.n_ctx,
+                "n_gpu_layers": self.n_gpu_layers,
+                "n_batch": self.n_batch,
+                "verbose": self.verbose,
+            }
+            if self.n_threads is not None:
+                kwargs["n_threads"] = self.n_threads
+                kwargs["n_threads_batch"] = self.n_threads
+            if self.seed is not None:
+                kwargs["seed"] = self.seed
+            if self.yarn:
+                kwargs["rope_scaling_type"] = llama_cpp.LLAMA_ROPE_SCALING_TYPE_YARN
+                kwargs["rope_freq_scale"] = 1.0 / self.yarn_factor
+                kwargs["yarn_orig_ctx"] = self.yarn_original_context
+            kwargs.update(self.llama_kwargs)
+            try:
+                self._llama = llama_cpp.Llama(model_path=str(self.model_path), **kwargs)
+            except (ValueError, RuntimeError) as exc:
+                raise ModelConfigurationError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        if not self._special:
+            self._scan_vocab(self._llama)
+        return self._llama
+
+    def _scan_vocab(self, llm: Any) -> None:
+        import llama_cpp
+
+        vocab = llm._model.vocab
+        for text in (THINK_CLOSE, CALL_OPEN, RESPONSE_OPEN, "<|im_end|>", "<|endoftext|>"):
+            ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+            if len(ids) == 1:
+                self._special[text] = ids[0]
+        self._eog = {t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+        # Control tokens other than end-of-turn never belong in an assistant turn (<|im_start|>, vision pads,
+        # FIM markers); a real model does not write them, a noise model would.
+        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        self._banned = [
+            t
+            for t in range(llm.n_vocab())
+            if t not in self._eog and llama_cpp.llama_vocab_get_attr(vocab, t) & control
+        ]
+
+    # -- the Model protocol ----------------------------------------------------------------------------------
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        import prompts
+
+        prompt = prompts.render(request.messages, list(request.tools), keep_thinking=request.keep_thinking)
+        tool_choice = request.tool_choice
+        if tool_choice not in ("auto", "none", "required") and not any(
+            getattr(t, "name", None) == tool_choice for t in request.tools
+        ):
+            raise ModelConfigurationError(f"tool_choice names {tool_choice!r}, which is not among the tools")
+        if not request.tools:
+            tool_choice = "none"
+        job = _Job(
+            prompt=prompt,
+            tools=list(request.tools),
+            tool_choice=tool_choice,
+            max_tokens=request.max_tokens or self.max_tokens,
+            thinking_budget=request.thinking_budget
+            if request.thinking_budget is not None
+            else self.thinking_budget,
+            loop=asyncio.get_running_loop(),
+            queue=asyncio.Queue(),
+        )
+        worker = threading.Thread(target=self._work, args=(job,), name="llamacpp-generate", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = await job.queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, ModelChunk)
+                yield item
+        finally:
+            # Closing the stream (or cancelling its task) stops the worker at its next token.
+            job.stop.set()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    # -- the worker ------------------------------------------------------------------------------------------
+    def _work(self, job: _Job) -> None:
+        def put(item: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
+                job.loop.call_soon_threadsafe(job.queue.put_nowait, item)
+
+        try:
+            with self._lock:
+                if job.stop.is_set():
+                    return
+                llm = self._ensure_loaded()
+                _Generation(self, llm, job, put).run()
+        except BaseException as exc:
+            put(exc if isinstance(exc, ModelError) else ModelError(f"llama.cpp generation failed: {exc!r}"))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            put(_END)
+
+    def _piece(self, llm: Any, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = llm.detokenize([token], special=True)
+            self._pieces[token] = piece
+        return piece
+
+    def _prefill(self, llm: Any, prompt: str) -> tuple[int, int]:
+        """Make the KV cache hold `prompt`; return (prompt tokens, tokens reused from the cache)."""
+        # Someone else (a benchmark's raw generate) may have used the Llama: trust only what it still holds.
+        held = llm.n_tokens
+        if len(self._cache) != held or any(
+            a != b for a, (b, _) in zip(llm._input_ids[-8:], self._cache[held - 8 : held], strict=False)
+        ):
+            self._cache = [(int(t), self._piece(llm, int(t))) for t in llm._input_ids[:held]]
+        data = prompt.encode("utf-8")
+        offset = reused = 0
+        for _token, piece in self._cache:
+            if piece and data.startswith(piece, offset):
+                offset += len(piece)
+                reused += 1
+            else:
+                break
+        # Never cut inside a UTF-8 character, and leave at least one token to evaluate: sampling needs the
+        # logits of the prompt's last position.
+        while reused and (offset >= len(data) or (data[offset] & 0xC0) == 0x80):
+            reused -= 1
+            offset -= len(self._cache[reused][1])
+        rest = llm.tokenize(data[offset:], add_bos=False, special=True) if offset < len(data) else []
+        total = reused + len(rest)
+        if total >= llm.n_ctx():
+            raise ContextLengthError(
+                f"the prompt has {total} tokens and the context holds {llm.n_ctx()}; raise n_ctx "
+                "(with yarn=True beyond 32k) or shorten the conversation"
+            )
+        llm.n_tokens = reused
+        del self._cache[reused:]
+        llm.eval(rest)
+        self._cache.extend((t, self._piece(llm, t)) for t in rest)
+        return total, reused
+
+
+class _Generation:
+    """One completion: the phase machine around the token loop (runs in the worker thread)."""
+
+    def __init__(self, model: LlamaCppModel, llm: Any, job: _Job, put: Any) -> None:
+        self.model = model
+        self.llm = llm
+        self.job = job
+        self.put = put
+        self.stats = LlamaStats()
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.window = ""  # the last characters generated, for tag detection
+        self.held = ""  # text not yet sent: it might be the start of an invented <tool_response>
+        self.text: list[str] = []
+        self.samplers: dict[str, Any] = {}
+        model._calls += 1
+        base_seed = model.seed if model.seed is not None else int.from_bytes(os.urandom(4), "little")
+        self.seed = (base_seed + model._calls) & 0x7FFFFFFF
+        import numpy as np
+
+        self.rng = np.random.default_rng(self.seed)
+
+    # -- samplers --------------------------------------------------------------------------------------------
+    def _chain(self, kind: str) -> Any:
+        chain = self.samplers.get(kind)
+        if chain is not None:
+            return chain
+        import llama_cpp
+        from llama_cpp import _internals
+
+        m, llm = self.model, self.llm
+        chain = _internals.LlamaSampler()  # type: ignore[no-untyped-call]
+        if kind == "grammar":
+            only = None if self.job.tool_choice in ("auto", "required") else self.job.tool_choice
+            grammar = tool_call_gbnf(self.job.tools, only=only, max_string_length=m.max_string_length)
+            sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar.encode(), b"root")
+            if not sampler:
+                raise ModelError(f"llama.cpp rejected the tool-call grammar:\n{grammar}")
+            llama_cpp.llama_sampler_chain_add(chain.sampler, sampler)
+        else:
+            chain.add_penalties(
+                n_vocab=llm.n_vocab(),
+                penalty_last_n=64,
+                penalty_repeat=1.0,
+                penalty_freq=0.0,
+                penalty_present=m.presence_penalty,
+            )
+            bans = list(m._banned)
+            if kind == "answer-none" and CALL_OPEN in m._special:
+                bans.append(m._special[CALL_OPEN])
+            if kind == "think-forced":
+                # A turn that must call a tool may not end inside its reasoning.
+                bans.extend(m._eog)
+            if bans:
+                chain.add_logit_bias(llm.n_vocab(), dict.fromkeys(bans, float("-inf")))
+        chain.add_top_k(m.top_k)
+        chain.add_top_p(m.top_p, 1)
+        chain.add_min_p(m.min_p, 1)
+        chain.add_temp(m.temperature)
+        chain.add_dist(self.seed)
+        self.samplers[kind] = chain
+        return chain
+
+    # -- text ------------------------------------------------------------------------------------------------
+    def _emit(self, piece: bytes) -> bool:
+        """Send the text of `piece`; False when an invented <tool_response> begins (the turn is cut there)."""
+        text = self.decoder.decode(piece)
+        self.window = (self.window + text)[-64:]
+        pending = self.held + text
+        cut = pending.find(RESPONSE_OPEN)
+        if cut >= 0:
+            self._send(pending[:cut])
+            self.held = ""
+            return False
+        keep = 0
+        for n in range(min(len(RESPONSE_OPEN) - 1, len(pending)), 0, -1):
+            if RESPONSE_OPEN.startswith(pending[-n:]):
+                keep = n
+                break
+        self._send(pending[: len(pending) - keep])
+        self.held = pending[len(pending) - keep :]
+        return True
+
+    def _send(self, text: str) -> None:
+        if text:
+            self.text.append(text)
+            self.put(ModelChunk(text=text))
+
+    def _accept(self, token: int) -> bool:
+        """Evaluate a generated token into the KV cache and emit its text."""
+        llm, model = self.llm, self.model
+        piece = model._piece(llm, token)
+        llm.eval([token])
+        model._cache.append((token, piece))
+        self.stats.completion_tokens += 1
+        return self._emit(piece)
+
+    def _inject(self, text: str) -> bool:
+        """Write `text` into the turn as if the model had: evaluated, cached, and streamed."""
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        for chain in self.samplers.values():
+            for t in tokens:
+                chain.accept(t)
+        ok = True
+        for t in tokens:
+            ok = self._accept(t) and ok
+            self.stats.injected_tokens += 1
+        return ok
+
+    def _room(self) -> bool:
+        return self.stats.completion_tokens < self.job.max_tokens and self.llm.n_tokens < self.llm.n_ctx() - 1
+
+    # -- the phase machine -----------------------------------------------------------------------------------
+    def run(self) -> None:
+        model, llm, job = self.model, self.llm, self.job
+        prompt_tokens, reused = model._prefill(llm, job.prompt)
+        self.stats.prompt_tokens = prompt_tokens
+        self.stats.cached_tokens = reused
+        self.stats.evaluated_tokens = prompt_tokens - reused
+        forced = job.tool_choice not in ("auto", "none")
+        constrained = model.constrain_tool_calls or forced
+        phase = "think" if job.prompt.endswith(THINK_OPEN) else "answer"
+        if phase == "answer" and forced:
+            phase = "open-call"
+        finish = "length"
+        special = model._special
+        while True:
+            if job.stop.is_set():
+                finish = "cancelled"
+                break
+            if not self._room():
+                finish = "length"
+                break
+            if phase == "open-call":
+                # tool_choice "required" or a name: nothing but a call may follow the reasoning.
+                if not self._inject(("" if self.window.endswith("\n\n") else "\n\n") + CALL_OPEN):
+                    finish = "tool_response"
+                    break
+                phase = "call"
+                self._chain("grammar").reset()
+                continue
+            if phase == "after-call" and forced:
+                # Another call, or the end of the turn: the only two choices left.
+                token = self._choose([special.get(CALL_OPEN, -1), special.get("<|im_end|>", -1)])
+                if token == special.get(CALL_OPEN):
+                    if not self._inject("\n" + CALL_OPEN):
+                        finish = "tool_response"
+                        break
+                    phase = "call"
+                    self._chain("grammar").reset()
+                    continue
+                finish = "stop"
+                break
+            if (
+                phase == "think"
+                and job.thinking_budget is not None
+                and self.stats.thinking_tokens >= job.thinking_budget
+            ):
+                if not self._close_reasoning():
+                    finish = "tool_response"
+                    break
+                phase = "open-call" if forced else "answer"
+                continue
+            if phase == "think":
+                kind = "think-forced" if forced else "think"
+            elif phase == "call":
+                kind = "grammar"
+            else:
+                kind = "answer-none" if job.tool_choice == "none" else "answer"
+            chain = self._chain(kind)
+            token = chain.sample(llm._ctx, -1)
+            if kind != "grammar":
+                for other_kind, other in self.samplers.items():
+                    if other_kind not in (kind, "grammar"):
+                        other.accept(token)
+            if token in model._eog:
+                finish = "stop"
+                break
+            if token == special.get(RESPONSE_OPEN):
+                finish = "tool_response"
+                break
+            if phase == "think":
+                self.stats.thinking_tokens += 1
+            if phase == "call":
+                self.stats.grammar_tokens += 1
+            if not self._accept(token):
+                finish = "tool_response"
+                break
+            if phase == "think" and (token == special.get(THINK_CLOSE) or self.window.endswith(THINK_CLOSE)):
+                phase = "open-call" if forced else "answer"
+            elif phase == "answer" and (token == special.get(CALL_OPEN) or self.window.endswith(CALL_OPEN)):
+                self.stats.tool_calls += 1
+                if constrained:
+                    phase = "call"
+                    self._chain("grammar").reset()
+            elif phase == "call" and self.window.endswith(CALL_CLOSE):
+                phase = "after-call"
+                if not forced:
+                    phase = "answer"
+        tail = self.decoder.decode(b"", final=True)
+        if tail:
+            self.held += tail
+        if finish != "tool_response" and self.held:
+            self._send(self.held)
+        self.held = ""
+        self.stats.finish_reason = finish
+        self.stats.texts = ["".join(self.text)]
+        model.last_stats = self.stats
+        if finish == "cancelled":
+            return
+        self.put(
+            ModelChunk(
+                usage=Usage(
+                    prompt_tokens=self.stats.prompt_tokens,
+                    completion_tokens=self.stats.completion_tokens,
+                    cached_tokens=self.stats.cached_tokens,
+                ),
+                finish_reason=finish,
+                extra={
+                    "evaluated_prompt_tokens": self.stats.evaluated_tokens,
+                    "injected_tokens": self.stats.injected_tokens,
+                    "thinking_tokens": self.stats.thinking_tokens,
+                },
+            )
+        )
+
+    def _close_reasoning(self) -> bool:
+        import prompts
+
+        sentence = prompts.render_note("thinking_budget").strip()
+        lead = "" if self.window.endswith("\n\n") else ("\n" if self.window.endswith("\n") else "\n\n")
+        return self._inject(f"{lead}{sentence}\n{THINK_CLOSE}\n\n")
+
+    def _choose(self, candidates: Sequence[int]) -> int:
+        """Sample among a few tokens by the model's own logits (at the sampling temperature)."""
+        import numpy as np
+
+        valid = [t for t in candidates if t >= 0]
+        if len(valid) == 1:
+            return valid[0]
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
+        scores = np.array([logits[t] for t in valid], dtype=np.float64) / self.model.temperature
+        probs = np.exp(scores - scores.max())
+        probs /= probs.sum()
+        return int(valid[int(self.rng.choice(len(valid), p=probs))])
