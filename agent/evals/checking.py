@@ -15,6 +15,7 @@ process early with status 0 (`sys.exit(0)`, `os._exit(0)`) fail, as it must.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import time
@@ -117,21 +118,44 @@ class Checker:
         self.timeout = timeout
         self.config = config
         self._pool: SandboxPool | None = None
+        self._closing: set[asyncio.Task[None]] | None = None
 
     @contextlib.asynccontextmanager
     async def warm(self, size: int) -> AsyncIterator[Checker]:
-        """Keep `size` fresh containers started ahead of the checks (0: start each when needed)."""
-        if size <= 0 or self._pool is not None:
+        """Keep `size` fresh containers started ahead of the checks (0: start each when needed).
+
+        Inside, used containers are also removed in the background rather than before the verdict is
+        returned; leaving the block waits for those removals.
+        """
+        if self._pool is not None:
             yield self
             return
-        from sandboxes.pool import SandboxPool
-
-        async with SandboxPool(size, self.config, image=self.image) as pool:
-            self._pool = pool
-            try:
+        self._closing = set()
+        try:
+            if size <= 0:
                 yield self
-            finally:
-                self._pool = None
+                return
+            from sandboxes.pool import SandboxPool
+
+            async with SandboxPool(size, self.config, image=self.image) as pool:
+                self._pool = pool
+                try:
+                    yield self
+                finally:
+                    self._pool = None
+        finally:
+            closing, self._closing = self._closing, None
+            if closing:
+                await asyncio.gather(*closing, return_exceptions=True)
+
+    async def _release(self, sandbox: DockerSandbox) -> None:
+        closing = self._closing
+        if closing is None:
+            await sandbox.aclose()
+            return
+        task = asyncio.create_task(sandbox.aclose())
+        closing.add(task)
+        task.add_done_callback(closing.discard)
 
     async def _acquire(self) -> DockerSandbox:
         if self._pool is not None:
@@ -150,7 +174,7 @@ class Checker:
             await sandbox.awrite_file(CHECK_FILE, program)
             result = await sandbox.arun_shell(f"exec python3 -I {CHECK_FILE}", timeout=self.timeout)
         finally:
-            await sandbox.aclose()
+            await self._release(sandbox)
         passed, error = judge(result, token, self.timeout)
         tail = (result.stdout[-300:] + result.stderr[-700:]).replace(token, "<token>")
         return CheckResult(
