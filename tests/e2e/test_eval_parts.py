@@ -161,10 +161,11 @@ def test_summary_takes_the_latest_row_per_check_and_judges_the_harness() -> None
 
 
 def _run(*calls: ToolCall) -> RunResult:
-    messages = [UserMessage(content="task"), *(AssistantMessage(tool_calls=[c]) for c in calls)]
+    messages: list[Message] = [UserMessage(content="task")]
+    messages += [AssistantMessage(tool_calls=[c]) for c in calls]
     return RunResult(
         answer="",
-        messages=list(messages),
+        messages=messages,
         steps=len(calls),
         stop_reason=StopReason.FINAL_ANSWER,
         usage=RunUsage(),
