@@ -6,6 +6,7 @@ type, three zero bytes, big-endian payload size). What the host writes to stdin 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import struct
@@ -110,7 +111,5 @@ class Channel:
     def close(self) -> None:
         self.closed = True
         for target in (self._sock, self._attached):
-            try:
+            with contextlib.suppress(Exception):
                 target.close()
-            except Exception:
-                pass

@@ -60,7 +60,9 @@ def get_client() -> Any:
                 client = docker.from_env(max_pool_size=64, timeout=120)
                 client.ping()
             except Exception as exc:
-                raise DockerUnavailableError(f"Cannot reach the Docker engine ({exc}). {_HOW_TO_FIX}") from exc
+                raise DockerUnavailableError(
+                    f"Cannot reach the Docker engine ({exc}). {_HOW_TO_FIX}"
+                ) from exc
             _client = client
         return _client
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import base64
 import builtins
+import contextlib
 import errno
 import fcntl
 import io
@@ -181,6 +182,39 @@ def process_state(pid: int) -> str:
     return stat[stat.rfind(b")") + 2 :][:1].decode("ascii", "replace")
 
 
+def stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state is [0], parent pid [1]); [] if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return []
+    return stat[stat.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def kill_own_children() -> None:
+    """SIGKILL and reap this process's children, so their zombies do not use up the pids limit.
+
+    The worker calls this after each cell: nothing a cell started outlives it anyway (the supervisor sweeps
+    the rest), but only the parent can reap its children, and a fork bomb leaves dozens of them.
+    """
+    me = str(os.getpid())
+    for _ in range(100):
+        children = [
+            int(name)
+            for name in os.listdir("/proc")
+            if name.isdigit() and stat_fields(int(name))[1:2] == [me]
+        ]
+        if not children:
+            return
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
 def sweep(keep: set[int]) -> int:
     """SIGKILL every process of the container except PID 1, this supervisor and `keep`; returns how many.
 
@@ -212,10 +246,8 @@ def sweep(keep: set[int]) -> int:
 def reap(pids: list[int]) -> None:
     """Collect the exit status of those of `pids` that are our own children (others are reaped by PID 1)."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
 
 def describe_status(status: int) -> tuple[int | None, int | None]:
@@ -234,10 +266,8 @@ def child_setup() -> None:
             f.write("1000")
     except OSError:
         pass
-    try:
+    with contextlib.suppress(OSError):
         os.nice(5)
-    except OSError:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------- the worker
@@ -272,21 +302,18 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL the worker's whole process group and collect it."""
-        for target in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
-            try:
-                target()
-            except OSError:
-                pass
+        with contextlib.suppress(OSError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)  # in case it left its process group
         if self.status is None:
             try:
                 _, self.status = os.waitpid(self.pid, 0)
             except ChildProcessError:
                 self.status = 0
         for fd in self.fds():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def spawn_worker(close_fds: list[int]) -> Worker:
@@ -315,10 +342,10 @@ def spawn_worker(close_fds: list[int]) -> Worker:
             os._exit(70)
     for fd in (req_r, res_w, out_w, err_w):
         os.close(fd)
-    try:
+    # Also from the parent, so the group exists before we might signal it; fails harmlessly if the child
+    # did it first or already died.
+    with contextlib.suppress(OSError):
         os.setpgid(pid, pid)
-    except OSError:
-        pass  # the child did it first, or already died
     for fd in (res_r, out_r, err_r):
         set_nonblocking(fd)
     return Worker(pid, req_w, res_r, out_r, err_r)
@@ -327,7 +354,7 @@ def spawn_worker(close_fds: list[int]) -> Worker:
 def text_stream(fd: int) -> Any:
     """A line-buffered text stream on `fd`: lines printed by Python stay in order with what subprocesses and
     `os.write` put on the same descriptor, as in a terminal."""
-    return open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)  # noqa: SIM115
+    return open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
 
 
 def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
@@ -373,11 +400,13 @@ def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
             result = {"error": "KeyboardInterrupt", "traceback": None, "value": None}
         if os.getpid() != me:
             os._exit(0)  # a process the cell forked fell through to here: it must not answer
+        try:
+            kill_own_children()
+        except KeyboardInterrupt:
+            kill_own_children()
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(BaseException):
                 stream.flush()
-            except BaseException:
-                pass
         try:
             write_frame(res_w, result)
         except KeyboardInterrupt:
@@ -391,8 +420,10 @@ def run_cell(namespace: dict[str, Any], code: str, cell: int, value_limit: int) 
     try:
         tree = ast.parse(code, filename, "exec")
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+        final = tree.body[-1] if tree.body else None
+        if isinstance(final, ast.Expr):
+            tree.body.pop()
+            last = ast.Expression(final.value)
         body = compile(tree, filename, "exec")
         tail = compile(last, filename, "eval") if last is not None else None
     except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
@@ -499,11 +530,17 @@ class Supervisor:
             if interrupted_at is None and now >= deadline:
                 timed_out = True
             if (timed_out or cancelled) and interrupted_at is None:
-                interrupted_at = now
-                try:
+                # First everything the cell started (a fork bomb's copies would starve the worker of CPU
+                # while it unwinds), then interrupt the worker itself.
+                # Freezing the group first stops them forking while they are killed.
+                with contextlib.suppress(OSError):
+                    os.killpg(worker.pid, signal.SIGSTOP)
+                sweep({worker.pid})
+                now = interrupted_at = time.monotonic()
+                with contextlib.suppress(OSError):
                     os.kill(worker.pid, signal.SIGINT)
-                except OSError:
-                    pass
+                with contextlib.suppress(OSError):
+                    os.kill(worker.pid, signal.SIGCONT)
             if interrupted_at is not None and now >= interrupted_at + INTERRUPT_GRACE_S:
                 died = True
                 break
@@ -591,7 +628,8 @@ class Supervisor:
             )
         except OSError as exc:
             return {"error": f"could not start {shell}: {exc}", "duration_s": time.monotonic() - started}
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
         set_nonblocking(out_fd)
         set_nonblocking(err_fd)
@@ -617,10 +655,8 @@ class Supervisor:
                 except Cancelled:
                     cancelled = True
                     break
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
         code = proc.wait()
         for fd, capture in open_fds.items():
             drain(fd, capture)
@@ -757,10 +793,8 @@ def main() -> None:
         signal.signal(sig, ignore)
     signal.set_wakeup_fd(supervisor.wake_w)
     os.environ.setdefault("HOME", WORKSPACE)
-    try:
+    with contextlib.suppress(OSError):
         os.chdir(WORKSPACE)
-    except OSError:
-        pass
     supervisor.serve()
 
 

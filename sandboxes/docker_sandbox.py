@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import base64
 import concurrent.futures
+import contextlib
 import itertools
 import secrets
 import signal
@@ -57,10 +58,8 @@ def _runner() -> str:
 def _close_all() -> None:
     """Remove sandboxes the program forgot to close (a crash that still runs atexit, a missing `with`)."""
     for sandbox in list(_LIVE):
-        try:
+        with contextlib.suppress(Exception):
             sandbox.close()
-        except Exception:
-            pass
 
 
 class _Lost(Exception):
@@ -242,17 +241,18 @@ class DockerSandbox:
     def _start_container(self) -> None:
         client = self._docker()
         if self.config.cleanup_leftovers:
-            try:
+            # Best effort: starting must not fail because of someone else's container.
+            with contextlib.suppress(Exception):
                 remove_dead_leftovers(client)
-            except Exception:
-                pass  # cleanup is best effort; starting must not fail because of someone else's container
         try:
             container = str(client.api.create_container(self.image, **self._create_kwargs())["Id"])
         except Exception as exc:
             raise self._explain_create_error(exc) from exc
         channel: Channel | None = None
         try:
-            channel = Channel(client.api.attach_socket(container, params={"stdin": 1, "stdout": 1, "stream": 1}))
+            channel = Channel(
+                client.api.attach_socket(container, params={"stdin": 1, "stdout": 1, "stream": 1})
+            )
             client.api.start(container)
             channel.send({"op": "ping", "id": 0})
             answer = channel.recv(time.monotonic() + self.config.start_timeout)
@@ -278,7 +278,9 @@ class DockerSandbox:
                 hint = "run `qwq-agent sandbox build` to make it"
             else:
                 hint = f"pull or build it first (`docker pull {self.image}`)"
-            return ImageNotFoundError(f"The sandbox image {self.image!r} is not on the Docker engine: {hint}.")
+            return ImageNotFoundError(
+                f"The sandbox image {self.image!r} is not on the Docker engine: {hint}."
+            )
         if isinstance(exc, DockerUnavailableError):
             return exc
         return SandboxStartError(f"Docker could not create the sandbox container: {exc}")
@@ -344,10 +346,8 @@ class DockerSandbox:
         """Ask the runner to stop the call in progress (from any thread); a no-op when idle."""
         channel = self._channel
         if channel is not None:
-            try:
+            with contextlib.suppress(ChannelClosed):
                 channel.send({"op": "cancel"})
-            except ChannelClosed:
-                pass
 
     def run_python(self, code: str, timeout: float | None = None) -> ExecResult:
         """Run a cell in the persistent namespace (like a notebook: a trailing expression's repr is `value`)."""
@@ -368,7 +368,9 @@ class DockerSandbox:
             return self._python_result(answer, timeout)
         except ProtocolError as exc:
             self._replace()
-            return self._lost_result(_Lost(f"The sandbox answered nonsense and was replaced ({exc})."), started)
+            return self._lost_result(
+                _Lost(f"The sandbox answered nonsense and was replaced ({exc})."), started
+            )
 
     def run_shell(self, cmd: str, timeout: float | None = None) -> ExecResult:
         """Run `bash -c cmd` (or `sh`) in the workspace; everything it started is killed when it ends."""
@@ -383,7 +385,9 @@ class DockerSandbox:
             return self._shell_result(answer, timeout)
         except ProtocolError as exc:
             self._replace()
-            return self._lost_result(_Lost(f"The sandbox answered nonsense and was replaced ({exc})."), started)
+            return self._lost_result(
+                _Lost(f"The sandbox answered nonsense and was replaced ({exc})."), started
+            )
 
     def write_file(self, path: str, data: str | bytes) -> str:
         """Write a file under /workspace (parents created); returns its absolute path in the sandbox."""
@@ -432,10 +436,12 @@ class DockerSandbox:
             self.cancel()  # the thread's call ends promptly; the caller's cancellation goes on
             raise
 
-    async def arun_python(self, code: str, timeout: float | None = None) -> ExecResult:
+    # `timeout` is the sandbox's hard limit for the code (enforced inside the container), not a limit on the
+    # await; wrap the await in `asyncio.timeout` for that (cancelling stops the code in the sandbox too).
+    async def arun_python(self, code: str, timeout: float | None = None) -> ExecResult:  # noqa: ASYNC109
         return await self._cancellable(self.run_python, code, timeout)
 
-    async def arun_shell(self, cmd: str, timeout: float | None = None) -> ExecResult:
+    async def arun_shell(self, cmd: str, timeout: float | None = None) -> ExecResult:  # noqa: ASYNC109
         return await self._cancellable(self.run_shell, cmd, timeout)
 
     async def awrite_file(self, path: str, data: str | bytes) -> str:
@@ -477,12 +483,16 @@ class DockerSandbox:
                 error = f"{what}: the code was interrupted with KeyboardInterrupt; variables are kept."
         elif crashed:
             if oom or sig == signal.SIGKILL:
-                cause = f"it ran out of memory (limit {self.config.memory})" if oom else "it was killed (SIGKILL)"
+                cause = (
+                    f"it ran out of memory (limit {self.config.memory})" if oom else "it was killed (SIGKILL)"
+                )
                 error = f"The Python process died: {cause}."
             elif sig is not None:
                 error = f"The Python process died from {_signal_name(sig)} (a crash in native code?)."
             else:
-                error = f"The Python process exited with status {exit_code} (os._exit or sys.exit in a thread?)."
+                error = (
+                    f"The Python process exited with status {exit_code} (os._exit or sys.exit in a thread?)."
+                )
             error += " It was restarted: all variables and imports were lost (files in /workspace are kept)."
         if a.get("lost_before") is True and not crashed:
             note = "Note: the Python state had been lost before this call; it ran in a fresh interpreter."
@@ -528,7 +538,9 @@ class DockerSandbox:
             error = f"Exit status {exit_code}."
         note = None
         if a.get("replaced_before") is True:
-            note = "Note: the sandbox had died before this call and was replaced: variables and files were lost."
+            note = (
+                "Note: the sandbox had died before this call and was replaced: variables and files were lost."
+            )
             error = note if error is None else f"{error} {note}"
         return ExecResult(
             stdout=_str(a.get("stdout")),

@@ -225,9 +225,7 @@ def _build_debootstrap(client: Any, tag: str, mirror: str | None, say: Progress)
         ) as tar:
             assert tar.stdout is not None
             try:
-                client.api.import_image(
-                    src=tar.stdout, stream_src=True, repository=tag, changes=_CHANGES
-                )
+                client.api.import_image(src=tar.stdout, stream_src=True, repository=tag, changes=_CHANGES)
             except Exception as exc:
                 tar.kill()
                 raise ImageBuildError(f"docker import failed: {exc}") from exc
@@ -248,7 +246,12 @@ def _finish_rootfs(rootfs: Path) -> None:
     workspace = rootfs / "workspace"
     workspace.mkdir(exist_ok=True)
     os.chown(workspace, 1000, 1000)
-    for pattern in ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*", "usr/share/doc/*", "usr/share/man/*"):
+    for pattern in (
+        "var/cache/apt/archives/*.deb",
+        "var/lib/apt/lists/*",
+        "usr/share/doc/*",
+        "usr/share/man/*",
+    ):
         for path in glob.glob(str(rootfs / pattern)):
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)

@@ -19,7 +19,9 @@ __all__ = ["add_parser", "main"]
 def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text, description=help_text)
     actions = parser.add_subparsers(dest="sandbox_command", metavar="ACTION")
-    build = actions.add_parser("build", help="build the sandbox image (from the Dockerfile or with debootstrap)")
+    build = actions.add_parser(
+        "build", help="build the sandbox image (from the Dockerfile or with debootstrap)"
+    )
     build.add_argument("--tag", default=None, help="image tag (default: the one sandboxes use)")
     build.add_argument(
         "--method",
@@ -27,7 +29,9 @@ def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentP
         default="auto",
         help="auto: the Dockerfile if a registry answers, else debootstrap (default)",
     )
-    build.add_argument("--mirror", default=None, help="Debian mirror for debootstrap (default: the one apt uses)")
+    build.add_argument(
+        "--mirror", default=None, help="Debian mirror for debootstrap (default: the one apt uses)"
+    )
     build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     actions.add_parser("doctor", help="check the engine, permissions and image; say what to run")
     clean = actions.add_parser("clean", help="remove sandbox containers left behind")
@@ -83,7 +87,11 @@ def _doctor() -> int:
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock (default)")
     line(True, f"engine address: {host}")
     socket_path = "/var/run/docker.sock"
-    if "DOCKER_HOST" not in os.environ and os.path.exists(socket_path) and not os.access(socket_path, os.W_OK):
+    if (
+        "DOCKER_HOST" not in os.environ
+        and os.path.exists(socket_path)
+        and not os.access(socket_path, os.W_OK)
+    ):
         line(False, f"no permission on {socket_path}: add yourself to the docker group")
         print("   run: sudo usermod -aG docker $USER   (then log in again)")
         return 1
@@ -105,7 +113,10 @@ def _doctor() -> int:
         else:
             mirror = apt_mirror()
             needs = [] if shutil.which("debootstrap") else ["sudo apt-get install debootstrap"]
-            print("   no registry reachable: the image is built with debootstrap from " + (mirror or "--mirror URL"))
+            print(
+                "   no registry reachable: the image is built with debootstrap from "
+                + (mirror or "--mirror URL")
+            )
             print("   run: " + " && ".join([*needs, "sudo qwq-agent sandbox build"]))
         return 1
     line(True, f"sandbox image {DEFAULT_IMAGE} present")

@@ -83,11 +83,21 @@ def test_shell_timeout_kills_the_command_and_its_children(
 
 def test_python_fork_bomb(sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]) -> None:
     code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
-    r = sb.run_python(code, timeout=3)
-    assert not r.ok
-    assert r.timed_out
-    healthy(sb)
+    for _ in range(3):  # repeated: what one bomb leaves behind (zombies) must not exhaust the pids limit
+        r = sb.run_python(code, timeout=3)
+        assert not r.ok
+        assert r.timed_out
+        healthy(sb)
     assert len(_pids(sb)) == 3
+
+
+def test_children_left_by_cells_do_not_use_up_the_pids_limit(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
+    for _ in range(4):  # 4 x 40 children against a limit of 64 pids
+        r = sb.run_python("import subprocess\nps = [subprocess.Popen(['sleep', '100']) for _ in range(40)]")
+        assert r.ok, r
+        healthy(sb)
 
 
 def test_shell_fork_bomb(sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]) -> None:
