@@ -27,6 +27,7 @@ __all__ = [
     "add_model_arguments",
     "build_model",
     "ensure_sandbox_image",
+    "load_now",
     "load_script",
 ]
 
@@ -67,8 +68,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--api-key-env",
         metavar="VAR",
-        default="OPENAI_API_KEY",
-        help="environment variable holding the server's API key (default: OPENAI_API_KEY)",
+        help="environment variable holding the server's API key (default: QWQ_AGENT_API_KEY, then OPENAI_API_KEY)",
     )
     group.add_argument(
         "--api-mode",
@@ -77,6 +77,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--n-ctx", type=int, metavar="TOKENS", help="context size for in-process llama.cpp")
     group.add_argument("--n-gpu-layers", type=int, metavar="N", help="layers to offload to the GPU (-1: all)")
+    group.add_argument("--threads", type=int, metavar="N", help="CPU threads for in-process llama.cpp")
+    group.add_argument(
+        "--max-tokens", type=int, metavar="TOKENS", help="cap on generated tokens per model turn"
+    )
     group.add_argument("--seed", type=int, help="sampling seed")
     group.add_argument(
         "--scripted",
@@ -150,13 +154,16 @@ def _server_model(args: argparse.Namespace, base_url: str) -> Model:
     name = args.model_name or os.environ.get(ENV_MODEL_NAME)
     if name:
         kwargs["model"] = name
-    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
-    if api_key:
-        kwargs["api_key"] = api_key
+    if args.api_key_env:
+        if not os.environ.get(args.api_key_env):
+            raise ConfigurationError(f"--api-key-env names {args.api_key_env}, which is not set")
+        kwargs["api_key_env"] = args.api_key_env
     if args.api_mode:
         kwargs["mode"] = args.api_mode
     if args.seed is not None:
         kwargs["seed"] = args.seed
+    if args.max_tokens is not None:
+        kwargs["max_tokens"] = args.max_tokens
     return _construct(OpenAICompatModel, kwargs)
 
 
@@ -168,6 +175,10 @@ def _llama_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["n_gpu_layers"] = args.n_gpu_layers
     if args.seed is not None:
         kwargs["seed"] = args.seed
+    if args.threads is not None:
+        kwargs["n_threads"] = args.threads
+    if args.max_tokens is not None:
+        kwargs["max_tokens"] = args.max_tokens
     return kwargs
 
 
@@ -243,11 +254,27 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _construct(cls: Any, kwargs: dict[str, Any]) -> Model:
     """Call a backend constructor; its own configuration errors become `ConfigurationError` with a hint."""
+    from agent.models.openai_compat import ModelConfigurationError
+
     try:
         model: Model = cls(**kwargs)
-    except (TypeError, ValueError, FileNotFoundError, OSError) as exc:
+    except (ModelConfigurationError, TypeError, ValueError, OSError) as exc:
         raise ConfigurationError(f"cannot start {cls.__name__}: {exc}") from exc
     return model
+
+
+def load_now(model: Model, note: Callable[[str], None]) -> None:
+    """Load an in-process model before any sandbox starts, so a bad file fails once, up front, not per task."""
+    load = getattr(model, "load", None)
+    if load is None:
+        return
+    from agent.models.openai_compat import ModelError
+
+    note(f"loading {getattr(model, 'model_path', 'the model')} ...")
+    try:
+        load()
+    except ModelError as exc:
+        raise ConfigurationError(str(exc)) from exc
 
 
 def ensure_sandbox_image(image: str | None, note: Callable[[str], None]) -> None:

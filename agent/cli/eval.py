@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         help="where each agent run's transcript goes (./runs)",
     )
     parser.add_argument("--token-budget", type=int, metavar="TOKENS", help="generated tokens per problem")
+    parser.add_argument("--keep-thinking", choices=("none", "current_task"), default="none")
     parser.add_argument(
         "--quiet", "-q", action="store_true", help="no line per finished check, only the summary"
     )
@@ -117,13 +119,19 @@ def _select(problems: list[Problem], limit: int | None, tasks: str | None, harne
     return selected
 
 
-def _model_factory(args: argparse.Namespace) -> Any:
+def _model_factory(args: argparse.Namespace, note: Callable[[str], None]) -> Any:
     """One model shared by all problems, or, with `--scripted`, a fresh script replay per problem."""
-    from agent.cli.common import ConfigurationError, build_model, load_script
+    from agent.cli.common import ConfigurationError, build_model, load_now, load_script
     from agent.models import ScriptedModel
 
     if args.scripted is None:
         shared = build_model(args)
+        load_now(shared, note)
+        if args.concurrency > 1 and hasattr(shared, "load"):
+            note(
+                "note: one in-process model generates for one problem at a time, so --concurrency overlaps only "
+                "the sandbox work; serve the model (--base-url) to generate for several problems at once"
+            )
         return lambda problem: shared
     script = load_script(args.scripted)
 
@@ -241,8 +249,9 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
             thinking_budget=args.thinking_budget,
             token_budget=args.token_budget,
             transcript_dir=args.transcript_dir,
+            keep_thinking=args.keep_thinking,
         )
-        model_for = _model_factory(args)
+        model_for = _model_factory(args, lambda line: console.print(line, highlight=False))
         async with contextlib.AsyncExitStack() as stack:
             pool = None
             if warm > 0:
@@ -275,6 +284,7 @@ def main(args: argparse.Namespace) -> int:
 
     from agent.cli.common import ConfigurationError, ensure_sandbox_image
     from agent.evals.problems import ProblemError, load_humaneval
+    from agent.models.openai_compat import ModelConfigurationError
     from sandboxes import SandboxError
 
     err = Console(stderr=True, highlight=False)
@@ -294,8 +304,10 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         err.print(f"interrupted: finished rows are in {args.output}; continue with --resume")
         return 130
-    except (ConfigurationError, ProblemError, SandboxError) as exc:
+    except (ConfigurationError, ModelConfigurationError, ProblemError, SandboxError) as exc:
         print(f"qwq-agent eval: {exc}", file=sys.stderr)
+        if args.output.exists():
+            print(f"rows written so far are in {args.output}; continue with --resume", file=sys.stderr)
         return 2
     Console().print(_summary_table(summary, args.output))
     if summary.mode == "harness":

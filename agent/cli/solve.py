@@ -146,6 +146,7 @@ def main(args: argparse.Namespace) -> int:
     from agent.cli.common import ConfigurationError, build_model, ensure_sandbox_image
     from agent.cli.view import make_view
     from agent.evals.problems import ProblemError, load_problem
+    from agent.models.openai_compat import ModelConfigurationError, ModelError
     from sandboxes import SandboxError
 
     view = make_view(quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking)
@@ -159,7 +160,11 @@ def main(args: argparse.Namespace) -> int:
         view.close()
         view.note("interrupted: the sandbox was removed; finished steps are in the transcript")
         return 130
-    except (ConfigurationError, ProblemError, SandboxError) as exc:
+    except (ConfigurationError, ModelConfigurationError, ProblemError, SandboxError) as exc:
         view.close()
         print(f"qwq-agent solve: {exc}", file=sys.stderr)
         return 2
+    except ModelError as exc:  # the server went away, a malformed stream: not a usage error
+        view.close()
+        print(f"qwq-agent solve: the model failed: {exc}", file=sys.stderr)
+        return 1

@@ -124,9 +124,21 @@ async def _run_pool(jobs: Sequence[Callable[[], Any]], concurrency: int) -> None
                 return
             await job()
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(max(1, min(concurrency, len(jobs)))):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, min(concurrency, len(jobs)))):
+                group.create_task(worker())
+    except BaseExceptionGroup as failed:
+        # A job raises only for what ends the whole evaluation (see `_fatal`): surface that error itself.
+        raise failed.exceptions[0] from None
+
+
+def _fatal(exc: Exception) -> bool:
+    """Errors that would fail every remaining problem the same way (a model that cannot be loaded or
+    reached with these settings) stop the evaluation instead of filling the file with error rows."""
+    from agent.models.openai_compat import ModelConfigurationError
+
+    return isinstance(exc, ModelConfigurationError)
 
 
 def _check_row(problem: Problem, kind: Kind, variant: str | None, check: CheckResult) -> dict[str, Any]:
@@ -226,6 +238,8 @@ async def run_agent_eval(
             try:
                 row = await _agent_row(problem, model_for(problem), checker, options, image, pool)
             except Exception as exc:
+                if _fatal(exc):
+                    raise
                 row = _harness_error_row(problem, "agent", None, exc)
             row["duration_s"] = round(time.monotonic() - started, 3)
             results.append(row)

@@ -205,3 +205,40 @@ def test_a_missing_problem_file_is_a_usage_error(tmp_path: Path) -> None:
     proc = solve_cli(tmp_path, "nothere.md", "--scripted", str(write_script(tmp_path, [])))
     assert proc.returncode == 2
     assert "no such file: nothere.md" in proc.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.llama
+@pytest.mark.slow
+@pytest.mark.usefixtures("docker")
+def test_in_process_gguf_through_solve_ends_cleanly(tmp_path: Path) -> None:
+    """The real llama.cpp path: a tiny random-weight Qwen2 GGUF with QwQ-32B's tokenizer. Its text is noise,
+    so it leaves no solution; what is tested is that model selection, the loop, the sandbox and the report
+    work end to end with it, and that the outcome is an honest exit code 1, not a crash."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    from agent.models.tiny import write_tiny_qwen2_gguf
+
+    model = write_tiny_qwen2_gguf(tmp_path / "tiny.gguf")
+    (tmp_path / "p.md").write_text(PROBLEM_MD)
+    proc = solve_cli(
+        tmp_path,
+        "p.md",
+        "--model",
+        str(model),
+        "--threads",
+        "1",
+        "--n-ctx",
+        "4096",
+        "--max-tokens",
+        "48",
+        "--max-steps",
+        "2",
+        "--seed",
+        "1",
+        "--quiet",
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "run: " in proc.stderr
+    assert "solution: none" in proc.stderr
