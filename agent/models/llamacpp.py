@@ -30,7 +30,7 @@ import codecs
 import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +86,8 @@ class LlamaCppModel:
     call (or `load()`); the loaded `Llama` is kept so that its KV cache carries over from step to step.
     `yarn=True` enables YaRN rope scaling (factor 4 over 32,768 original positions) for contexts beyond 32k.
     `max_string_length` caps strings inside constrained calls (for noise models; leave None for real ones).
+    `logit_bias` adds to the logits of free (unconstrained) sampling, keyed by token id or by the text of a
+    single token (`{"<|im_end|>": 5.0}`), as the OpenAI API's parameter does.
     Extra keyword arguments go to `llama_cpp.Llama` as they are.
     """
 
@@ -111,6 +113,7 @@ class LlamaCppModel:
         yarn_original_context: int = 32768,
         constrain_tool_calls: bool = True,
         max_string_length: int | None = None,
+        logit_bias: Mapping[int | str, float] | None = None,
         verbose: bool = False,
         **llama_kwargs: Any,
     ) -> None:
@@ -143,6 +146,7 @@ class LlamaCppModel:
         self.yarn_original_context = yarn_original_context
         self.constrain_tool_calls = constrain_tool_calls
         self.max_string_length = max_string_length
+        self.logit_bias = dict(logit_bias or {})
         self.verbose = verbose
         self.llama_kwargs = llama_kwargs
         self.last_stats = LlamaStats()
@@ -153,6 +157,7 @@ class LlamaCppModel:
         self._special: dict[str, int] = {}
         self._banned: list[int] = []
         self._eog: set[int] = set()
+        self._bias: dict[int, float] = {}
         self._calls = 0
 
     # -- loading ---------------------------------------------------------------------------------------------
@@ -260,6 +265,14 @@ class LlamaCppModel:
         # Control tokens other than end-of-turn never belong in an assistant turn (<|im_start|>, vision pads,
         # FIM markers); a real model does not write them, a noise model would.
         control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        self._bias = {}
+        for key, value in self.logit_bias.items():
+            if isinstance(key, str):
+                ids = llm.tokenize(key.encode(), add_bos=False, special=True)
+                if len(ids) != 1:
+                    raise ModelConfigurationError(f"logit_bias key {key!r} is not a single token ({ids})")
+                key = ids[0]
+            self._bias[int(key)] = float(value)
         self._banned = [
             t
             for t in range(llm.n_vocab())
@@ -420,8 +433,9 @@ class _Generation:
             if kind == "think-forced":
                 # A turn that must call a tool may not end inside its reasoning.
                 bans.extend(m._eog)
-            if bans:
-                chain.add_logit_bias(llm.n_vocab(), dict.fromkeys(bans, float("-inf")))
+            biases = {**m._bias, **dict.fromkeys(bans, float("-inf"))}
+            if biases:
+                chain.add_logit_bias(llm.n_vocab(), biases)
         chain.add_top_k(m.top_k)
         chain.add_top_p(m.top_p, 1)
         chain.add_min_p(m.min_p, 1)
@@ -467,7 +481,9 @@ class _Generation:
     def _inject(self, text: str) -> bool:
         """Write `text` into the turn as if the model had: evaluated, cached, and streamed."""
         tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        for chain in self.samplers.values():
+        for kind, chain in self.samplers.items():
+            if kind == "grammar":
+                continue  # a grammar aborts the process on a token it does not allow; it is reset per call
             for t in tokens:
                 chain.accept(t)
         ok = True

@@ -182,6 +182,8 @@ class OpenAICompatModel:
         self.headers = dict(headers or {})
         self.transport = transport
         self.last_requests: list[dict[str, Any]] = []
+        # Seconds waited before each retry of the last call: observable, so tests need not time anything.
+        self.retry_delays: list[float] = []
 
     def __repr__(self) -> str:
         return f"OpenAICompatModel(base_url={self.base_url!r}, model={self.model!r}, mode={self.mode!r})"
@@ -197,6 +199,7 @@ class OpenAICompatModel:
             if self.model is None:
                 self.model = await self._discover_model(client)
             self.last_requests = []
+            self.retry_delays = []
             if self.mode == "chat":
                 async for chunk in self._chat(client, request):
                     yield chunk
@@ -575,6 +578,7 @@ class OpenAICompatModel:
             retry_after = _retry_after(response.headers.get("retry-after"))
             if retry_after is not None:
                 delay = min(max(retry_after, 0.0), max(self.max_backoff, 0.0) * 4)
+        self.retry_delays.append(delay)
         await asyncio.sleep(delay)
         return attempt + 1
 
