@@ -54,7 +54,8 @@ async def collect(model: LlamaCppModel, request: ModelRequest) -> tuple[str, Mod
         text += chunk.text
         if chunk.finish_reason is not None:
             last = chunk
-    assert last is not None and last.usage is not None
+    assert last is not None
+    assert last.usage is not None
     return text, last
 
 
@@ -84,7 +85,8 @@ async def test_stops_at_end_of_turn_without_printing_it(make_llama: Factory) -> 
     text, last = await collect(model, request(tool_choice="auto"))
     assert last.finish_reason == "stop"
     assert "<|im_end|>" not in text
-    assert last.usage is not None and last.usage.completion_tokens == 0
+    assert last.usage is not None
+    assert last.usage.completion_tokens == 0
 
 
 async def test_stops_at_an_invented_tool_response(make_llama: Factory) -> None:
@@ -209,7 +211,7 @@ async def test_closing_the_stream_stops_generation(make_llama: Factory) -> None:
             break
     await stream.aclose()  # type: ignore[attr-defined]
     # The worker releases the model: the next call runs (and the cancelled one did not run to 4000 tokens).
-    text, last = await asyncio.wait_for(collect(make_llama_again(model), request(tool_choice="none")), 120)
+    _text, last = await asyncio.wait_for(collect(make_llama_again(model), request(tool_choice="none")), 120)
     assert last.finish_reason == "length"
 
 
@@ -246,7 +248,9 @@ def test_missing_file_is_a_clear_error(tmp_path: Any) -> None:
         LlamaCppModel(tmp_path / "nope.gguf")
 
 
-def test_from_pretrained_without_network_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+def test_from_pretrained_without_network_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     pytest.importorskip("huggingface_hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelConfigurationError, match="model_path"):
