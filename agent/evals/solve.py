@@ -16,7 +16,7 @@ import asyncio
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +25,20 @@ from agent.evals.problems import Problem
 if TYPE_CHECKING:
     from agent.events import Event
     from agent.loop import RunResult
-    from agent.models.base import Model
+    from agent.models.base import KeepThinking, Model
     from sandboxes import DockerSandbox, ExecResult
 
-__all__ = ["SOLUTION_FILE", "SolveOptions", "SolveOutcome", "solve_in_sandbox", "system_prompt", "task_text"]
+__all__ = [
+    "SOLUTION_FILE",
+    "SolveOptions",
+    "SolveOutcome",
+    "ran_after_last_write",
+    "solve",
+    "solve_in_sandbox",
+    "solve_sync",
+    "system_prompt",
+    "task_text",
+]
 
 SOLUTION_FILE = "solution.py"
 _CODE_TOOLS = ("python", "shell")
@@ -45,7 +55,7 @@ class SolveOptions:
     transcript_dir: Path | None = None
     solution_file: str = SOLUTION_FILE
     final_run_timeout: float = 30.0
-    keep_thinking: str = "none"
+    keep_thinking: KeepThinking = "none"
 
 
 @dataclass
@@ -59,7 +69,6 @@ class SolveOutcome:
     ran_by_agent: bool
     duration_s: float
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verified(self) -> bool:
@@ -68,6 +77,7 @@ class SolveOutcome:
 
 
 def system_prompt(solution_file: str = SOLUTION_FILE) -> str:
+    """The solve-mode system prompt; it names the same file the loop takes out, so the two cannot drift."""
     import prompts
     from sandboxes import WORKSPACE
 
@@ -136,7 +146,7 @@ async def solve_in_sandbox(
         timeout=options.timeout,
         thinking_budget=options.thinking_budget,
         token_budget=options.token_budget,
-        keep_thinking="current_task" if options.keep_thinking == "current_task" else "none",
+        keep_thinking=options.keep_thinking,
         transcript_dir=options.transcript_dir,
     )
     async for event in agent.stream(task_text(problem)):
