@@ -35,6 +35,11 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         name,
         help=help_text,
         description="Solve a coding problem: the agent writes, tests and runs a solution file in a sandbox.",
+        epilog="examples:\n"
+        "  qwq-agent solve problem.md --model qwq-32b-q4_k_m.gguf -o solution.py\n"
+        "  qwq-agent solve task.json --base-url http://127.0.0.1:8000/v1 --model-name qwq-32b\n"
+        '  qwq-agent solve "Write a function that returns the n-th prime; print the 100th." -o prime.py',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "problem", help="a .md/.txt file, a HumanEval-style .json file or object, or the text"
