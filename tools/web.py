@@ -110,7 +110,8 @@ class FetchResult:
     truncated_chars: bool
     """The readable text was longer than `max_chars` and was cut."""
     total_chars: int
-    """Length of the readable text before the `max_chars` cut."""
+    """Length of the readable text before the `max_chars` cut (a lower bound if `truncated_chars`: a huge
+    page is cut before it is converted)."""
     redirects: tuple[str, ...] = ()
     """The URLs redirected to, in order (the last is `final_url`)."""
     elapsed_s: float = 0.0
@@ -137,10 +138,7 @@ class FetchResult:
                 f"Cut: the body was longer than {self.bytes_read:,} bytes; only its beginning was read."
             )
         if self.truncated_chars:
-            lines.append(
-                f"Cut: the text was {self.total_chars:,} characters; "
-                f"only the first {len(self.text):,} are kept."
-            )
+            lines.append(f"Cut: the text is longer than the {len(self.text):,} characters kept.")
         return "\n".join(lines)
 
 
@@ -267,8 +265,20 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _transport(backend: _PinnedBackend, ssl_context: ssl.SSLContext | None) -> httpx.AsyncHTTPTransport:
-    transport = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
+_default_ssl: ssl.SSLContext | None = None
+
+
+async def _default_ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context, built once: loading the CA bundle takes ~0.1 s, too long for every fetch
+    and too long to block the event loop, so the first build runs in a thread. Contexts are safe to share."""
+    global _default_ssl
+    if _default_ssl is None:
+        _default_ssl = await asyncio.to_thread(httpx.create_ssl_context, trust_env=False)
+    return _default_ssl
+
+
+def _transport(backend: _PinnedBackend, ssl_context: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=False, retries=0)
     # httpx has no public way to pass a network backend; the pool it builds is replaced by the same pool over
     # ours. An httpx release that renames `_pool` makes this fail loudly, not fall back to unpinned lookups.
     if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
@@ -276,7 +286,7 @@ def _transport(backend: _PinnedBackend, ssl_context: ssl.SSLContext | None) -> h
             "this httpx version builds its transport differently; tools.web needs httpx 0.27-0.28"
         )
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
+        ssl_context=ssl_context,
         max_connections=10,
         max_keepalive_connections=5,
         http1=True,
@@ -360,9 +370,9 @@ def _media_type(header: str) -> tuple[str, str | None]:
 
 
 def _to_text(
-    data: bytes, mime: str, charset: str | None, truncated: bool, url: str
-) -> tuple[Kind, str, str | None, str | None]:
-    """(kind, text, codec, title) for a body; FetchError for what cannot be read as text. CPU-bound."""
+    data: bytes, mime: str, charset: str | None, truncated: bool, url: str, max_chars: int
+) -> tuple[Kind, str, str | None, str | None, bool]:
+    """(kind, text, codec, title, cut early) for a body; FetchError for what cannot be read. CPU-bound."""
     from tools import web_extract
 
     kind = web_extract.sniff_kind(mime, data)
@@ -379,7 +389,7 @@ def _to_text(
                 url=url,
             )
         try:
-            return "pdf", web_extract.pdf_to_text(data), None, None
+            return "pdf", web_extract.pdf_to_text(data), None, None, False
         except ImportError:
             raise FetchError(
                 f"{url} is a PDF, and reading PDFs needs the pypdf package, which is not installed.", url=url
@@ -390,11 +400,11 @@ def _to_text(
             ) from exc
     text, codec = web_extract.decode_text(data, charset, truncated=truncated)
     if kind == "html":
-        markdown, title = web_extract.html_to_markdown(text, url)
-        return "html", markdown, codec, title
+        markdown, title, cut = web_extract.html_to_markdown(text, url, max_chars)
+        return "html", markdown, codec, title, cut
     if kind == "json":
-        return "json", web_extract.pretty_json(text), codec, None
-    return "text", text, codec, None
+        return "json", web_extract.pretty_json(text), codec, None, False
+    return "text", text, codec, None, False
 
 
 # --- fetch ----------------------------------------------------------------------------------------------
@@ -502,7 +512,7 @@ async def _fetch(
     # Requests go straight to the transport: httpx's client parses every Location header itself, and rejects
     # odd IPv4 spellings there before this code could read them as the addresses they mean.
     limits = httpx.Timeout(timeout).as_dict()
-    async with _transport(backend, ssl_context) as transport:
+    async with _transport(backend, ssl_context or await _default_ssl_context()) as transport:
         while True:
             host = current.raw_host.decode("ascii")
             port = current.port or (443 if current.scheme == "https" else 80)
@@ -554,8 +564,8 @@ async def _fetch(
                     ) from exc
             finally:
                 await response.aclose()
-            kind, text, codec, title = await asyncio.to_thread(
-                _to_text, body, mime, charset, cut, str(current)
+            kind, text, codec, title, cut_early = await asyncio.to_thread(
+                _to_text, body, mime, charset, cut, str(current), max_chars
             )
             return FetchResult(
                 url=url,
@@ -569,7 +579,7 @@ async def _fetch(
                 text=text[:max_chars],
                 bytes_read=len(body),
                 truncated_bytes=cut,
-                truncated_chars=len(text) > max_chars,
+                truncated_chars=cut_early or len(text) > max_chars,
                 total_chars=len(text),
                 redirects=tuple(redirects),
                 elapsed_s=time.monotonic() - started,

@@ -97,6 +97,7 @@ _BOILERPLATE_TAGS = (
     "aside",
 )
 _LAYOUT_BLOCKS = ["table", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "pre", "blockquote", "form"]
+_TABLE_PARTS = ["tbody", "thead", "tfoot", "tr", "td", "th"]
 _BOILERPLATE_ROLES = ("navigation", "banner", "contentinfo", "search", "complementary", "dialog")
 
 
@@ -207,20 +208,71 @@ def _tidy(markdown: str) -> str:
 
 
 def _unwrap_layout_tables(soup: Any) -> None:
-    """Turn tables used for page layout (cells holding headings, lists or other tables) into plain blocks.
+    """Turn tables used for page layout (holding headings, lists or other tables) into plain blocks.
 
     Old sites lay out whole pages with tables; converted as Markdown tables, every paragraph would be
-    squeezed into one cell of one row.
+    squeezed into one cell of one row. One search per table keeps this linear on big pages.
     """
     for table in soup.find_all("table"):
-        if any(cell.find(_LAYOUT_BLOCKS) for cell in table.find_all(["td", "th"])):
-            for part in table.find_all(["tbody", "thead", "tfoot", "tr", "td", "th"]):
+        if table.find(_LAYOUT_BLOCKS) is not None:
+            for part in table.find_all(_TABLE_PARTS):
                 if part.find_parent("table") is table:
                     part.name = "div"
             table.name = "div"
-    for part in soup.find_all(["tbody", "thead", "tfoot", "tr", "td", "th"]):
+    for part in soup.find_all(_TABLE_PARTS):
         if part.find_parent("table") is None:  # readability cuts a layout cell out of its table
             part.name = "div"
+
+
+def _cut_tree(root: Any, max_chars: int) -> bool:
+    """Drop everything after about the first `max_chars` characters of text (an lxml tree, in place).
+
+    Converting text that will be cut anyway is most of the cost on multi-megabyte pages, and the cut is done
+    in lxml because removing nodes one by one from a BeautifulSoup tree is quadratic.
+    """
+    total = 0
+    last = None
+    for element in root.iter():
+        total += len((element.text or "").strip()) + len((element.tail or "").strip())
+        if total > max_chars:
+            last = element
+            break
+    if last is None:
+        return False
+    for child in list(last):
+        last.remove(child)
+    node = last
+    while node is not None and node is not root:
+        parent = node.getparent()
+        if parent is None:
+            break
+        for sibling in list(node.itersiblings()):
+            parent.remove(sibling)
+        node = parent
+    return True
+
+
+def _to_soup(root: Any, url: str, max_chars: int | None) -> tuple[Any, bool]:
+    """A BeautifulSoup of an lxml tree cut at `max_chars`, with links made absolute against `url`."""
+    import lxml.html  # type: ignore[import-untyped]
+    from bs4 import BeautifulSoup
+
+    cut = max_chars is not None and _cut_tree(root, max_chars)
+    soup = BeautifulSoup(lxml.html.tostring(root, encoding="unicode"), "lxml")
+    _absolute_links(soup, url)
+    return soup, cut
+
+
+def _absolute_links(soup: Any, url: str) -> None:
+    from urllib.parse import urljoin
+
+    for link in soup.find_all("a", href=True):
+        href = str(link["href"]).strip()
+        if href and not href.startswith(("#", "javascript:", "mailto:", "data:")):
+            try:
+                link["href"] = urljoin(url, href)
+            except ValueError:  # e.g. a malformed IPv6 host in the link
+                continue
 
 
 def _soup_to_markdown(soup: Any) -> str:
@@ -243,21 +295,26 @@ def _soup_to_markdown(soup: Any) -> str:
     return str(converter.convert_soup(soup))
 
 
-def _whole_page(html: str) -> str:
+def _whole_page(html: str, url: str, max_chars: int | None) -> tuple[str, bool]:
     """The page minus navigation, headers, footers, forms and scripts: for pages readability cannot read."""
-    from bs4 import BeautifulSoup
+    import lxml.html
 
-    soup = BeautifulSoup(html, "lxml")
-    for element in soup.find_all(_BOILERPLATE_TAGS):
-        element.decompose()
-    for element in soup.find_all(role=list(_BOILERPLATE_ROLES)):
-        element.decompose()
-    body = soup.body or soup
-    return _tidy(_soup_to_markdown(body))
+    try:
+        root = lxml.html.document_fromstring(html)
+    except Exception:  # lxml raises several types for empty or odd documents
+        return "", False
+    doomed = [e for e in root.iter(*_BOILERPLATE_TAGS)]
+    doomed += [e for e in root.iter() if isinstance(e.tag, str) and e.get("role") in _BOILERPLATE_ROLES]
+    for element in doomed:
+        if element.getparent() is not None:
+            element.drop_tree()
+    body = root.find("body")
+    soup, cut = _to_soup(body if body is not None else root, url, max_chars)
+    return _tidy(_soup_to_markdown(soup)), cut
 
 
 def _visible_chars(html: str) -> int:
-    import lxml.html  # type: ignore[import-untyped]
+    import lxml.html
 
     try:
         root = lxml.html.document_fromstring(html)
@@ -268,20 +325,25 @@ def _visible_chars(html: str) -> int:
     return len(" ".join(root.text_content().split()))
 
 
-def html_to_markdown(html: str, url: str) -> tuple[str, str | None]:
-    """Markdown of the main content of an HTML page and its title (links made absolute against `url`)."""
+def html_to_markdown(html: str, url: str, max_chars: int | None = None) -> tuple[str, str | None, bool]:
+    """Markdown of the main content of an HTML page, its title, and whether the text was cut at `max_chars`
+    (before conversion, so a huge page costs little more than its first `max_chars`). Links are absolute."""
     import logging
 
-    from bs4 import BeautifulSoup
+    import lxml.html
     from readability import Document  # type: ignore[import-untyped]
 
     logging.getLogger("readability.readability").setLevel(logging.ERROR)  # it logs every page at INFO
     title: str | None = None
+    cut = False
     try:
-        document = Document(html, url=url)
-        title = (document.short_title() or document.title() or "").strip() or None
+        # No url= here: readability would rewrite every link of the whole page; only the kept ones are.
+        document = Document(html)
         summary = document.summary(html_partial=True)
-        markdown = _tidy(_soup_to_markdown(BeautifulSoup(summary, "lxml")))
+        # After summary(), which parsed the page: asked first, the title would cost a parse of its own.
+        title = (document.short_title() or document.title() or "").strip() or None
+        soup, cut = _to_soup(lxml.html.fromstring(summary), url, max_chars)
+        markdown = _tidy(_soup_to_markdown(soup))
     except Exception:  # readability raises Unparseable and lxml errors on empty or broken documents
         markdown = ""
     if len(markdown) < 1000:
@@ -289,10 +351,10 @@ def html_to_markdown(html: str, url: str) -> tuple[str, str | None]:
         # tiny pages it can keep almost nothing while the page has plenty to read.
         visible = _visible_chars(html)
         if len(markdown) < 0.4 * visible:
-            markdown = _whole_page(html)
+            markdown, cut = _whole_page(html, url, max_chars)
     if title and not markdown.lstrip().startswith("#"):
         markdown = f"# {title}\n\n{markdown}"
-    return markdown, title
+    return markdown, title, cut
 
 
 def pdf_to_text(data: bytes, max_pages: int = 500) -> str:

@@ -584,7 +584,7 @@ async def test_text_is_capped_in_characters(server: str) -> None:
     assert result.truncated_chars
     assert len(result.text) == 300
     assert result.total_chars > 300
-    assert "only the first 300 are kept" in result.describe()
+    assert "longer than the 300 characters kept" in result.describe()
 
 
 async def test_connection_refused_is_a_fetch_error(dialled: list[str]) -> None:

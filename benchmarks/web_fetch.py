@@ -1,0 +1,354 @@
+"""Web fetch cost: a 5 MB HTML page fetched and extracted, 50 concurrent fetches, and the extractor comparison.
+
+Everything is served from a local HTTP server on 127.0.0.1; nothing leaves the machine.
+
+1. One 5 MB article page (the news fixture's body repeated, with its navigation, ads and footer around it):
+   wall time and peak memory of `tools.web.fetch` (download, decode, readability + markdownify), each run in a
+   fresh subprocess so peak RSS is that of one fetch. Baseline in the same run: a plain httpx GET of the same
+   page (download only).
+2. 50 concurrent `fetch` calls of the fixture pages (asyncio.gather): wall time and per-fetch latency.
+   Baseline: 50 concurrent plain httpx GETs of the same URLs.
+3. `--compare-extractors`: the measurement behind the choice of extraction library. For each candidate
+   installed (trafilatura, readability-lxml + markdownify, readability-lxml + html2text, html2text alone,
+   markdownify alone, inscriptis), on the saved pages in tests/tools/fixtures with their expectations:
+   share of main-content phrases kept, share of boilerplate phrases dropped, share of structure kept
+   (headings, list items, table rows, fenced code, links), time per page, and time and peak RSS on the 5 MB
+   page (in a subprocess each).
+
+    python benchmarks/web_fetch.py [--repeat 3] [--concurrency 50] [--compare-extractors]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.server
+import json
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "tools" / "fixtures"
+ENCODINGS = {"legacy_cp1252.html": "cp1252", "news_shift_jis.html": "shift_jis"}
+
+
+def big_page(size: int = 5_000_000) -> bytes:
+    """The news fixture with its article body repeated until the page is `size` bytes."""
+    src = (FIXTURES / "news_article.html").read_text(encoding="utf-8")
+    marker = '<div class="content__article-body" itemprop="articleBody">'
+    head, rest = src.split(marker, 1)
+    body, tail = rest.split('</div>\n  <div class="submeta">', 1)
+    parts: list[str] = []
+    total = len(head) + len(tail)
+    i = 0
+    while total < size:
+        chunk = f"<h2>Part {i}</h2>" + body
+        parts.append(chunk)
+        total += len(chunk.encode())
+        i += 1
+    return (head + marker + "".join(parts) + '</div>\n  <div class="submeta">' + tail).encode()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    pages: dict[str, tuple[bytes, str]] = {}  # noqa: RUF012 - filled once before serving
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body, content_type = self.pages.get(self.path, (b"not found", "text/plain"))
+        self.send_response(200 if self.path in self.pages else 404)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def serve() -> tuple[str, http.server.ThreadingHTTPServer]:
+    pages = {"/big.html": (big_page(), "text/html; charset=utf-8")}
+    for path in sorted(FIXTURES.glob("*.html")):
+        charset = "" if path.name in ENCODINGS else "; charset=utf-8"
+        pages[f"/{path.name}"] = (path.read_bytes(), "text/html" + charset)
+    _Handler.pages = pages
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.request_queue_size = 128
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}", httpd
+
+
+# --- one fetch in a fresh process (peak memory) -------------------------------------------------------------
+
+
+def _child(mode: str, url: str) -> None:
+    import httpx
+
+    from tools.web import fetch
+
+    async def run() -> dict[str, Any]:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        if mode == "fetch":
+            result = await fetch(
+                url, allowed_hosts=["127.0.0.1"], max_bytes=8_000_000, max_chars=10_000_000, timeout=300
+            )
+            chars, size = result.total_chars, result.bytes_read
+        else:
+            async with httpx.AsyncClient(trust_env=False) as client:
+                response = await client.get(url)
+            chars, size = len(response.text), len(response.content)
+        elapsed = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return {
+            "s": elapsed,
+            "peak_mb": peak / 1024,
+            "delta_mb": (peak - before) / 1024,
+            "chars": chars,
+            "bytes": size,
+        }
+
+    print(json.dumps(asyncio.run(run())))
+
+
+def _in_child(mode: str, url: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, url], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def bench_big(base: str, repeat: int) -> None:
+    print(
+        f"5 MB page ({len(_Handler.pages['/big.html'][0]) / 1e6:.1f} MB of HTML), {repeat} runs, fresh process each"
+    )
+    for mode, label in (("get", "httpx GET only (baseline)"), ("fetch", "tools.web.fetch (extract)")):
+        runs = [_in_child(mode, base + "/big.html") for _ in range(repeat)]
+        secs = [r["s"] for r in runs]
+        print(
+            f"  {label:28s} median {statistics.median(secs):6.2f} s  (min {min(secs):.2f})  "
+            f"peak RSS {max(r['peak_mb'] for r in runs):6.0f} MB  (+{max(r['delta_mb'] for r in runs):.0f} MB during)  "
+            f"text {runs[0]['chars'] / 1e6:.2f} M chars"
+        )
+
+
+# --- concurrency --------------------------------------------------------------------------------------------
+
+
+async def bench_concurrent(base: str, n: int, repeat: int) -> None:
+    import httpx
+
+    from tools.web import fetch
+
+    names = sorted(p.name for p in FIXTURES.glob("*.html"))
+    urls = [f"{base}/{names[i % len(names)]}" for i in range(n)]
+
+    async def timed(coro_fn: Callable[[str], Any], url: str) -> float:
+        started = time.perf_counter()
+        await coro_fn(url)
+        return time.perf_counter() - started
+
+    async with httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=n)) as client:
+
+        async def plain(url: str) -> Any:
+            return (await client.get(url)).text
+
+        async def ours(url: str) -> Any:
+            return await fetch(url, allowed_hosts=["127.0.0.1"])
+
+        print(f"{n} concurrent fetches of the {len(names)} fixture pages (cycled), best of {repeat}")
+        for label, fn in (("httpx GET only (baseline)", plain), ("tools.web.fetch (extract)", ours)):
+            best: tuple[float, list[float]] | None = None
+            for _ in range(repeat):
+                started = time.perf_counter()
+                latencies = await asyncio.gather(*(timed(fn, u) for u in urls))
+                wall = time.perf_counter() - started
+                if best is None or wall < best[0]:
+                    best = (wall, sorted(latencies))
+            assert best is not None
+            wall, lat = best
+            print(
+                f"  {label:28s} wall {wall:6.2f} s  ({n / wall:6.1f} pages/s)  "
+                f"latency p50 {lat[len(lat) // 2] * 1000:6.0f} ms  p95 {lat[int(len(lat) * 0.95)] * 1000:6.0f} ms"
+            )
+
+
+# --- extractor comparison -----------------------------------------------------------------------------------
+
+
+def _candidates() -> dict[str, Callable[[str], str]]:
+    def trafilatura_md(html: str) -> str:
+        import trafilatura
+
+        return (
+            trafilatura.extract(
+                html,
+                output_format="markdown",
+                include_links=True,
+                include_tables=True,
+                include_formatting=True,
+            )
+            or ""
+        )
+
+    def readability_markdownify(html: str) -> str:
+        from tools.web_extract import html_to_markdown
+
+        return html_to_markdown(html, "https://example.org/page.html")[0]
+
+    def readability_html2text(html: str) -> str:
+        import html2text
+        from readability import Document
+
+        h = html2text.HTML2Text()
+        h.body_width = 0
+        return str(h.handle(Document(html).summary(html_partial=True)))
+
+    def html2text_whole(html: str) -> str:
+        import html2text
+
+        h = html2text.HTML2Text()
+        h.body_width = 0
+        return str(h.handle(html))
+
+    def markdownify_whole(html: str) -> str:
+        from markdownify import markdownify
+
+        return str(markdownify(html, heading_style="ATX", strip=["script", "style"]))
+
+    def inscriptis_text(html: str) -> str:
+        from inscriptis import get_text
+
+        return str(get_text(html))
+
+    return {
+        "trafilatura (markdown)": trafilatura_md,
+        "readability+markdownify*": readability_markdownify,
+        "readability+html2text": readability_html2text,
+        "html2text (whole page)": html2text_whole,
+        "markdownify (whole page)": markdownify_whole,
+        "inscriptis (whole page)": inscriptis_text,
+    }
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("\\", ""))
+
+
+def _score(expect: dict[str, Any], out: str) -> tuple[float, float, float]:
+    flat = _norm(out)
+    kept = sum(_norm(m) in flat for m in expect["must"]) / len(expect["must"])
+    dropped = sum(_norm(m) not in flat for m in expect["must_not"]) / len(expect["must_not"])
+    lines = out.splitlines()
+    good = 0
+    for kind, value in expect["structure"].items():
+        if kind == "heading":
+            good += any(line.lstrip().startswith("#") and value in line for line in lines)
+        elif kind == "list_item":
+            good += any(re.match(r"\s*([-*+]|\d+\.)\s", line) and value in _norm(line) for line in lines)
+        elif kind == "table_cell":
+            good += any("|" in line and value in line for line in lines)
+        elif kind == "code_block":
+            good += any(value in block for block in out.split("```")[1::2])
+        elif kind == "link":
+            good += bool(re.search(r"\]\([^)]*" + re.escape(value), out))
+    return kept, dropped, good / len(expect["structure"])
+
+
+def _child_extract(name: str) -> None:
+    html = big_page().decode()
+    fn = _candidates()[name]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    out = fn(html)
+    print(
+        json.dumps(
+            {
+                "s": time.perf_counter() - started,
+                "delta_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024,
+                "chars": len(out),
+            }
+        )
+    )
+
+
+def compare_extractors(repeat: int) -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.CRITICAL)
+    expectations = json.loads((FIXTURES / "expectations.json").read_text(encoding="utf-8"))
+    pages = {n: (FIXTURES / n).read_bytes().decode(ENCODINGS.get(n, "utf-8")) for n in expectations}
+    print(
+        f"extractors on {len(pages)} fixture pages (content kept / boilerplate dropped / structure kept; "
+        "1.00 is best) and on the 5 MB page; * = chosen"
+    )
+    for name, fn in _candidates().items():
+        try:
+            fn("<html><body><p>warm up</p></body></html>")
+        except ImportError as exc:
+            print(f"  {name:26s} not installed ({exc.name})")
+            continue
+        scores = [_score(expectations[n], fn(html)) for n, html in pages.items()]
+        per_page = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            for html in pages.values():
+                fn(html)
+            per_page.append((time.perf_counter() - started) / len(pages))
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-extract", name],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        big = json.loads(out.stdout.strip().splitlines()[-1])
+        kept, dropped, structure = (statistics.mean(s[i] for s in scores) for i in range(3))
+        worst = min(pages, key=lambda n: scores[list(pages).index(n)][0])
+        print(
+            f"  {name:26s} {kept:.2f} / {dropped:.2f} / {structure:.2f}  "
+            f"{min(per_page) * 1000:6.1f} ms/page   5 MB: {big['s']:6.2f} s, +{big['delta_mb']:.0f} MB RSS"
+            f"   (least content kept: {worst.split('.')[0]} {min(s[0] for s in scores):.2f})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--compare-extractors", action="store_true")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child-extract", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    if args.child:
+        _child(*args.child)
+        return
+    if args.child_extract:
+        _child_extract(args.child_extract)
+        return
+    if args.compare_extractors:
+        compare_extractors(args.repeat)
+        return
+    base, httpd = serve()
+    try:
+        bench_big(base, args.repeat)
+        asyncio.run(bench_concurrent(base, args.concurrency, args.repeat))
+    finally:
+        httpd.shutdown()
+
+
+if __name__ == "__main__":
+    main()
