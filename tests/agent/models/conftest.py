@@ -71,6 +71,12 @@ def free_port() -> int:
         return port
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on (for connection-refused paths)."""
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def llama_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-cpp-python's own OpenAI-compatible server on the tiny GGUF; yields its base URL (…/v1)."""

@@ -235,10 +235,8 @@ async def test_context_length_400(scripted: Scripted) -> None:
         await collect(model_for(scripted), task())
 
 
-async def test_connection_refused_is_retried_then_unavailable() -> None:
-    from tests.agent.models.conftest import free_port
-
-    model = OpenAICompatModel(f"http://127.0.0.1:{free_port()}/v1", model="m", max_retries=1, backoff=0.01)
+async def test_connection_refused_is_retried_then_unavailable(unused_port: int) -> None:
+    model = OpenAICompatModel(f"http://127.0.0.1:{unused_port}/v1", model="m", max_retries=1, backoff=0.01)
     with pytest.raises(ModelUnavailableError, match="ConnectError"):
         await collect(model, task())
 
