@@ -19,6 +19,7 @@ COMMANDS["replay"] = (
 COMMANDS["sandbox"] = ("agent.cli.sandbox", "build, check and clean up the Docker sandbox")
 COMMANDS["solve"] = ("agent.cli.solve", "solve a coding problem: write, test and run a solution in a sandbox")
 COMMANDS["eval"] = ("agent.cli.eval", "evaluate on HumanEval (pass@1); --check-harness tests the checker")
+COMMANDS["models"] = ("agent.cli.models", "check a model or server: chat template, context, speed")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
