@@ -192,7 +192,12 @@ async def _check_server(args: argparse.Namespace) -> dict[str, Any]:
     from agent.models.base import ModelRequest
     from agent.models.openai_compat import OpenAICompatModel
 
-    kwargs: dict[str, Any] = {"mode": args.api_mode, "max_tokens": args.tokens, "model": args.model_name}
+    kwargs: dict[str, Any] = {
+        "mode": args.api_mode,
+        "max_tokens": args.tokens,
+        "model": args.model_name,
+        "max_retries": 1,
+    }
     if args.api_key_env:
         kwargs["api_key_env"] = args.api_key_env
     model = OpenAICompatModel(args.base_url, **kwargs)
