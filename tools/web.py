@@ -22,6 +22,7 @@ text (with the optional pypdf), other binary types are refused with a sentence s
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import ipaddress
 import socket
 import ssl
@@ -63,6 +64,7 @@ DEFAULT_MAX_REDIRECTS = 5
 DEFAULT_PAGE_CHARS = 8_000
 """Characters per `web_fetch` page: ~2k tokens, well under the toolbox's 20k-character result cap."""
 
+INSTALL_HINT = "pip install 'qwq-agent[web]'"
 USER_AGENT = "qwq-agent-web-fetch/0.1 (+https://pypi.org/project/qwq-agent/)"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 65_536
@@ -400,7 +402,12 @@ def _to_text(
             ) from exc
     text, codec = web_extract.decode_text(data, charset, truncated=truncated)
     if kind == "html":
-        markdown, title, cut = web_extract.html_to_markdown(text, url, max_chars)
+        try:
+            markdown, title, cut = web_extract.html_to_markdown(text, url, max_chars)
+        except ImportError as exc:  # the web extra is missing; web_fetch_tool() refuses to start without it
+            raise FetchError(
+                f"{url} is an HTML page, and reading HTML needs {exc.name}: {INSTALL_HINT}", url=url
+            ) from exc
         return "html", markdown, codec, title, cut
     if kind == "json":
         return "json", web_extract.pretty_json(text), codec, None, False
@@ -651,7 +658,18 @@ def web_fetch_tool(
     resolver: Resolver | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> Tool[..., Any]:
-    """The `web_fetch` tool: `url` and an optional `page`; refusals and failures become error observations."""
+    """The `web_fetch` tool: `url` and an optional `page`; refusals and failures become error observations.
+
+    Raises ImportError (saying what to install) if the HTML extraction libraries are missing, so a missing
+    extra is found when the agent is built, not by the model on its first page.
+    """
+    missing = [
+        name
+        for name in ("readability", "markdownify", "bs4", "lxml")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise ImportError(f"web_fetch needs {', '.join(missing)}: {INSTALL_HINT}")
     hosts = tuple(allowed_hosts)
     cache = _Cache()
 

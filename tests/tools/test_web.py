@@ -782,3 +782,14 @@ async def test_tls_with_default_trust_rejects_the_test_ca(
     port, _, _ = tls_server
     with pytest.raises(FetchError, match=r"(?i)certificate"):
         await fetch(f"https://myapp.test:{port}/text", allowed_hosts=["myapp.test"], resolver=resolver)
+
+
+def test_the_tool_refuses_to_start_without_the_extraction_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "readability" else real(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"readability: pip install 'qwq-agent\[web\]'"):
+        web_tools()
