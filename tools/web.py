@@ -187,11 +187,9 @@ async def _checked_addresses(
         addresses = []
         for text in found:
             try:
-                addresses.append(ipaddress.ip_address(text.split("%", 1)[0] if "%" in text else text))
+                addresses.append(ipaddress.ip_address(text))  # IPv6 zone indexes ("%eth0") are kept
             except ValueError:
                 continue
-            if "%" in text:  # a zone index only exists on link-local addresses
-                addresses[-1] = ipaddress.IPv6Address(text)
         if not addresses:
             raise FetchError(f"The host name {host!r} of {url} does not resolve to any address.", url=url)
     if not (allow_private or key in allowed):

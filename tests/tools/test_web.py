@@ -252,6 +252,8 @@ RESOLVED = {
     "metadata.test": ["169.254.169.254"],
     "rebind.test": ["93.184.216.34", "127.0.0.1"],  # one public, one private answer: refused as a whole
     "mapped.test": ["::ffff:127.0.0.1"],
+    "scoped.test": ["fe80::1%eth0"],
+    "ula.test": ["2606:4700::1111", "fd00::1"],
 }
 
 
@@ -417,6 +419,8 @@ async def test_loopback_in_every_spelling_is_refused_by_default(
         "http://metadata.test/",
         "http://rebind.test/",
         "http://mapped.test/",
+        "http://scoped.test/",
+        "http://ula.test/",
     ],
 )
 async def test_private_and_special_addresses_are_refused_before_connecting(
