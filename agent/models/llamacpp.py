@@ -213,6 +213,13 @@ class LlamaCppModel:
         llm: Llama | None = self._llama
         return llm
 
+    def reset_cache(self) -> None:
+        """Forget the KV cache: the next call evaluates its whole prompt (benchmarks use it for cold runs)."""
+        with self._lock:
+            self._cache = []
+            if self._llama is not None:
+                self._llama.reset()
+
     def close(self) -> None:
         """Free the model and its KV cache."""
         with self._lock:
@@ -503,7 +510,7 @@ class _Generation:
         self.stats.cached_tokens = reused
         self.stats.evaluated_tokens = prompt_tokens - reused
         forced = job.tool_choice not in ("auto", "none")
-        constrained = model.constrain_tool_calls or forced
+        constrained = model.constrain_tool_calls
         phase = "think" if job.prompt.endswith(THINK_OPEN) else "answer"
         if phase == "answer" and forced:
             phase = "open-call"
@@ -521,8 +528,7 @@ class _Generation:
                 if not self._inject(("" if self.window.endswith("\n\n") else "\n\n") + CALL_OPEN):
                     finish = "tool_response"
                     break
-                phase = "call"
-                self._chain("grammar").reset()
+                phase = self._start_call(constrained)
                 continue
             if phase == "after-call" and forced:
                 # Another call, or the end of the turn: the only two choices left.
@@ -531,8 +537,7 @@ class _Generation:
                     if not self._inject("\n" + CALL_OPEN):
                         finish = "tool_response"
                         break
-                    phase = "call"
-                    self._chain("grammar").reset()
+                    phase = self._start_call(constrained)
                     continue
                 finish = "stop"
                 break
@@ -548,7 +553,7 @@ class _Generation:
                 continue
             if phase == "think":
                 kind = "think-forced" if forced else "think"
-            elif phase == "call":
+            elif phase == "call" and constrained:
                 kind = "grammar"
             else:
                 kind = "answer-none" if job.tool_choice == "none" else "answer"
@@ -566,7 +571,7 @@ class _Generation:
                 break
             if phase == "think":
                 self.stats.thinking_tokens += 1
-            if phase == "call":
+            if kind == "grammar":
                 self.stats.grammar_tokens += 1
             if not self._accept(token):
                 finish = "tool_response"
@@ -574,11 +579,8 @@ class _Generation:
             if phase == "think" and (token == special.get(THINK_CLOSE) or self.window.endswith(THINK_CLOSE)):
                 phase = "open-call" if forced else "answer"
             elif phase == "answer" and (token == special.get(CALL_OPEN) or self.window.endswith(CALL_OPEN)):
-                self.stats.tool_calls += 1
-                if constrained:
-                    phase = "call"
-                    self._chain("grammar").reset()
-            elif phase == "call" and self.window.endswith(CALL_CLOSE):
+                phase = self._start_call(constrained)
+            elif phase == "call" and self.window.endswith(CALL_CLOSE if constrained else CALL_CLOSE.strip()):
                 phase = "after-call"
                 if not forced:
                     phase = "answer"
@@ -608,6 +610,13 @@ class _Generation:
                 },
             )
         )
+
+    def _start_call(self, constrained: bool) -> str:
+        """Enter a call body (just opened by `<tool_call>`): under the grammar unless calls are unconstrained."""
+        self.stats.tool_calls += 1
+        if constrained:
+            self._chain("grammar").reset()
+        return "call"
 
     def _close_reasoning(self) -> bool:
         import prompts

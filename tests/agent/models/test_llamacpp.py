@@ -161,6 +161,11 @@ async def test_unconstrained_option_leaves_calls_to_the_model(make_llama: Factor
     model = make_llama(max_tokens=60, constrain_tool_calls=False, logit_bias={"<tool_call>": 12.0})
     await collect(model, request(tool_choice="auto", thinking_budget=2))
     assert model.last_stats.grammar_tokens == 0
+    # tool_choice="required" still opens the call after the reasoning, but its body is free text.
+    text, _ = await collect(model, request(tool_choice="required", thinking_budget=2))
+    assert answer_part(text).startswith("\n\n<tool_call>")
+    assert model.last_stats.grammar_tokens == 0
+    assert model.last_stats.tool_calls >= 1
 
 
 def next_messages(previous: Sequence[Message], text: str, completion: Completion) -> list[Message]:
