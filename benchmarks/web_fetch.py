@@ -265,8 +265,9 @@ def _score(expect: dict[str, Any], out: str) -> tuple[float, float, float]:
             good += any(re.match(r"\s*([-*+]|\d+\.)\s", line) and value in _norm(line) for line in lines)
         elif kind == "table_cell":
             good += any("|" in line and value in line for line in lines)
-        elif kind == "code_block":
-            good += any(value in block for block in out.split("```")[1::2])
+        elif kind == "code_block":  # fenced, or indented by four spaces: both are Markdown code blocks
+            fenced = any(value in block for block in out.split("```")[1::2])
+            good += fenced or any(line.startswith("    ") and value in line for line in lines)
         elif kind == "link":
             good += bool(re.search(r"\]\([^)]*" + re.escape(value), out))
     return kept, dropped, good / len(expect["structure"])
