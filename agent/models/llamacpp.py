@@ -329,16 +329,41 @@ class LlamaCppModel:
 
     # -- the worker ------------------------------------------------------------------------------------------
     def _work(self, job: _Job) -> None:
+        pending: list[str] = []
+        guard = threading.Lock()
+        scheduled = False
+
         def put(item: object) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
                 job.loop.call_soon_threadsafe(job.queue.put_nowait, item)
+
+        def flush() -> None:  # runs on the event loop
+            nonlocal scheduled
+            with guard:
+                text = "".join(pending)
+                pending.clear()
+                scheduled = False
+            if text:
+                job.queue.put_nowait(ModelChunk(text=text))
+
+        def put_text(text: str) -> None:
+            # Pieces coalesce while the loop is busy: one wake-up per batch, not per token. Callbacks run in
+            # order, so a flush scheduled before the final chunk delivers all text ahead of it.
+            nonlocal scheduled
+            with guard:
+                pending.append(text)
+                if scheduled:
+                    return
+                scheduled = True
+            with contextlib.suppress(RuntimeError):
+                job.loop.call_soon_threadsafe(flush)
 
         try:
             with self._lock:
                 if job.stop.is_set():
                     return
                 llm = self._ensure_loaded()
-                _Generation(self, llm, job, put).run()
+                _Generation(self, llm, job, put, put_text).run()
         except BaseException as exc:
             put(exc if isinstance(exc, ModelError) else ModelError(f"llama.cpp generation failed: {exc!r}"))
             if not isinstance(exc, Exception):
@@ -391,11 +416,13 @@ class LlamaCppModel:
 class _Generation:
     """One completion: the phase machine around the token loop (runs in the worker thread)."""
 
-    def __init__(self, model: LlamaCppModel, llm: Any, job: _Job, put: Any) -> None:
+    def __init__(self, model: LlamaCppModel, llm: Any, job: _Job, put: Any, put_text: Any) -> None:
         self.model = model
         self.llm = llm
         self.job = job
         self.put = put
+        self.put_text = put_text
+        self.n_ctx = llm.n_ctx()
         self.stats = LlamaStats()
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.window = ""  # the last characters generated, for tag detection
@@ -474,7 +501,7 @@ class _Generation:
     def _send(self, text: str) -> None:
         if text:
             self.text.append(text)
-            self.put(ModelChunk(text=text))
+            self.put_text(text)
 
     def _accept(self, token: int) -> bool:
         """Evaluate a generated token into the KV cache and emit its text."""
@@ -500,7 +527,7 @@ class _Generation:
         return ok
 
     def _room(self) -> bool:
-        return self.stats.completion_tokens < self.job.max_tokens and self.llm.n_tokens < self.llm.n_ctx() - 1
+        return self.stats.completion_tokens < self.job.max_tokens and self.llm.n_tokens < self.n_ctx - 1
 
     # -- the phase machine -----------------------------------------------------------------------------------
     def run(self) -> None:
