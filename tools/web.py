@@ -64,7 +64,7 @@ DEFAULT_MAX_REDIRECTS = 5
 DEFAULT_PAGE_CHARS = 8_000
 """Characters per `web_fetch` page: ~2k tokens, well under the toolbox's 20k-character result cap."""
 
-INSTALL_HINT = "pip install 'qwq-agent[web]'"
+INSTALL_HINT = "pip install readability-lxml markdownify (dependencies of qwq-agent)"
 USER_AGENT = "qwq-agent-web-fetch/0.1 (+https://pypi.org/project/qwq-agent/)"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 65_536

@@ -795,5 +795,5 @@ def test_the_tool_refuses_to_start_without_the_extraction_libraries(monkeypatch:
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "readability" else real(name, *a)
     )
-    with pytest.raises(ImportError, match=r"readability: pip install 'qwq-agent\[web\]'"):
+    with pytest.raises(ImportError, match=r"readability: pip install readability-lxml markdownify"):
         web_tools()
