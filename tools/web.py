@@ -359,6 +359,15 @@ async def _read_body(response: httpx.Response, url: str, max_bytes: int) -> tupl
     return bytes(body), False
 
 
+_READABLE = "this tool reads web pages, text, JSON and PDF only."
+
+
+def _declared_binary(mime: str) -> bool:
+    from tools.web_extract import sniff_kind
+
+    return sniff_kind(mime, b"") == "binary" and mime != ""
+
+
 def _media_type(header: str) -> tuple[str, str | None]:
     mime, _, params = header.partition(";")
     charset = None
@@ -379,7 +388,7 @@ def _to_text(
     if kind == "binary":
         raise FetchError(
             f"{url} holds {mime or 'binary data'} ({len(data):,}{'+' if truncated else ''} bytes), not text: "
-            "this tool reads web pages, text, JSON and PDF only.",
+            + _READABLE,
             url=url,
         )
     if kind == "pdf":
@@ -557,6 +566,10 @@ async def _fetch(
                     redirects.append(str(current))
                     continue
                 mime, charset = _media_type(response.headers.get("content-type", ""))
+                if _declared_binary(mime):  # refused before its body is downloaded
+                    length = response.headers.get("content-length", "")
+                    size = f" ({int(length):,} bytes)" if length.isdigit() else ""
+                    raise FetchError(f"{current} holds {mime}{size}, not text: {_READABLE}", url=url)
                 try:
                     body, cut = await _read_body(response, str(current), max_bytes)
                 except httpx.TimeoutException as exc:

@@ -116,9 +116,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._send(200, b"arrived", "text/plain")
             else:
                 self._send(301, b"", "text/plain", Location=f"/hop/{n - 1}")
-        elif path == "/huge":  # 1 GB announced and produced on the fly, never stored
+        elif path in ("/huge", "/video"):  # 1 GB announced and produced on the fly, never stored
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", "text/plain" if path == "/huge" else "video/mp4")
             self.send_header("Content-Length", str(ONE_GB))
             self.end_headers()
             line = b"all work and no play makes a dull page\n" * 1600
@@ -359,6 +359,11 @@ async def test_binary_is_refused_with_a_sentence(server: str, path: str, words: 
     with pytest.raises(FetchError, match=words) as caught:
         await fetch(f"http://{server}{path}", allowed_hosts=LOOPBACK)
     assert "not text" in str(caught.value)
+
+
+async def test_declared_binary_is_refused_before_its_body_is_read(server: str) -> None:
+    with pytest.raises(FetchError, match=r"video/mp4 \(1,073,741,824 bytes\), not text"):
+        await fetch(f"http://{server}/video", allowed_hosts=LOOPBACK, timeout=10)
 
 
 async def test_error_statuses_come_back_as_results(server: str) -> None:
