@@ -5,11 +5,14 @@ No network here: these are the pure functions the fetch relies on before it open
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import socket
+import unittest.mock
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tools.web_addresses import parse_ip_literal, refusal_reason
@@ -122,3 +125,87 @@ def test_ipv4_parsing_agrees_with_the_c_library(host: str) -> None:
     if host.endswith(".") and expected is None:
         return  # we also accept one trailing dot, which resolvers strip before inet_aton sees the name
     assert got == expected
+
+
+# --- hostile input: whatever the URL and the DNS answers, only checked public addresses are ever dialled -----
+
+_ADDRESS_POOL = [
+    "8.8.8.8",
+    "93.184.216.34",
+    "2606:4700:4700::1111",
+    "127.0.0.1",
+    "10.1.2.3",
+    "169.254.169.254",
+    "100.64.3.4",
+    "192.168.0.10",
+    "::1",
+    "::ffff:127.0.0.1",
+    "fd00::7",
+    "fe80::1%eth0",
+    "0.0.0.0",
+    "224.0.0.251",
+    "2002:a00:1::1",
+    "64:ff9b::a9fe:a9fe",
+]
+
+
+def _spellings(number: int) -> list[str]:
+    octets = number.to_bytes(4, "big")
+    return [
+        str(number),
+        hex(number),
+        "0" + oct(number)[2:],
+        ".".join(str(o) for o in octets),
+        ".".join(f"0x{o:x}" for o in octets),
+        f"{octets[0]}.{int.from_bytes(octets[1:], 'big')}",
+        f"{octets[0]}.{octets[1]}.{int.from_bytes(octets[2:], 'big')}",
+        "[::ffff:" + ".".join(str(o) for o in octets) + "]",
+    ]
+
+
+@st.composite
+def hosts(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["literal", "name", "pool"]))
+    if kind == "literal":
+        number = draw(
+            st.one_of(
+                st.integers(0, 2**32 - 1),
+                st.sampled_from([0x7F000001, 0x0A000001, 0xA9FEA9FE, 0x64400001, 0xC0A80001, 0]),
+            )
+        )
+        return draw(st.sampled_from(_spellings(number)))
+    if kind == "pool":
+        text = draw(st.sampled_from(_ADDRESS_POOL)).replace("%", "%25")
+        return f"[{text}]" if ":" in text else text
+    return draw(st.sampled_from(["example.org", "localhost", "a.localhost", "LocalHost.", "intranet.corp"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    host=hosts(),
+    answers=st.lists(st.sampled_from(_ADDRESS_POOL), min_size=1, max_size=3),
+    https=st.booleans(),
+)
+def test_only_checked_public_addresses_are_ever_dialled(host: str, answers: list[str], https: bool) -> None:
+    """The connection guard here never connects: it records the address and fails the attempt."""
+    import httpcore
+
+    from tools import web
+
+    dialled: list[str] = []
+
+    async def guard(backend: object, ip: str, *args: object) -> object:
+        dialled.append(ip)
+        raise httpcore.ConnectError("test guard: no connection is ever made")
+
+    async def resolver(name: str, port: int) -> list[str]:
+        return answers
+
+    async def attempt() -> None:
+        with contextlib.suppress(web.FetchError):
+            await web.fetch(f"{'https' if https else 'http'}://{host}/path", resolver=resolver, timeout=5)
+
+    with unittest.mock.patch.object(web, "_open_tcp", guard):
+        asyncio.run(attempt())
+    for ip in dialled:
+        assert refusal_reason(ipaddress.ip_address(ip)) is None, (host, answers, dialled)
