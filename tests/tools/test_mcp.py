@@ -320,3 +320,20 @@ async def test_concurrent_calls_from_many_tasks(server_log: IO[str]) -> None:
         calls = [asyncio.create_task(servers.call("c", "add", {"a": i, "b": i})) for i in range(20)]
         results = await asyncio.gather(*calls)
         assert [r.content for r in results] == [str(2 * i) for i in range(20)]
+
+
+def test_structured_only_results_and_odd_tool_names() -> None:
+    import mcp_types
+
+    from tools.mcp import _tool_name, result_to_observation
+
+    structured = mcp_types.CallToolResult(content=[], structured_content={"rows": [1, 2], "name": "é"})
+    assert (
+        result_to_observation(structured).content == '{\n  "rows": [\n    1,\n    2\n  ],\n  "name": "é"\n}'
+    )
+    empty = mcp_types.CallToolResult(content=[], is_error=True)
+    assert result_to_observation(empty).content == "(no output)"
+    assert result_to_observation(empty).is_error
+    assert _tool_name("search web!") == "search_web_"
+    assert _tool_name("-dash") == "_-dash"
+    assert len(_tool_name("x" * 300)) == 128
