@@ -66,7 +66,9 @@ class Channel:
                 raise ChannelTimeout()
             pending = getattr(self._sock, "pending", None)  # TLS may hold decrypted bytes select cannot see
             if not (pending and pending()):
-                ready, _, _ = select.select([self._sock], [], [], remaining)
+                # Wake at least every second: a Ctrl-C delivered to another thread only raises in the main
+                # thread once a blocking call returns.
+                ready, _, _ = select.select([self._sock], [], [], min(remaining, 1.0))
                 if not ready:
                     continue
             try:

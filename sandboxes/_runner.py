@@ -473,6 +473,7 @@ class Supervisor:
             os.set_inheritable(fd, False)
         self.cell = 0
         self.worker: Worker | None = None
+        self.pending: list[Any] = []
 
     # -- plumbing
 
@@ -491,12 +492,14 @@ class Supervisor:
             pass
 
     def host_message(self) -> None:
-        """Handle a frame that arrived while a call runs: only `cancel` is legal then; EOF ends everything."""
+        """A frame that arrived while a call runs: `cancel` stops the call, others wait their turn; EOF ends all."""
         message = read_frame(self.proto_in)
         if message is None:
             self.shutdown()
         if isinstance(message, dict) and message.get("op") == "cancel":
             raise Cancelled()
+        # The host may send its next request right after a cancel (Ctrl-C, then a new call): keep it for later.
+        self.pending.append(message)
 
     def shutdown(self) -> None:
         if self.worker is not None:
@@ -732,7 +735,7 @@ class Supervisor:
         self.new_worker()
         while True:
             try:
-                request = read_frame(self.proto_in)
+                request = self.pending.pop(0) if self.pending else read_frame(self.proto_in)
             except (ValueError, UnicodeDecodeError):
                 request = None
             if request is None:

@@ -321,9 +321,11 @@ class DockerSandbox:
                 channel.send(request)
                 request["_lost_before"] = True
             try:
-                answer = channel.recv(time.monotonic() + wait_s)
-                if answer.get("id") != request["id"]:
-                    raise ProtocolError("an answer to another request")
+                answer = self._answer_to(channel, request["id"], time.monotonic() + wait_s)
+            except KeyboardInterrupt:
+                # Ctrl-C on the host: stop the code in the sandbox too; its late answer is skipped next time.
+                self.cancel()
+                raise
             except ChannelTimeout:
                 self._replace()
                 raise _Lost(
@@ -340,6 +342,17 @@ class DockerSandbox:
             if request.get("_lost_before"):
                 answer["lost_before"] = True
                 answer["replaced_before"] = True
+            return answer
+
+    @staticmethod
+    def _answer_to(channel: Channel, request_id: int, deadline: float) -> dict[str, Any]:
+        while True:
+            answer = channel.recv(deadline)
+            answer_id = answer.get("id")
+            if isinstance(answer_id, int) and not isinstance(answer_id, bool) and answer_id < request_id:
+                continue  # the late answer to a call abandoned with Ctrl-C
+            if answer_id != request_id:
+                raise ProtocolError("an answer to another request")
             return answer
 
     def cancel(self) -> None:

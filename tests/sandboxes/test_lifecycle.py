@@ -281,3 +281,20 @@ async def test_pool_async_acquire(sandbox_image: str) -> None:
             assert (await sb.arun_python("1 + 1")).value == "2"
         async with await pool.aacquire() as sb:  # refilled (or started) for us
             assert (await sb.arun_python("2 + 2")).value == "4"
+
+
+def test_ctrl_c_on_the_host_stops_the_call_and_the_sandbox_stays_usable(
+    sandbox_image: str, healthy: Callable[[DockerSandbox], None]
+) -> None:
+    import threading
+
+    with DockerSandbox(sandbox_image) as sb:
+        sb.run_python("x = 7")
+        timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))  # as Ctrl-C does
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            sb.run_python("import time; time.sleep(600)", timeout=600)
+        timer.join()
+        r = sb.run_python("x")  # the interrupted call's late answer is skipped
+        assert r.value == "7"
+        healthy(sb)

@@ -1,0 +1,105 @@
+"""Pieces of the sandbox that need no engine: output capping, path confinement, framing, config defaults."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sandboxes import SandboxConfig
+from sandboxes._channel import Channel, ChannelClosed, ProtocolError
+from sandboxes._runner import Capture, confine
+
+
+def test_capture_keeps_head_and_tail_and_counts_everything() -> None:
+    cap = Capture(10)
+    for chunk in (b"abc", b"defgh", b"x" * 1000, b"12345"):
+        cap.feed(chunk)
+    assert cap.total == 1013
+    assert cap.truncated
+    assert cap.text() == "abcde\n[... 1003 bytes of output omitted ...]\n12345"
+
+
+def test_capture_small_output_is_untouched() -> None:
+    cap = Capture(100)
+    cap.feed("héllo\n".encode())
+    assert not cap.truncated
+    assert cap.text() == "héllo\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("a.txt", "/workspace/a.txt"), ("/workspace/d/e", "/workspace/d/e"), ("./x/../y", "/workspace/y")],
+)
+def test_confine_accepts_workspace_paths(path: str, expected: str) -> None:
+    assert confine(path) == expected
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../x", "/workspace/../etc", "/", "/workspacex/a"])
+def test_confine_refuses_everything_else(path: str) -> None:
+    with pytest.raises(PermissionError):
+        confine(path)
+
+
+def test_confine_refuses_empty_and_nul() -> None:
+    for path in ("", "a\x00b"):
+        with pytest.raises(ValueError, match="non-empty"):
+            confine(path)
+
+
+def _mux(stream: int, payload: bytes) -> bytes:
+    return struct.pack(">BxxxL", stream, len(payload)) + payload
+
+
+def _frame(obj: object) -> bytes:
+    body = json.dumps(obj).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def test_channel_demultiplexes_and_reassembles_frames() -> None:
+    host, container = socket.socketpair()
+    with host, container:
+        channel = Channel(host)
+        data = _frame({"id": 1, "ok": True}) + _frame({"id": 2, "x": "y" * 5000})
+        # split across docker chunks and stderr noise, sent byte-unaligned
+        wire = _mux(1, data[:7]) + _mux(2, b"noise") + _mux(1, data[7:3000]) + _mux(1, data[3000:])
+        for i in range(0, len(wire), 999):
+            container.sendall(wire[i : i + 999])
+        assert channel.recv(time.monotonic() + 5) == {"id": 1, "ok": True}
+        assert channel.recv(time.monotonic() + 5)["x"] == "y" * 5000
+        channel.send({"op": "ping"})
+        (size,) = struct.unpack(">I", container.recv(4))
+        assert json.loads(container.recv(size)) == {"op": "ping"}
+        container.close()
+        with pytest.raises(ChannelClosed):
+            channel.recv(time.monotonic() + 5)
+
+
+def test_channel_rejects_garbage() -> None:
+    host, container = socket.socketpair()
+    with host, container:
+        channel = Channel(host)
+        container.sendall(_mux(1, struct.pack(">I", 3) + b"{x}"))
+        with pytest.raises(ProtocolError):
+            channel.recv(time.monotonic() + 5)
+
+
+def test_defaults_are_the_hardened_ones() -> None:
+    cfg = SandboxConfig()
+    assert cfg.network is False
+    assert cfg.read_only_root is True
+    assert cfg.user == "1000:1000"
+    assert cfg.environment == {}
+    with pytest.raises(ValueError, match="extra"):
+        SandboxConfig(privileged=True)  # type: ignore[call-arg]
+
+
+def test_importing_sandboxes_does_not_import_docker() -> None:
+    code = "import sys, sandboxes, tools.code; print('docker' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
