@@ -333,7 +333,8 @@ def html_to_markdown(html: str, url: str, max_chars: int | None = None) -> tuple
     import lxml.html
     from readability import Document  # type: ignore[import-untyped]
 
-    logging.getLogger("readability.readability").setLevel(logging.ERROR)  # it logs every page at INFO
+    # It logs every page at INFO and a traceback for pages it cannot read, which are handled below.
+    logging.getLogger("readability.readability").setLevel(logging.CRITICAL)
     title: str | None = None
     cut = False
     try:
@@ -342,6 +343,7 @@ def html_to_markdown(html: str, url: str, max_chars: int | None = None) -> tuple
         summary = document.summary(html_partial=True)
         # After summary(), which parsed the page: asked first, the title would cost a parse of its own.
         title = (document.short_title() or document.title() or "").strip() or None
+        title = None if title == "[no-title]" else title  # readability's placeholder
         soup, cut = _to_soup(lxml.html.fromstring(summary), url, max_chars)
         markdown = _tidy(_soup_to_markdown(soup))
     except Exception:  # readability raises Unparseable and lxml errors on empty or broken documents
