@@ -52,7 +52,7 @@ class Channel:
         with self._send_lock:
             try:
                 self._sock.sendall(_FRAME.pack(len(body)) + body)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise ChannelClosed(f"cannot write to the runner: {exc}") from exc
 
     def recv(self, deadline: float) -> dict[str, Any]:
@@ -64,16 +64,20 @@ class Channel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ChannelTimeout()
-            pending = getattr(self._sock, "pending", None)  # TLS may hold decrypted bytes select cannot see
-            if not (pending and pending()):
-                # Wake at least every second: a Ctrl-C delivered to another thread only raises in the main
-                # thread once a blocking call returns.
-                ready, _, _ = select.select([self._sock], [], [], min(remaining, 1.0))
-                if not ready:
-                    continue
+            if self.closed:
+                raise ChannelClosed("the channel was closed")
             try:
+                pending = getattr(
+                    self._sock, "pending", None
+                )  # TLS may hold decrypted bytes select cannot see
+                if not (pending and pending()):
+                    # Wake at least every second: a Ctrl-C delivered to another thread only raises in the
+                    # main thread once a blocking call returns; and a close from another thread is noticed.
+                    ready, _, _ = select.select([self._sock], [], [], min(remaining, 1.0))
+                    if not ready:
+                        continue
                 data = self._sock.recv(1 << 20)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: closed by another thread (fd -1)
                 raise ChannelClosed(f"reading from the runner failed: {exc}") from exc
             if not data:
                 self.closed = True

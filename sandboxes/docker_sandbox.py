@@ -116,7 +116,8 @@ class DockerSandbox:
         self._client = client
         self._container: str | None = None
         self._channel: Channel | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held for a whole call: calls on one sandbox are serial
+        self._swap_lock = threading.Lock()  # held only to swap the container and channel attributes
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
         self.replacements = 0
@@ -268,8 +269,9 @@ class DockerSandbox:
                     "The image needs python3 on its PATH; `qwq-agent sandbox doctor` checks the setup."
                 ) from exc
             raise
-        self._container = container
-        self._channel = channel
+        with self._swap_lock:
+            self._container = container
+            self._channel = channel
 
     def _explain_create_error(self, exc: Exception) -> Exception:
         name = type(exc).__name__
@@ -286,7 +288,9 @@ class DockerSandbox:
         return SandboxStartError(f"Docker could not create the sandbox container: {exc}")
 
     def _drop_container(self) -> None:
-        with self._lock:
+        # Not under `_lock`, which a running call holds: closing from another thread must not wait for the call.
+        # Closing the channel makes that call return at once (as a lost sandbox).
+        with self._swap_lock:
             container, self._container = self._container, None
             channel, self._channel = self._channel, None
         if channel is not None:
@@ -334,6 +338,8 @@ class DockerSandbox:
                     timed_out=True,
                 ) from None
             except (ChannelClosed, ProtocolError) as exc:
+                if self._closed:
+                    raise _Lost("The sandbox was closed while the call was running.") from None
                 self._replace()
                 raise _Lost(
                     "The sandbox's supervisor process died (was it killed?) and the sandbox was replaced by a "
@@ -474,7 +480,7 @@ class DockerSandbox:
             error=lost.message,
             timed_out=lost.timed_out,
             state_lost=True,
-            sandbox_replaced=True,
+            sandbox_replaced=not self._closed,
             duration_s=time.monotonic() - started,
         )
 

@@ -298,3 +298,17 @@ def test_ctrl_c_on_the_host_stops_the_call_and_the_sandbox_stays_usable(
         r = sb.run_python("x")  # the interrupted call's late answer is skipped
         assert r.value == "7"
         healthy(sb)
+
+
+def test_close_from_another_thread_ends_a_running_call(sandbox_image: str, docker_client: Any) -> None:
+    import threading
+
+    sb = DockerSandbox(sandbox_image).start()
+    cid = sb.container_id
+    assert cid is not None
+    threading.Timer(0.5, sb.close).start()
+    r = sb.run_python("import time; time.sleep(600)", timeout=600)
+    assert not r.ok
+    assert r.state_lost
+    assert not sb.started  # closed: not replaced by a new container
+    assert _gone(docker_client, cid)
