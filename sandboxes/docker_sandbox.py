@@ -450,7 +450,7 @@ class DockerSandbox:
     async def _cancellable(self, fn: Callable[..., _T], *args: Any) -> _T:
         future = self._in_thread(fn, *args)
         try:
-            return await asyncio.shield(future)
+            return await future  # cancelling this cannot stop the running thread, only stop waiting for it
         except asyncio.CancelledError:
             self.cancel()  # the thread's call ends promptly; the caller's cancellation goes on
             raise
