@@ -43,12 +43,14 @@ Nothing here raises on any text: a parser that fails takes the whole agent loop 
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from agent.events import ContentDelta, MalformedCallEvent, ParseEvent, ThinkingDelta, ToolCallParsed
+from prompts import render_note
 from tools.types import ToolCall
 
 __all__ = [
@@ -70,88 +72,62 @@ CALL_OBJECT: Final = '{"name": <function-name>, "arguments": <args-json-object>}
 CALL_FORMAT: Final = f"{CALL_OPEN}\n{CALL_OBJECT}\n{CALL_CLOSE}"
 """The exact call form the system prompt teaches; error sentences repeat it so the model can copy it."""
 
-# Sentences the model reads when a call could not be used: what was wrong, then the exact form to use.
-_ARGS_FORM = '"arguments": {"<parameter>": <value>}'
+# Sentences the model reads when a call could not be used: what was wrong, then the exact form to use. Their
+# wording lives in prompts/templates/notes/call_*.j2 (design.md section 7); these only pick the note and fill
+# it in. They run only for a malformed block, never per token, and `render_note` keeps compiled templates; the
+# sentences without variables are rendered once, so output full of stray tags stays cheap to parse.
 
 
+@functools.cache
 def _e_empty() -> str:
-    return (
-        f"Your {CALL_OPEN} block was empty, so nothing was run. "
-        f"Write one JSON object between the tags: {CALL_FORMAT}"
-    )
+    return render_note("call_empty", call_format=CALL_FORMAT)
 
 
 def _e_json(detail: str) -> str:
-    return (
-        f"Your {CALL_OPEN} block was not valid JSON ({detail}). Write exactly one JSON object: {CALL_OBJECT}."
-    )
+    return render_note("call_invalid_json", detail=detail, call_object=CALL_OBJECT)
 
 
 def _e_truncated(detail: str) -> str:
-    return (
-        f"Your last {CALL_OPEN} block ended before its JSON was complete ({detail}), so it was not run. "
-        f"Write the whole call again and close it: {CALL_FORMAT}"
-    )
+    return render_note("call_truncated", detail=detail, call_format=CALL_FORMAT)
 
 
 def _e_not_json_start(start: str) -> str:
-    return (
-        f"Your {CALL_OPEN} block must hold only a JSON object, but it started with {start}. "
-        f"Write exactly one JSON object: {CALL_OBJECT}."
-    )
+    return render_note("call_not_json", start=start, call_object=CALL_OBJECT)
 
 
 def _e_not_object(kind: str) -> str:
-    return (
-        f"Your {CALL_OPEN} block held {kind} where a call object belongs. "
-        f"Write exactly one JSON object: {CALL_OBJECT}."
-    )
+    return render_note("call_not_object", kind=kind, call_object=CALL_OBJECT)
 
 
+@functools.cache
 def _e_no_name() -> str:
-    return f'Your {CALL_OPEN} JSON object had no "name". Write exactly one JSON object: {CALL_OBJECT}.'
+    return render_note("call_no_name", call_object=CALL_OBJECT)
 
 
 def _e_bad_name(value: str) -> str:
-    return (
-        f'The "name" in your {CALL_OPEN} must be a non-empty string naming one of the functions, '
-        f"not {value}. Write exactly one JSON object: {CALL_OBJECT}."
-    )
+    return render_note("call_bad_name", value=value, call_object=CALL_OBJECT)
 
 
 def _e_args_type(name: str, kind: str) -> str:
-    return (
-        f'The "arguments" of your call to {name} must be a JSON object of parameter names and values, '
-        f'not {kind}. Write: {{"name": {name}, {_ARGS_FORM}}}.'
-    )
+    return render_note("call_arguments_type", quoted_name=name, kind=kind)
 
 
 def _e_args_string(name: str, detail: str) -> str:
-    return (
-        f'The "arguments" of your call to {name} were a string that is not a JSON object ({detail}). '
-        f'Give them as a JSON object: {{"name": {name}, {_ARGS_FORM}}}.'
-    )
+    return render_note("call_arguments_string", quoted_name=name, detail=detail)
 
 
 def _e_args_missing(name: str, keys: str) -> str:
-    return (
-        f'Your call to {name} had no "arguments" but had the keys {keys}. Put the parameters inside '
-        f'"arguments": {{"name": {name}, {_ARGS_FORM}}}.'
-    )
+    return render_note("call_arguments_missing", quoted_name=name, keys=keys)
 
 
+@functools.cache
 def _e_nested() -> str:
-    return (
-        f"You opened a new {CALL_OPEN} before closing the previous one with {CALL_CLOSE}, so the previous "
-        f"block was not run. Close every call: {CALL_FORMAT}"
-    )
+    return render_note("call_nested", call_format=CALL_FORMAT)
 
 
+@functools.cache
 def _e_stray_close() -> str:
-    return (
-        f"You wrote {CALL_CLOSE} without an opening {CALL_OPEN}, so nothing was run for it. "
-        f"Write each call as: {CALL_FORMAT}"
-    )
+    return render_note("call_stray_close", call_format=CALL_FORMAT)
 
 
 # Modes of the state machine. A block's parent (reasoning or content) is kept separately.

@@ -20,6 +20,7 @@ __all__ = ["available_notes", "available_system_prompts", "render_note", "render
 
 _TEMPLATES = Path(__file__).parent / "templates"
 _NOTES = "notes"
+_NOTES_FOLDER = _TEMPLATES / _NOTES
 _SUFFIX = ".j2"
 
 
@@ -41,18 +42,22 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _names(folder: Path) -> list[str]:
-    return sorted(path.name.removesuffix(_SUFFIX) for path in folder.glob(f"*{_SUFFIX}"))
+# The template files ship with the package and do not change while it runs, so the folder listings, the
+# variable sets and the compiled templates are each computed once. A note is rendered on the hot path of the
+# agent loop (the parser's error sentences), where a directory listing per call would dominate.
+@functools.cache
+def _names(folder: Path) -> tuple[str, ...]:
+    return tuple(sorted(path.name.removesuffix(_SUFFIX) for path in folder.glob(f"*{_SUFFIX}")))
 
 
 def available_system_prompts() -> list[str]:
     """Names accepted by `render_system_prompt`, sorted."""
-    return _names(_TEMPLATES)
+    return list(_names(_TEMPLATES))
 
 
 def available_notes() -> list[str]:
     """Names accepted by `render_note`, sorted."""
-    return _names(_TEMPLATES / _NOTES)
+    return list(_names(_NOTES_FOLDER))
 
 
 @functools.cache
@@ -63,7 +68,13 @@ def _variables(path: str) -> frozenset[str]:
     return frozenset(meta.find_undeclared_variables(env.parse(source)))
 
 
-def _render(kind: str, name: str, names: list[str], path: str, variables: dict[str, Any]) -> str:
+@functools.cache
+def _template(path: str) -> jinja2.Template:
+    # Compiled once: `get_template` would otherwise check the file's modification time on every render.
+    return _environment().get_template(path)
+
+
+def _render(kind: str, name: str, names: tuple[str, ...], path: str, variables: dict[str, Any]) -> str:
     if name not in names:
         raise PromptTemplateError(f"no {kind} named {name!r}; available: {', '.join(names) or '(none)'}")
     expected = _variables(path)
@@ -75,7 +86,7 @@ def _render(kind: str, name: str, names: list[str], path: str, variables: dict[s
             f"it takes: {', '.join(sorted(expected)) or '(none)'}"
         )
     try:
-        return _environment().get_template(path).render(**variables)
+        return _template(path).render(**variables)
     except jinja2.UndefinedError as err:
         raise PromptTemplateError(
             f"{kind} {name!r} is missing a variable ({err.message}); it takes: {', '.join(sorted(expected))}"
@@ -88,7 +99,7 @@ def render_system_prompt(name: str, /, **variables: Any) -> str:
     Raises `PromptTemplateError` for an unknown name (listing the available ones), a missing variable, or a
     variable the template does not use.
     """
-    return _render("system prompt", name, available_system_prompts(), f"{name}{_SUFFIX}", variables)
+    return _render("system prompt", name, _names(_TEMPLATES), f"{name}{_SUFFIX}", variables)
 
 
 def render_note(name: str, /, **variables: Any) -> str:
@@ -96,4 +107,4 @@ def render_note(name: str, /, **variables: Any) -> str:
 
     Same checks as `render_system_prompt`. See `available_notes()` for the names.
     """
-    return _render("note", name, available_notes(), f"{_NOTES}/{name}{_SUFFIX}", variables)
+    return _render("note", name, _names(_NOTES_FOLDER), f"{_NOTES}/{name}{_SUFFIX}", variables)

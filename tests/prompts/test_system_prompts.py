@@ -14,8 +14,26 @@ from prompts import (
     render_system_prompt,
 )
 
+# In use the parser passes agent.parsing.CALL_OBJECT and CALL_FORMAT (three lines); one-line stand-ins keep the
+# paragraph check below about the templates' own text.
+_CALL_OBJECT = '{"name": "f", "arguments": {}}'
+_CALL_FORMAT = f"<tool_call>{_CALL_OBJECT}</tool_call>"
+
 NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "budget_exhausted": {"budget": "step"},
+    # the parser's sentences for unusable <tool_call> blocks
+    "call_arguments_missing": {"quoted_name": '"get_weather"', "keys": '"city"'},
+    "call_arguments_string": {"quoted_name": '"get_weather"', "detail": "it held an array"},
+    "call_arguments_type": {"quoted_name": '"get_weather"', "kind": "a string"},
+    "call_bad_name": {"value": "42", "call_object": _CALL_OBJECT},
+    "call_empty": {"call_format": _CALL_FORMAT},
+    "call_invalid_json": {"detail": "Expecting value at line 1 column 9", "call_object": _CALL_OBJECT},
+    "call_nested": {"call_format": _CALL_FORMAT},
+    "call_no_name": {"call_object": _CALL_OBJECT},
+    "call_not_json": {"start": '"get_weather(city=Paris)"', "call_object": _CALL_OBJECT},
+    "call_not_object": {"kind": "a number", "call_object": _CALL_OBJECT},
+    "call_stray_close": {"call_format": _CALL_FORMAT},
+    "call_truncated": {"detail": "the block was empty", "call_format": _CALL_FORMAT},
     "empty_reply": {},
     "invalid_arguments": {"name": "get_weather", "error": "'city' is required."},
     "malformed_call": {"error": "The arguments are not valid JSON."},
@@ -68,7 +86,7 @@ def test_an_unexpected_variable_fails() -> None:
 def test_an_unknown_name_lists_the_available_ones() -> None:
     with pytest.raises(PromptTemplateError, match="no system prompt named 'nope'; available: default, solve"):
         render_system_prompt("nope")
-    with pytest.raises(PromptTemplateError, match="available: budget_exhausted, empty_reply"):
+    with pytest.raises(PromptTemplateError, match="available: budget_exhausted, call_arguments_missing"):
         render_note("../default")
 
 
