@@ -312,3 +312,12 @@ def test_close_from_another_thread_ends_a_running_call(sandbox_image: str, docke
     assert r.state_lost
     assert not sb.started  # closed: not replaced by a new container
     assert _gone(docker_client, cid)
+
+
+def test_cli_doctor_reports_a_working_setup(sandbox_image: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    main(["sandbox", "doctor"])  # exit status 1 if another process left containers behind: not ours to judge
+    out = capsys.readouterr().out
+    assert f"[ok] sandbox image {sandbox_image} present" in out
+    assert "[ok] a sandbox starts and runs Python 3." in out

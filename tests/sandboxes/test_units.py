@@ -103,3 +103,20 @@ def test_importing_sandboxes_does_not_import_docker() -> None:
     code = "import sys, sandboxes, tools.code; print('docker' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_unreachable_engine_says_what_to_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+    from sandboxes import DockerSandbox, DockerUnavailableError, _engine
+
+    monkeypatch.setattr(_engine, "_client", None)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(DockerUnavailableError, match="qwq-agent sandbox doctor"), DockerSandbox():
+        pass
+    assert main(["sandbox", "doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[!!] Docker engine not reachable" in out
+    assert "run: " in out
+    monkeypatch.setattr(_engine, "_client", None)  # do not keep the broken client for later tests
