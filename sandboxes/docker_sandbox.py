@@ -551,10 +551,10 @@ class DockerSandbox:
             error = "Cancelled: the command and everything it started were killed."
         elif sig is not None:
             error = f"The command was killed by {_signal_name(sig)}."
-            if a.get("oom_killed") is True:
-                error += f" It ran out of memory (limit {self.config.memory})."
         elif exit_code:
             error = f"Exit status {exit_code}."
+        if error is not None and a.get("oom_killed") is True:
+            error += f" A process ran out of memory (limit {self.config.memory}) and was killed."
         note = None
         if a.get("replaced_before") is True:
             note = (

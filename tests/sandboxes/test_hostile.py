@@ -128,6 +128,8 @@ def test_memory_bomb_in_shell(sb: DockerSandbox, healthy: Callable[[DockerSandbo
         "python3 -c 'a = bytearray(1024 ** 3); a[::4096] = b\"x\" * (len(a) // 4096)'", timeout=30
     )
     assert not r.ok
+    assert r.error is not None
+    assert r.oom_killed or "MemoryError" in r.stderr, r
     healthy(sb)
 
 
