@@ -14,11 +14,13 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["Channel", "ChannelClosed", "ChannelTimeout", "ProtocolError"]
+__all__ = ["DEFAULT_MAX_FRAME", "Channel", "ChannelClosed", "ChannelTimeout", "ProtocolError"]
 
 _FRAME = struct.Struct(">I")
 _MUX = struct.Struct(">BxxxL")
-_MAX_FRAME = 512 * 1024 * 1024
+# The runner is untrusted (model code runs as the same user and can write to its stdout): a frame may not make
+# the host buffer more than this.
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 
 
 class ChannelClosed(Exception):
@@ -36,7 +38,7 @@ class ProtocolError(Exception):
 class Channel:
     """Frames over one attach socket; `send` may be called from another thread (to cancel a running call)."""
 
-    def __init__(self, attached: Any) -> None:
+    def __init__(self, attached: Any, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         # Keep the SDK's object alive: for TLS engines its response owns the socket and closes it when collected.
         self._attached = attached
         self._sock: Any = getattr(attached, "_sock", attached)
@@ -45,6 +47,7 @@ class Channel:
         self._raw = bytearray()  # multiplexed bytes not yet parsed
         self._stdout = bytearray()  # the runner's stdout, de-multiplexed
         self._send_lock = threading.Lock()
+        self._max_frame = max_frame
         self.closed = False
 
     def send(self, message: dict[str, Any]) -> None:
@@ -100,7 +103,7 @@ class Channel:
         if len(self._stdout) < _FRAME.size:
             return None
         (size,) = _FRAME.unpack_from(self._stdout)
-        if size > _MAX_FRAME:
+        if size > self._max_frame:
             raise ProtocolError(f"frame of {size} bytes announced")
         if len(self._stdout) < _FRAME.size + size:
             return None

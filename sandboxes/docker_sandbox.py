@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sandboxes._channel import Channel, ChannelClosed, ChannelTimeout, ProtocolError
+from sandboxes._channel import DEFAULT_MAX_FRAME, Channel, ChannelClosed, ChannelTimeout, ProtocolError
 from sandboxes._engine import get_client, owner_labels, remove_container, remove_dead_leftovers
 from sandboxes.config import ExecResult, SandboxConfig
 from sandboxes.errors import (
@@ -251,9 +251,10 @@ class DockerSandbox:
             raise self._explain_create_error(exc) from exc
         channel: Channel | None = None
         try:
-            channel = Channel(
-                client.api.attach_socket(container, params={"stdin": 1, "stdout": 1, "stream": 1})
-            )
+            attached = client.api.attach_socket(container, params={"stdin": 1, "stdout": 1, "stream": 1})
+            # Room for the largest file read (base64) and capped outputs; anything bigger is a broken runner.
+            max_frame = max(DEFAULT_MAX_FRAME, self.config.max_read_bytes * 4 // 3 + (1 << 20))
+            channel = Channel(attached, max_frame=max_frame)
             client.api.start(container)
             channel.send({"op": "ping", "id": 0})
             answer = channel.recv(time.monotonic() + self.config.start_timeout)
@@ -341,9 +342,14 @@ class DockerSandbox:
                 if self._closed:
                     raise _Lost("The sandbox was closed while the call was running.") from None
                 self._replace()
+                cause = (
+                    "sent data that is not its protocol (was its output written to?)"
+                    if isinstance(exc, ProtocolError)
+                    else "process died (was it killed?)"
+                )
                 raise _Lost(
-                    "The sandbox's supervisor process died (was it killed?) and the sandbox was replaced by a "
-                    f"fresh one: all variables and files were lost. ({exc})"
+                    f"The sandbox's supervisor {cause} and the sandbox was replaced by a fresh one: "
+                    f"all variables and files were lost. ({exc})"
                 ) from None
             if request.get("_lost_before"):
                 answer["lost_before"] = True

@@ -276,6 +276,24 @@ def test_killing_the_supervisor_replaces_the_sandbox(
     healthy(sb)
 
 
+def test_forged_protocol_frames_get_the_sandbox_replaced(
+    sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
+) -> None:
+    # The model's code runs as the supervisor's user, so it can write to the supervisor's stdout (fd 4 is
+    # its private copy): a frame announcing 2 GiB must not make the host buffer it.
+    code = (
+        "import os, struct, time\n"
+        "fd = os.open(f'/proc/{os.getppid()}/fd/4', os.O_WRONLY)\n"
+        "os.write(fd, struct.pack('>I', 2**31))\n"
+        "time.sleep(1)"
+    )
+    r = sb.run_python(code)
+    assert r.sandbox_replaced
+    assert r.error is not None
+    assert "not its protocol" in r.error
+    healthy(sb)
+
+
 def test_os_exit_restarts_the_interpreter(
     sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]
 ) -> None:
