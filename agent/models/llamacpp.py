@@ -64,6 +64,7 @@ class LlamaStats:
     tool_calls: int = 0
     finish_reason: str = ""
     grammar_tokens: int = 0
+    repaired_tokens: int = 0
     texts: list[str] = field(default_factory=list)
 
 
@@ -374,7 +375,7 @@ class LlamaCppModel:
     def _piece(self, llm: Any, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
-            piece = llm.detokenize([token], special=True)
+            piece = _token_bytes(llm, token)
             self._pieces[token] = piece
         return piece
 
@@ -413,6 +414,27 @@ class LlamaCppModel:
         return total, reused
 
 
+def _token_bytes(llm: Any, token: int) -> bytes:
+    """The bytes of one token, control tokens spelled out.
+
+    Not `Llama.detokenize`: llama-cpp-python 0.3.x decodes into a 32-byte buffer and returns nothing for longer
+    tokens (Qwen2's vocabulary has 240, e.g. runs of dashes or spaces that code indentation produces), which
+    would drop text from the stream and break the cache's text matching.
+    """
+    import ctypes
+
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    size = 64
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, size, 0, True)
+        if n >= 0:
+            return bytes(buf.raw[:n])
+        size = -n
+
+
 class _Generation:
     """One completion: the phase machine around the token loop (runs in the worker thread)."""
 
@@ -426,6 +448,8 @@ class _Generation:
         self.stats = LlamaStats()
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.window = ""  # the last characters generated, for tag detection
+        self.run_start = len(model._cache)  # cache index where the bytes not yet decoded begin
+        self.run_text = ""  # text decoded from the tokens since run_start
         self.held = ""  # text not yet sent: it might be the start of an invented <tool_response>
         self.text: list[str] = []
         self.samplers: dict[str, Any] = {}
@@ -479,9 +503,8 @@ class _Generation:
         return chain
 
     # -- text ------------------------------------------------------------------------------------------------
-    def _emit(self, piece: bytes) -> bool:
-        """Send the text of `piece`; False when an invented <tool_response> begins (the turn is cut there)."""
-        text = self.decoder.decode(piece)
+    def _emit(self, text: str) -> bool:
+        """Send `text`; False when an invented <tool_response> begins (the turn is cut there)."""
         self.window = (self.window + text)[-64:]
         pending = self.held + text
         cut = pending.find(RESPONSE_OPEN)
@@ -510,7 +533,33 @@ class _Generation:
         llm.eval([token])
         model._cache.append((token, piece))
         self.stats.completion_tokens += 1
-        return self._emit(piece)
+        text = self.decoder.decode(piece)
+        self.run_text += text
+        if "\ufffd" in text and b"\xef\xbf\xbd" not in piece:
+            text += self._repair()
+        if not self.decoder.getstate()[0]:  # every byte so far decoded: a character boundary
+            self.run_start = len(model._cache)
+            self.run_text = ""
+        return self._emit(text)
+
+    def _repair(self) -> str:
+        """Bytes that are not UTF-8 were generated: make the KV cache hold the text that was emitted instead.
+
+        The turn's text (and so the next prompt) carries U+FFFD where the bytes were invalid; a cache holding
+        the bytes would stop matching there and cost a re-evaluation of everything after, every step. Rare
+        with a real model, constant with the noise model.
+        """
+        llm, model = self.llm, self.model
+        tail = self.decoder.decode(b"", final=True)  # buffered bytes of the broken character, if any
+        self.decoder.reset()
+        self.run_text += tail
+        llm.n_tokens = self.run_start
+        del model._cache[self.run_start :]
+        tokens = llm.tokenize(self.run_text.encode("utf-8"), add_bos=False, special=False)
+        llm.eval(tokens)
+        model._cache.extend((t, model._piece(llm, t)) for t in tokens)
+        self.stats.repaired_tokens += len(tokens)
+        return tail
 
     def _inject(self, text: str) -> bool:
         """Write `text` into the turn as if the model had: evaluated, cached, and streamed."""
@@ -536,6 +585,7 @@ class _Generation:
         self.stats.prompt_tokens = prompt_tokens
         self.stats.cached_tokens = reused
         self.stats.evaluated_tokens = prompt_tokens - reused
+        self.run_start = len(model._cache)
         forced = job.tool_choice not in ("auto", "none")
         constrained = model.constrain_tool_calls
         phase = "think" if job.prompt.endswith(THINK_OPEN) else "answer"

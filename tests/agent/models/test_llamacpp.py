@@ -270,3 +270,14 @@ def test_tiny_model_tokenizes_tags_as_single_tokens(make_llama: Factory) -> None
     # user-defined tags print as text; control tokens do not
     (call,) = llm.tokenize(b"<tool_call>", add_bos=False, special=True)
     assert llm.detokenize([call]) == b"<tool_call>"
+
+
+def test_long_tokens_keep_their_text(make_llama: Factory) -> None:
+    # llama-cpp-python's detokenize drops tokens longer than 32 bytes; the backend must not.
+    from agent.models.llamacpp import _token_bytes
+
+    llm = make_llama().load()
+    text = " /*" + "-" * 64
+    tokens = llm.tokenize(text.encode(), add_bos=False, special=False)
+    assert any(len(_token_bytes(llm, t)) > 32 for t in tokens)
+    assert b"".join(_token_bytes(llm, t) for t in tokens) == text.encode()
