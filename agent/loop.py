@@ -119,6 +119,8 @@ class Agent:
     `stuck_after` identical turns in a row (same calls, same arguments) earn a nudge; one more identical
     turn stops the run.
     `transcript_dir`: where each run writes its JSONL transcript (None: no transcript).
+    `promote_trailing_drafts`: when output ends inside reasoning that ends with complete calls, run them (the
+    model closed its turn right after writing them); calls followed by more reasoning are never run.
     """
 
     def __init__(
@@ -139,7 +141,7 @@ class Agent:
         stuck_after: int = 3,
         tool_timeout: float | None = None,
         transcript_dir: str | Path | None = None,
-        execute_drafts: bool = False,
+        promote_trailing_drafts: bool = True,
     ) -> None:
         self.model = model
         self.toolbox = _as_toolbox(tools, tool_timeout)
@@ -164,7 +166,7 @@ class Agent:
         self.max_malformed_turns = max_malformed_turns
         self.stuck_after = stuck_after
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
-        self.execute_drafts = execute_drafts
+        self.promote_trailing_drafts = promote_trailing_drafts
         self.last_result: RunResult | None = None
         self.transcript_path: Path | None = None
         """The transcript of the current (or last) run, known as soon as the run starts."""
@@ -283,7 +285,7 @@ class Agent:
                 return
             step = state.steps + 1
             step_started = time.monotonic()
-            parser = StreamParser()
+            parser = StreamParser(promote_trailing_drafts=self.promote_trailing_drafts)
             raw_parts: list[str] = []
             prompt_tokens = completion_tokens = 0
             request = ModelRequest(
@@ -315,8 +317,6 @@ class Agent:
             state.usage.completion_tokens += completion_tokens
 
             calls = list(completion.tool_calls)
-            if self.execute_drafts and not calls and not completion.content.strip():
-                calls = list(completion.drafts)
             calls = [c.model_copy(update={"id": f"call_{step}_{i}"}) for i, c in enumerate(calls)]
             assistant = AssistantMessage(
                 content=completion.content,
