@@ -316,8 +316,9 @@ class Agent:
             state.usage.prompt_tokens += prompt_tokens
             state.usage.completion_tokens += completion_tokens
 
-            calls = list(completion.tool_calls)
-            calls = [c.model_copy(update={"id": f"call_{step}_{i}"}) for i, c in enumerate(calls)]
+            calls = [
+                c.model_copy(update={"id": f"call_{step}_{i}"}) for i, c in enumerate(completion.tool_calls)
+            ]
             assistant = AssistantMessage(
                 content=completion.content,
                 thinking=completion.thinking,
