@@ -444,3 +444,19 @@ def test_resume_after_sigkill_loses_no_finished_step(tmp_path: Path) -> None:
     assert reread.finished
     assert reread.messages == result.messages
     assert os.path.getsize(path) == reread.valid_length
+
+
+async def test_a_call_that_ends_unclosed_reasoning_is_run_unless_disabled() -> None:
+    # QwQ sometimes writes its call and ends the turn without closing </think>
+    unclosed = "I need the sum. " + call("add", a=2, b=2)
+    agent, _ = make_agent([unclosed, turn("4", content="4")])
+    result = await agent.run("go")
+    assert result.tool_calls == 1
+    assert result.answer == "4"
+
+    strict, _ = make_agent([unclosed, turn("4", content="4")], promote_trailing_drafts=False)
+    result = await strict.run("go")
+    assert result.tool_calls == 0
+    note = result.messages[3]
+    assert isinstance(note, ToolMessage)
+    assert note.is_error  # told that the turn had neither an answer nor a call
