@@ -65,6 +65,7 @@ class LlamaStats:
     finish_reason: str = ""
     grammar_tokens: int = 0
     repaired_tokens: int = 0
+    grammar_fast_tokens: int = 0
     texts: list[str] = field(default_factory=list)
 
 
@@ -453,6 +454,7 @@ class _Generation:
         self.held = ""  # text not yet sent: it might be the start of an invented <tool_response>
         self.text: list[str] = []
         self.samplers: dict[str, Any] = {}
+        self.grammar_sampler: Any = None
         model._calls += 1
         base_seed = model.seed if model.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.seed = (base_seed + model._calls) & 0x7FFFFFFF
@@ -477,6 +479,9 @@ class _Generation:
             if not sampler:
                 raise ModelError(f"llama.cpp rejected the tool-call grammar:\n{grammar}")
             llama_cpp.llama_sampler_chain_add(chain.sampler, sampler)
+            self.grammar_sampler = sampler
+        elif kind == "call-free":
+            pass  # plain sampling, only ever checked against the grammar (see _sample_call)
         else:
             chain.add_penalties(
                 n_vocab=llm.n_vocab(),
@@ -634,8 +639,7 @@ class _Generation:
                 kind = "grammar"
             else:
                 kind = "answer-none" if job.tool_choice == "none" else "answer"
-            chain = self._chain(kind)
-            token = chain.sample(llm._ctx, -1)
+            token = self._sample_call() if kind == "grammar" else self._chain(kind).sample(llm._ctx, -1)
             if kind != "grammar":
                 for other_kind, other in self.samplers.items():
                     if other_kind not in (kind, "grammar"):
@@ -687,6 +691,31 @@ class _Generation:
                 },
             )
         )
+
+    def _sample_call(self) -> int:
+        """Sample a token of a call body under the grammar, cheaply when the model already agrees with it.
+
+        Applying a grammar means matching every one of the 151k vocabulary entries against it. As llama.cpp's
+        own samplers do, first sample without it and check only that token; a model that writes the JSON
+        the schema wants (QwQ nearly always does) never pays for the full pass. Only a rejected token costs
+        the resample with the grammar over the whole vocabulary (every token of the noise test model).
+        """
+        import ctypes
+
+        import llama_cpp
+
+        chain = self._chain("grammar")
+        token = int(self._chain("call-free").sample(self.llm._ctx, -1))
+        cell = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 0.0, 0.0))
+        candidates = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(cell, llama_cpp.llama_token_data_p), size=1, selected=-1, sorted=False
+        )
+        llama_cpp.llama_sampler_apply(self.grammar_sampler, ctypes.byref(candidates))
+        if cell[0].logit != float("-inf"):
+            llama_cpp.llama_sampler_accept(self.grammar_sampler, token)
+            self.stats.grammar_fast_tokens += 1
+            return token
+        return int(chain.sample(self.llm._ctx, -1))
 
     def _start_call(self, constrained: bool) -> str:
         """Enter a call body (just opened by `<tool_call>`): under the grammar unless calls are unconstrained."""
