@@ -51,11 +51,11 @@ async def city_elevation(city: str) -> dict[str, str | int]:
     return {"city": city, "elevation_m": metres}
 
 
-def make_model(spec: str, threads: int | None) -> Model:
+def make_model(spec: str, threads: int | None = None, seed: int | None = None) -> Model:
     """An http(s) URL is an OpenAI-compatible server; anything else a GGUF file run in-process."""
     if spec.startswith(("http://", "https://")):
-        return OpenAICompatModel(base_url=spec)
-    return LlamaCppModel(model_path=spec, n_ctx=16384, n_threads=threads)
+        return OpenAICompatModel(base_url=spec, seed=seed)
+    return LlamaCppModel(model_path=spec, n_ctx=16384, n_threads=threads, seed=seed)
 
 
 async def main() -> None:
@@ -69,6 +69,7 @@ async def main() -> None:
     )
     parser.add_argument("--max-steps", type=int, default=8, help="model turns (default 8)")
     parser.add_argument("--threads", type=int, help="CPU threads for a GGUF model")
+    parser.add_argument("--seed", type=int, help="sampling seed, for repeatable runs")
     parser.add_argument("--max-tokens", type=int, help="cap on generated tokens per turn")
     parser.add_argument("--thinking-budget", type=int, help="cap on reasoning tokens per turn")
     parser.add_argument("--tool-choice", default="auto", help="auto, required, none, or a tool name")
@@ -78,7 +79,7 @@ async def main() -> None:
     print(json.dumps(city_elevation.to_openai()["function"], indent=2))
 
     agent = Agent(
-        make_model(args.model, args.threads),
+        make_model(args.model, args.threads, args.seed),
         [convert_temperature, city_elevation],
         max_steps=args.max_steps,
         max_tokens_per_step=args.max_tokens,

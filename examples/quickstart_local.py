@@ -33,13 +33,14 @@ async def main() -> None:
     parser.add_argument("--max-steps", type=int, default=10, help="model turns (default 10)")
     parser.add_argument("--n-ctx", type=int, default=16384, help="context size in tokens (default 16384)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's choice)")
+    parser.add_argument("--seed", type=int, help="sampling seed, for repeatable runs")
     parser.add_argument("--max-tokens", type=int, help="cap on generated tokens per turn")
     parser.add_argument("--thinking-budget", type=int, help="cap on reasoning tokens per turn")
     parser.add_argument("--tool-choice", default="auto", help="auto, required, none, or a tool name")
     args = parser.parse_args()
 
     # Nothing is loaded until the first turn; the loaded model keeps its KV cache from step to step.
-    model = LlamaCppModel(model_path=args.gguf, n_ctx=args.n_ctx, n_threads=args.threads)
+    model = LlamaCppModel(model_path=args.gguf, n_ctx=args.n_ctx, n_threads=args.threads, seed=args.seed)
     try:
         # One hardened container for the whole run (no network, read-only root, limits); removed on exit.
         async with DockerSandbox() as sandbox:

@@ -37,10 +37,13 @@ async def main() -> None:
     parser.add_argument("--api-mode", choices=("completions", "chat"), default="completions")
     parser.add_argument("--max-steps", type=int, default=10, help="model turns (default 10)")
     parser.add_argument("--max-tokens", type=int, help="cap on generated tokens per turn")
+    parser.add_argument("--seed", type=int, help="sampling seed, for repeatable runs")
     args = parser.parse_args()
 
     # The API key, if the server needs one, is read from QWQ_AGENT_API_KEY or OPENAI_API_KEY.
-    model = OpenAICompatModel(base_url=args.base_url, model=args.model_name, mode=args.api_mode)
+    model = OpenAICompatModel(
+        base_url=args.base_url, model=args.model_name, mode=args.api_mode, seed=args.seed
+    )
     async with DockerSandbox() as sandbox:
         python = [t for t in code_tools(sandbox) if t.name == "python"]
         agent = Agent(model, python, max_steps=args.max_steps, max_tokens_per_step=args.max_tokens)

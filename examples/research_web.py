@@ -21,11 +21,11 @@ from agent.models import LlamaCppModel, Model, OpenAICompatModel
 from tools.web import web_fetch_tool
 
 
-def make_model(spec: str, threads: int | None) -> Model:
+def make_model(spec: str, threads: int | None = None, seed: int | None = None) -> Model:
     """An http(s) URL is an OpenAI-compatible server; anything else a GGUF file run in-process."""
     if spec.startswith(("http://", "https://")):
-        return OpenAICompatModel(base_url=spec)
-    return LlamaCppModel(model_path=spec, n_ctx=16384, n_threads=threads)
+        return OpenAICompatModel(base_url=spec, seed=seed)
+    return LlamaCppModel(model_path=spec, n_ctx=16384, n_threads=threads, seed=seed)
 
 
 async def main() -> None:
@@ -38,6 +38,7 @@ async def main() -> None:
     )
     parser.add_argument("--max-steps", type=int, default=12, help="model turns (default 12)")
     parser.add_argument("--threads", type=int, help="CPU threads for a GGUF model")
+    parser.add_argument("--seed", type=int, help="sampling seed, for repeatable runs")
     parser.add_argument("--max-tokens", type=int, help="cap on generated tokens per turn")
     parser.add_argument("--thinking-budget", type=int, help="cap on reasoning tokens per turn")
     args = parser.parse_args()
@@ -48,7 +49,7 @@ async def main() -> None:
     task += "\n\nAnswer from what the pages say, and list the URLs you used."
 
     agent = Agent(
-        make_model(args.model, args.threads),
+        make_model(args.model, args.threads, args.seed),
         [web_fetch_tool(allowed_hosts=args.allow_host)],
         max_steps=args.max_steps,
         max_tokens_per_step=args.max_tokens,

@@ -23,11 +23,11 @@ from agent.events import Event, ToolCallFinished, ToolCallStarted
 from agent.models import LlamaCppModel, Model, OpenAICompatModel
 
 
-def make_model(spec: str, threads: int | None, max_tokens: int) -> Model:
+def make_model(spec: str, threads: int | None, max_tokens: int, seed: int | None) -> Model:
     """An http(s) URL is an OpenAI-compatible server; anything else a GGUF file run in-process."""
     if spec.startswith(("http://", "https://")):
-        return OpenAICompatModel(base_url=spec, max_tokens=max_tokens)
-    return LlamaCppModel(model_path=spec, n_ctx=32768, n_threads=threads, max_tokens=max_tokens)
+        return OpenAICompatModel(base_url=spec, max_tokens=max_tokens, seed=seed)
+    return LlamaCppModel(model_path=spec, n_ctx=32768, n_threads=threads, max_tokens=max_tokens, seed=seed)
 
 
 def show(event: Event) -> None:
@@ -43,6 +43,7 @@ async def main() -> None:
     parser.add_argument("--problem", default="0", help="a task id (HumanEval/0) or its number (default 0)")
     parser.add_argument("--max-steps", type=int, default=12, help="model turns (default 12)")
     parser.add_argument("--threads", type=int, help="CPU threads for a GGUF model")
+    parser.add_argument("--seed", type=int, help="sampling seed, for repeatable runs")
     parser.add_argument("--max-tokens", type=int, default=16384, help="generated tokens per turn (16384)")
     parser.add_argument("--thinking-budget", type=int, help="cap on reasoning tokens per turn")
     args = parser.parse_args()
@@ -54,7 +55,7 @@ async def main() -> None:
 
     options = SolveOptions(max_steps=args.max_steps, thinking_budget=args.thinking_budget)
     outcome = await solve(
-        problem, make_model(args.model, args.threads, args.max_tokens), options, on_event=show
+        problem, make_model(args.model, args.threads, args.max_tokens, args.seed), options, on_event=show
     )
 
     result = outcome.result

