@@ -35,6 +35,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         if name == command:
             importlib.import_module(module_name).add_parser(sub, name, help_text)
+            from agent.cli.config import apply_config
+
+            apply_config(sub.choices[name], name)
         else:
             sub.add_parser(name, help=help_text)
     return parser
@@ -43,7 +46,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in arguments if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
+    from agent.cli.config import ConfigFileError
+
+    try:
+        parser = build_parser(command if command in COMMANDS else None)
+    except ConfigFileError as exc:
+        print(f"qwq-agent: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()

@@ -1,0 +1,88 @@
+"""The optional config file: defaults for command-line options, so a model or server is named once.
+
+Found at `$QWQ_AGENT_CONFIG`, else `./qwq-agent.toml`, else `$XDG_CONFIG_HOME/qwq-agent/config.toml`
+(`~/.config/...`). Keys are option names (`max-steps` or `max_steps`); `[defaults]` applies to every command,
+a table named after a command (`[run]`, `[solve]`, `[eval]`) to that command only:
+
+    [defaults]
+    base-url = "http://127.0.0.1:8000/v1"
+    model-name = "qwq-32b"
+
+    [run]
+    tools = "python,shell"
+    max-steps = 30
+
+Precedence: the command line, then the environment (`QWQ_AGENT_MODEL`, `QWQ_AGENT_BASE_URL`,
+`QWQ_AGENT_MODEL_NAME`), then this file, then built-in defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigFileError", "apply_config", "find_config"]
+
+ENV_CONFIG = "QWQ_AGENT_CONFIG"
+# an option whose environment variable is set keeps the environment's value (it outranks the file)
+_ENV_OF = {"model": "QWQ_AGENT_MODEL", "base_url": "QWQ_AGENT_BASE_URL", "model_name": "QWQ_AGENT_MODEL_NAME"}
+
+
+class ConfigFileError(Exception):
+    """The config file cannot be read or names an option the command does not have."""
+
+
+def find_config() -> Path | None:
+    named = os.environ.get(ENV_CONFIG)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigFileError(f"{ENV_CONFIG}={named} names no file")
+        return path
+    local = Path("qwq-agent.toml")
+    if local.is_file():
+        return local
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    user = base / "qwq-agent" / "config.toml"
+    return user if user.is_file() else None
+
+
+def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
+    """Set `parser`'s defaults from the config file, if there is one; returns the file used."""
+    path = find_config()
+    if path is None:
+        return None
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigFileError(f"cannot read the config file {path}: {exc}") from exc
+    values: dict[str, Any] = {}
+    for table in ("defaults", command):
+        section = data.get(table, {})
+        if not isinstance(section, dict):
+            raise ConfigFileError(f"{path}: [{table}] must be a table of option = value")
+        values.update({key.replace("-", "_"): value for key, value in section.items()})
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", argparse.SUPPRESS)}
+    unknown = sorted(set(values) - set(actions))
+    if unknown:
+        known = ", ".join(sorted(d.replace("_", "-") for d in actions))
+        raise ConfigFileError(
+            f"{path}: `qwq-agent {command}` has no option {', '.join(unknown)}; options it has: {known}"
+        )
+    defaults: dict[str, Any] = {}
+    for dest, value in values.items():
+        if os.environ.get(_ENV_OF.get(dest, "")):
+            continue
+        convert = actions[dest].type
+        if isinstance(value, str) and callable(convert):
+            try:
+                value = convert(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigFileError(f"{path}: {dest.replace('_', '-')} = {value!r}: {exc}") from exc
+        defaults[dest] = value
+    parser.set_defaults(**defaults)
+    return path
