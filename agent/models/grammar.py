@@ -266,7 +266,11 @@ class _Converter:
     def grammar(self, root: str) -> str:
         lines = [f"root ::= {root}"]
         lines += [f"{name} ::= {body}" for name, body in self.rules.items()]
-        lines += [f"{name} ::= {_PRIMITIVES[name]}" for name in sorted(self.used_primitives)]
+        for name in sorted(self.used_primitives):
+            body = _PRIMITIVES[name]
+            if name == "string" and self.max_string_length is not None:  # free-form values are capped too
+                body = f'"\\"" char{{0,{self.max_string_length}}} "\\""'
+            lines.append(f"{name} ::= {body}")
         return "\n".join(lines) + "\n"
 
 
