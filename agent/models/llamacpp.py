@@ -91,7 +91,8 @@ class LlamaCppModel:
     `max_string_length` caps strings inside constrained calls (for noise models; leave None for real ones).
     `logit_bias` adds to the logits of free (unconstrained) sampling, keyed by token id or by the text of a
     single token (`{"<|im_end|>": 5.0}`), as the OpenAI API's parameter does.
-    Extra keyword arguments go to `llama_cpp.Llama` as they are.
+    Extra keyword arguments go to `llama_cpp.Llama` as they are. After each call `last_stats` says what the
+    KV cache served and what was evaluated; `reset_cache()` forgets the cache, `close()` frees the model.
     """
 
     def __init__(

@@ -117,7 +117,10 @@ class OpenAICompatModel:
     `constrain` (completions mode) names the server's constraint parameter; None sends no constraint.
     `reasoning_inline` (chat mode): the server returns the reasoning inside `content`, closed by `</think>`
     (QwQ behind vLLM without a reasoning parser); otherwise it comes in `reasoning_content`/`reasoning`.
-    `extra_body` is merged into every request body (server-specific options).
+    `extra_body` is merged into every request body (server-specific options). The thinking budget applies
+    in completions mode only; chat APIs that cap reasoning take their own parameter through `extra_body`.
+    Token usage is what the server reports (`stream_options.include_usage`); servers that report none
+    (llama-cpp-python's) get the number of streamed pieces as the completion count.
     """
 
     def __init__(

@@ -228,12 +228,14 @@ def make_llama_again(model: LlamaCppModel) -> LlamaCppModel:
 async def test_cancelled_stream_records_it(make_llama: Factory) -> None:
     model = make_llama(max_tokens=4000)
 
+    started = asyncio.Event()
+
     async def consume() -> None:
         async for _ in model.stream(request(tool_choice="none")):
-            await asyncio.sleep(0)
+            started.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(started.wait(), 120)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
