@@ -5,12 +5,16 @@ named like the test's imports, a `sitecustomize`, a changed file), so the soluti
 checked in a container that has seen nothing else. The container has the sandbox's hardened defaults (no
 network, read-only root, memory/pids/CPU limits) and the check has a hard timeout.
 
-What "passed" means: one Python process runs, in one namespace, the problem's prompt (as HumanEval's own
-harness does, whose program is prompt + completion + test, so the imports and helper functions the prompt
-defines exist even when a solution file leaves them out), then the solution, then the test's `check`
-function on the entry point; it passes only if that process exits with status 0 within the timeout **and**
-writes a random token that the host chose after `check` returned. The token makes a solution that ends the
-process early with status 0 (`sys.exit(0)`, `os._exit(0)`) fail, as it must.
+What "passed" means: the sandbox's Python worker (a process forked inside the fresh container, just as
+HumanEval's own harness forks a process per check) runs, in one namespace, the problem's prompt (HumanEval's
+program is prompt + completion + test, so the imports and helper functions the prompt defines exist even when
+a solution file leaves them out), then the solution, then the test's `check` function on the entry point. It
+passes only if that ends without an exception within the timeout **and** writes a random token that the host
+chose, after `check` returned. The token makes a solution that ends the program early without an error
+(`os._exit(0)`, a swallowed `SystemExit`) fail, as it must.
+
+Check containers skip the engine-wide scan for leftover sandboxes that every sandbox start otherwise does:
+hundreds of checks would repeat it hundreds of times (agent sandboxes and every other command still do it).
 """
 
 from __future__ import annotations
@@ -29,9 +33,7 @@ if TYPE_CHECKING:
     from sandboxes import DockerSandbox, ExecResult, SandboxConfig
     from sandboxes.pool import SandboxPool
 
-__all__ = ["CHECK_FILE", "CheckResult", "Checker", "check_program"]
-
-CHECK_FILE = "_official_check.py"
+__all__ = ["CheckResult", "Checker", "check_program", "judge"]
 
 # The checking program. It is code run in the sandbox, not text for the model.
 _TEMPLATE = """\
@@ -93,8 +95,9 @@ def judge(result: ExecResult, token: str, timeout: float) -> tuple[bool, str | N
     if result.timed_out:
         return False, f"timed out after {timeout:g} s"
     if result.exit_code not in (0, None) or not result.ok:
-        detail = _last_line(result.stderr) or result.error or "failed"
-        return False, detail[:500]
+        # A Python cell's `error` is the exception line ("AssertionError"); a process's is only its status.
+        detail = result.error if result.traceback else (_last_line(result.stderr) or result.error)
+        return False, (detail or "failed")[:500]
     if _last_line(result.stdout) != token:
         return False, "the program ended before the tests finished (sys.exit or os._exit in the solution?)"
     return True, None
@@ -114,9 +117,11 @@ class Checker:
         timeout: float = 10.0,
         config: SandboxConfig | None = None,
     ) -> None:
+        from sandboxes import SandboxConfig
+
         self.image = image
         self.timeout = timeout
-        self.config = config
+        self.config = (config or SandboxConfig()).model_copy(update={"cleanup_leftovers": False})
         self._pool: SandboxPool | None = None
         self._closing: set[asyncio.Task[None]] | None = None
 
@@ -171,8 +176,7 @@ class Checker:
         started = time.monotonic()
         sandbox = await self._acquire()
         try:
-            await sandbox.awrite_file(CHECK_FILE, program)
-            result = await sandbox.arun_shell(f"exec python3 -I {CHECK_FILE}", timeout=self.timeout)
+            result = await sandbox.arun_python(program, timeout=self.timeout)
         finally:
             await self._release(sandbox)
         passed, error = judge(result, token, self.timeout)

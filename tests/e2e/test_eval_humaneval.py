@@ -132,7 +132,7 @@ def test_wrong_missing_and_exiting_solutions_fail(tmp_path: Path) -> None:
     script = {
         wrong.task_id: solving_script(wrong, f"def {wrong.entry_point}(*args):\n    return None\n"),
         missing.task_id: solving_script(missing, None),
-        exiting.task_id: solving_script(exiting, "import sys\nsys.exit(0)\n"),
+        exiting.task_id: solving_script(exiting, "import os\nos._exit(0)\n"),
     }
     path = tmp_path / "script.json"
     path.write_text(json.dumps(script))
@@ -148,7 +148,7 @@ def test_wrong_missing_and_exiting_solutions_fail(tmp_path: Path) -> None:
     assert by_id[missing.task_id]["solution_found"] is False
     assert "no solution file" in by_id[missing.task_id]["error"]
     assert by_id[exiting.task_id]["passed"] is False
-    assert "ended before the tests finished" in by_id[exiting.task_id]["error"]
+    assert "exited with status 0" in by_id[exiting.task_id]["error"]
     assert "0.0%" in proc.stdout
 
 

@@ -56,8 +56,13 @@ def test_unknown_broken_variant_is_refused(problems: list[Problem]) -> None:
             "Assert",
         ),
         (ExecResult(ok=False, timed_out=True, error="Timed out"), False, "timed out after 10 s"),
+        (
+            ExecResult(ok=False, error="AssertionError", traceback="Traceback ...", stderr="log\n"),
+            False,
+            "Assert",
+        ),
     ],
-    ids=["token", "early-exit", "assertion", "timeout"],
+    ids=["token", "early-exit", "assertion", "timeout", "python-cell-error"],
 )
 def test_verdicts(result: ExecResult, passed: bool, error: str | None) -> None:
     verdict, message = judge(result, "tok", 10)
