@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -116,6 +117,8 @@ def main() -> None:
     print(
         f"{len(problems)} problems, {n_checks} checks (canonical + {', '.join(BROKEN_VARIANTS)}), each fresh"
     )
+    # The machine may be shared: the load average says how much the figures below were disturbed.
+    print("load average at start: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()), flush=True)
 
     results: list[tuple[str, int, float, dict[str, int]]] = []
     for level in levels:
@@ -131,6 +134,7 @@ def main() -> None:
             results.append(("eval --check-harness --warm 0", level, wall, counts))
             print(f"  harness without pool, concurrency {level}: {wall:.1f} s {counts}", flush=True)
 
+    print("load average at end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     baseline = {level: wall for name, level, wall, _ in results if name.startswith("docker run")}
     print()
     print(f"{'path':<36} {'conc':>4} {'wall s':>8} {'ms/check':>9} {'vs docker run':>14}  verdicts")
