@@ -238,20 +238,16 @@ def test_unknown_image_says_what_to_do() -> None:
 
 def test_any_image_with_python3_works(sandbox_image: str, docker_client: Any) -> None:
     # An image without the sandbox user or /workspace: the runner needs only python3.
-    plain = docker_client.api.commit(
-        docker_client.containers.create(sandbox_image, ["true"]).id,
-        repository="qwq-agent-test-plain",
-        tag="1",
-    )
+    source = docker_client.containers.create(sandbox_image, ["true"])
+    plain = docker_client.api.commit(source.id, repository="qwq-agent-test-plain", tag="1")
     try:
         with DockerSandbox("qwq-agent-test-plain:1", config=SandboxConfig(user="65534:65534")) as sb:
             r = sb.run_python("import os; os.getuid(), os.getcwd()")
             assert r.value == "(65534, '/workspace')"
             assert sb.write_file("a.txt", "x") == "/workspace/a.txt"
     finally:
-        for container in docker_client.containers.list(all=True, filters={"ancestor": sandbox_image}):
-            if container.attrs["Config"]["Cmd"] == ["true"]:
-                container.remove(force=True)
+        # remove what this test made, by id: listing by ancestor races with other sandboxes going away
+        source.remove(force=True)
         docker_client.images.remove(plain["Id"], force=True)
 
 
