@@ -2,7 +2,7 @@
 
 The harness checks every problem's canonical solution and its broken variants (4 checks per problem: 656 for
 all 164), each in a fresh hardened sandbox. It runs here through the real CLI as a subprocess, at concurrency
-1 and 4 (by default with a warm pool of fresh containers as large as the concurrency; `--no-pool` adds runs
+1 and 4 (with its default warm pool of fresh containers, max(2, concurrency); `--no-pool` adds runs
 without it). The baseline, measured in the same run on the same checks: one `docker run --rm -i` per check
 (the docker CLI, the same image and hardening flags), the checking program on stdin, sequentially and with 4
 at once. Both paths must reach the same verdicts (all canonical pass, all broken fail), else it says so.
