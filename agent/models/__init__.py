@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest, ToolChoice, Usage
-from agent.models.scripted import ScriptedModel, ScriptExhaustedError
+from agent.models.scripted import ScriptedModel, ScriptExhaustedError, completion_text, tool_call_text
 
 if TYPE_CHECKING:
     from agent.models.llamacpp import LlamaCppModel
@@ -25,6 +25,8 @@ __all__ = [
     "ScriptedModel",
     "ToolChoice",
     "Usage",
+    "completion_text",
+    "tool_call_text",
 ]
 
 _LAZY = {

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
 
 from agent.models.base import ModelChunk, ModelRequest, Usage
 
-__all__ = ["ScriptExhaustedError", "ScriptedModel"]
+__all__ = ["ScriptExhaustedError", "ScriptedModel", "completion_text", "tool_call_text"]
+
+
+def tool_call_text(name: str, arguments: Mapping[str, Any] | None = None) -> str:
+    """One `<tool_call>` block as QwQ-32B writes it, for scripts: `tool_call_text("add", {"a": 1})`."""
+    body = json.dumps({"name": name, "arguments": dict(arguments or {})}, ensure_ascii=False)
+    return f"<tool_call>\n{body}\n</tool_call>"
+
+
+def completion_text(thinking: str, *calls: str, content: str = "") -> str:
+    """A whole turn as the model writes it after the prompt's `<think>\\n`: reasoning, `</think>`, then the
+    visible text and the call blocks (from `tool_call_text`), one per line."""
+    return thinking + "\n</think>\n\n" + content + "\n".join(calls)
 
 
 class ScriptExhaustedError(RuntimeError):

@@ -23,7 +23,7 @@ from agent.events import (
     ToolCallStarted,
 )
 from agent.messages import AssistantMessage, SystemMessage, ToolMessage, UserMessage
-from agent.models import ScriptedModel
+from agent.models import ScriptedModel, completion_text, tool_call_text
 from agent.transcript import read_transcript
 from tools import tool
 
@@ -31,11 +31,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def call(name: str, **arguments: object) -> str:
-    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+    return tool_call_text(name, arguments)
 
 
-def turn(thinking: str, *calls: str, content: str = "") -> str:
-    return thinking + "\n</think>\n\n" + content + "\n".join(calls)
+turn = completion_text
 
 
 @tool

@@ -17,21 +17,28 @@ from pathlib import Path
 
 import pytest
 
+from agent.models import completion_text, tool_call_text
 from agent.transcript import read_transcript
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def call(name: str, **arguments: object) -> str:
-    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+    return tool_call_text(name, arguments)
 
 
-def turn(thinking: str, *calls: str, content: str = "") -> str:
-    return thinking + "\n</think>\n\n" + content + "\n".join(calls)
+turn = completion_text
 
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "agent.cli", *args]
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """One `qwq-agent` command to its end, through the real entry point."""
+    return subprocess.run(
+        cli(*args), capture_output=True, text=True, cwd=REPO, check=False, timeout=timeout, env=env()
+    )
 
 
 def env() -> dict[str, str]:
@@ -65,36 +72,30 @@ def no_leftovers() -> Iterator[None]:
 
 
 def test_help_lists_the_commands() -> None:
-    proc = subprocess.run(cli("--help"), capture_output=True, text=True, cwd=REPO, check=False, timeout=60)
+    proc = run_cli("--help", timeout=60)
     assert proc.returncode == 0, proc.stderr
     for command in ("run", "replay"):
         assert command in proc.stdout
 
 
 def test_run_without_a_task_says_what_to_give() -> None:
-    proc = subprocess.run(cli("run"), capture_output=True, text=True, cwd=REPO, check=False, timeout=60)
+    proc = run_cli("run", timeout=60)
     assert proc.returncode == 2
     assert "TASK" in proc.stderr
 
 
 def test_quiet_run_without_tools_prints_only_the_answer(tmp_path: Path) -> None:
     outputs = script(tmp_path, [turn("easy", content="4")])
-    proc = subprocess.run(
-        cli(
-            "run",
-            "2+2?",
-            "--scripted",
-            str(outputs),
-            "--tools",
-            "none",
-            "--quiet",
-            "--transcript-dir",
-            str(tmp_path),
-        ),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
+    proc = run_cli(
+        "run",
+        "2+2?",
+        "--scripted",
+        str(outputs),
+        "--tools",
+        "none",
+        "--quiet",
+        "--transcript-dir",
+        str(tmp_path),
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -112,23 +113,15 @@ def test_live_view_shows_reasoning_calls_results_and_answer(tmp_path: Path, no_l
             turn("The sandbox printed 5050.", content="The sum is 5050."),
         ],
     )
-    proc = subprocess.run(
-        cli(
-            "run",
-            "sum 0..100",
-            "--scripted",
-            str(outputs),
-            "--tools",
-            "python",
-            "--transcript-dir",
-            str(tmp_path),
-        ),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=300,
-        env=env(),
+    proc = run_cli(
+        "run",
+        "sum 0..100",
+        "--scripted",
+        str(outputs),
+        "--tools",
+        "python",
+        "--transcript-dir",
+        str(tmp_path),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -150,23 +143,16 @@ def test_json_events_and_replay_rerun(tmp_path: Path, no_leftovers: None) -> Non
             turn("done", content="x is 42"),
         ],
     )
-    proc = subprocess.run(
-        cli(
-            "run",
-            "remember x",
-            "--scripted",
-            str(outputs),
-            "--tools",
-            "python",
-            "--json",
-            "--transcript-dir",
-            str(tmp_path),
-        ),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=300,
+    proc = run_cli(
+        "run",
+        "remember x",
+        "--scripted",
+        str(outputs),
+        "--tools",
+        "python",
+        "--json",
+        "--transcript-dir",
+        str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -177,14 +163,7 @@ def test_json_events_and_replay_rerun(tmp_path: Path, no_leftovers: None) -> Non
     assert [e["result"]["content"].strip() for e in finished][1].endswith("42")
     (transcript,) = tmp_path.glob("*.jsonl")
 
-    shown = subprocess.run(
-        cli("replay", str(transcript), "--json"),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=120,
-    )
+    shown = run_cli("replay", str(transcript), "--json", timeout=120)
     assert shown.returncode == 0, shown.stderr
     replayed = [json.loads(line) for line in shown.stdout.splitlines()]
 
@@ -204,14 +183,7 @@ def test_json_events_and_replay_rerun(tmp_path: Path, no_leftovers: None) -> Non
 
     assert shape(replayed) == shape(events)
 
-    rerun = subprocess.run(
-        cli("replay", str(transcript), "--rerun", "--quiet"),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=300,
-    )
+    rerun = run_cli("replay", str(transcript), "--rerun", "--quiet")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "matches" in rerun.stderr
 
@@ -223,14 +195,7 @@ def test_json_events_and_replay_rerun(tmp_path: Path, no_leftovers: None) -> Non
             record["messages"][1]["content"] = "41\n"
     bad = tmp_path / "tampered.jsonl"
     bad.write_text("".join(json.dumps(r) + "\n" for r in tampered))
-    differs = subprocess.run(
-        cli("replay", str(bad), "--rerun", "--quiet"),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=300,
-    )
+    differs = run_cli("replay", str(bad), "--rerun", "--quiet")
     assert differs.returncode == 1
     assert "differs" in differs.stderr
 
@@ -286,22 +251,8 @@ def test_ctrl_c_saves_the_transcript_removes_the_sandbox_and_resume_continues(
     assert orphans() - orphans_before == set(), "the interrupted run left its sandbox behind"
 
     resumed_outputs = script(tmp_path, [turn("quick now", content="resumed fine")], name="resume.json")
-    resumed = subprocess.run(
-        cli(
-            "run",
-            "--resume",
-            str(transcript),
-            "--scripted",
-            str(resumed_outputs),
-            "--tools",
-            "python",
-            "--quiet",
-        ),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=300,
+    resumed = run_cli(
+        "run", "--resume", str(transcript), "--scripted", str(resumed_outputs), "--tools", "python", "--quiet"
     )
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.strip() == "resumed fine"
