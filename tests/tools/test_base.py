@@ -676,7 +676,10 @@ def test_dataclass_and_typeddict_parameters() -> None:
         return window.width + span["end"]
 
     props = layout.parameters["properties"]
-    assert props["window"] == {
+    window = dict(props["window"])
+    # pydantic >= 2.14 states what validation does anyway (extra keys are refused); older versions omit it
+    assert window.pop("additionalProperties", False) is False
+    assert window == {
         "type": "object",
         "properties": {"width": {"type": "integer"}, "height": {"type": "integer", "default": 10}},
         "required": ["width"],
