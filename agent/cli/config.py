@@ -26,8 +26,10 @@ from typing import Any
 __all__ = ["ConfigFileError", "apply_config", "find_config"]
 
 ENV_CONFIG = "QWQ_AGENT_CONFIG"
-# an option whose environment variable is set keeps the environment's value (it outranks the file)
-_ENV_OF = {"model": "QWQ_AGENT_MODEL", "base_url": "QWQ_AGENT_BASE_URL", "model_name": "QWQ_AGENT_MODEL_NAME"}
+# The environment outranks the file for the choice of model: when any of these variables is set, the file's
+# model options are all left out, so a file's server cannot win over a model the environment names.
+_MODEL_ENV = ("QWQ_AGENT_MODEL", "QWQ_AGENT_BASE_URL", "QWQ_AGENT_MODEL_NAME")
+_MODEL_OPTIONS = ("model", "base_url", "model_name")
 
 
 class ConfigFileError(Exception):
@@ -74,8 +76,9 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
             f"{path}: `qwq-agent {command}` has no option {', '.join(unknown)}; options it has: {known}"
         )
     defaults: dict[str, Any] = {}
+    environment_names_model = any(os.environ.get(name) for name in _MODEL_ENV)
     for dest, value in values.items():
-        if os.environ.get(_ENV_OF.get(dest, "")):
+        if environment_names_model and dest in _MODEL_OPTIONS:
             continue
         convert = actions[dest].type
         if isinstance(value, str) and callable(convert):

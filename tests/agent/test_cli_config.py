@@ -58,6 +58,16 @@ def test_environment_outranks_the_file_and_explicit_file_is_used(tmp_path: Path)
     )
     assert proc.returncode == 2
     assert "env.gguf" in proc.stderr
+    # a server named in the file does not win over a model named in the environment
+    config.write_text('[run]\nbase-url = "http://127.0.0.1:9/v1"\ntools = "none"\n')
+    proc = run(
+        tmp_path,
+        "run",
+        "task",
+        env={"QWQ_AGENT_CONFIG": str(config), "QWQ_AGENT_MODEL": "/nonexistent/env.gguf"},
+    )
+    assert proc.returncode == 2
+    assert "env.gguf" in proc.stderr
 
 
 def test_unknown_option_in_the_file_is_named(tmp_path: Path) -> None:
