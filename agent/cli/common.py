@@ -254,7 +254,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _construct(cls: Any, kwargs: dict[str, Any]) -> Model:
     """Call a backend constructor; its own configuration errors become `ConfigurationError` with a hint."""
-    from agent.models.openai_compat import ModelConfigurationError
+    from agent.models.errors import ModelConfigurationError
 
     try:
         model: Model = cls(**kwargs)
@@ -268,7 +268,7 @@ def load_now(model: Model, note: Callable[[str], None]) -> None:
     load = getattr(model, "load", None)
     if load is None:
         return
-    from agent.models.openai_compat import ModelError
+    from agent.models.errors import ModelError
 
     note(f"loading {getattr(model, 'model_path', 'the model')} ...")
     try:

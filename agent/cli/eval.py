@@ -291,7 +291,7 @@ def main(args: argparse.Namespace) -> int:
 
     from agent.cli.common import ConfigurationError, ensure_sandbox_image
     from agent.evals.problems import ProblemError, load_humaneval
-    from agent.models.openai_compat import ModelConfigurationError
+    from agent.models.errors import ModelConfigurationError
     from sandboxes import SandboxError
 
     err = Console(stderr=True, highlight=False)

@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "models_command", None) != "check":
         args._models_parser.print_help()
         return 2
-    from agent.models.openai_compat import ModelError
+    from agent.models.errors import ModelError
 
     try:
         report = _check_gguf(args) if args.model else asyncio.run(_check_server(args))

@@ -151,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
     from agent.cli.common import ConfigurationError, build_model, ensure_sandbox_image
     from agent.cli.view import make_view
     from agent.evals.problems import ProblemError, load_problem
-    from agent.models.openai_compat import ModelConfigurationError, ModelError
+    from agent.models.errors import ModelConfigurationError, ModelError
     from sandboxes import SandboxError
 
     view = make_view(quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking)

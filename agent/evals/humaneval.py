@@ -136,7 +136,7 @@ async def _run_pool(jobs: Sequence[Callable[[], Any]], concurrency: int) -> None
 def _fatal(exc: Exception) -> bool:
     """Errors that would fail every remaining problem the same way (a model that cannot be loaded or
     reached with these settings) stop the evaluation instead of filling the file with error rows."""
-    from agent.models.openai_compat import ModelConfigurationError
+    from agent.models.errors import ModelConfigurationError
 
     return isinstance(exc, ModelConfigurationError)
 

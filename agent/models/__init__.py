@@ -8,6 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest, ToolChoice, Usage
+from agent.models.errors import (
+    ContextLengthError,
+    ModelAuthenticationError,
+    ModelConfigurationError,
+    ModelError,
+    ModelRequestError,
+    ModelStreamError,
+    ModelUnavailableError,
+)
 from agent.models.scripted import ScriptedModel, ScriptExhaustedError, completion_text, tool_call_text
 
 if TYPE_CHECKING:
@@ -15,11 +24,18 @@ if TYPE_CHECKING:
     from agent.models.openai_compat import OpenAICompatModel
 
 __all__ = [
+    "ContextLengthError",
     "KeepThinking",
     "LlamaCppModel",
     "Model",
+    "ModelAuthenticationError",
     "ModelChunk",
+    "ModelConfigurationError",
+    "ModelError",
     "ModelRequest",
+    "ModelRequestError",
+    "ModelStreamError",
+    "ModelUnavailableError",
     "OpenAICompatModel",
     "ScriptExhaustedError",
     "ScriptedModel",

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.models.base import ModelChunk, ModelRequest, Usage
+from agent.models.errors import ContextLengthError, ModelConfigurationError, ModelError
 from agent.models.grammar import CALL_CLOSE, tool_call_gbnf
-from agent.models.openai_compat import ContextLengthError, ModelConfigurationError, ModelError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

@@ -34,6 +34,15 @@ from typing import Any, Literal
 import httpx
 
 from agent.models.base import ModelChunk, ModelRequest, Usage
+from agent.models.errors import (
+    ContextLengthError,
+    ModelAuthenticationError,
+    ModelConfigurationError,
+    ModelError,
+    ModelRequestError,
+    ModelStreamError,
+    ModelUnavailableError,
+)
 from agent.models.grammar import CALL_CLOSE, tool_call_gbnf, tool_call_schema
 
 __all__ = [
@@ -58,40 +67,6 @@ Mode = Literal["completions", "chat"]
 # How a server takes a constraint: llama.cpp / llama-cpp-python `grammar` (GBNF), llama.cpp `json_schema`,
 # vLLM `guided_json`, or vLLM >= 0.10 `structured_outputs`.
 Constrain = Literal["grammar", "json_schema", "guided_json", "structured_outputs"]
-
-
-# -- errors ----------------------------------------------------------------------------------------------------
-class ModelError(Exception):
-    """A model backend failed. Subclasses say whether the developer or the environment must act."""
-
-
-class ModelConfigurationError(ModelError):
-    """The backend is misconfigured (missing dependency, bad path, wrong URL or model name): fix and rerun."""
-
-
-class ModelAuthenticationError(ModelConfigurationError):
-    """The server refused the API key (401/403)."""
-
-
-class ModelRequestError(ModelError):
-    """The server rejected the request (a 4xx other than auth); `status` and the server's `detail` are kept."""
-
-    def __init__(self, message: str, *, status: int = 0, detail: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.detail = detail
-
-
-class ContextLengthError(ModelRequestError):
-    """The prompt (plus the completion budget) does not fit the model's context."""
-
-
-class ModelUnavailableError(ModelError):
-    """The server kept failing (429/5xx/connection errors) after every retry."""
-
-
-class ModelStreamError(ModelError):
-    """The response stream was cut off or was not the server-sent events it should be."""
 
 
 # -- the backend -----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import prompts
 from agent.messages import AssistantMessage, Message, ToolMessage, UserMessage
 from agent.models import LlamaCppModel, ModelChunk, ModelRequest
-from agent.models.openai_compat import ContextLengthError, ModelConfigurationError
+from agent.models.errors import ContextLengthError, ModelConfigurationError
 from agent.parsing import Completion, parse_completion
 from tools import Toolbox, tool
 
