@@ -45,16 +45,7 @@ from agent.models.errors import (
 )
 from agent.models.grammar import CALL_CLOSE, tool_call_gbnf, tool_call_schema
 
-__all__ = [
-    "ContextLengthError",
-    "ModelAuthenticationError",
-    "ModelConfigurationError",
-    "ModelError",
-    "ModelRequestError",
-    "ModelStreamError",
-    "ModelUnavailableError",
-    "OpenAICompatModel",
-]
+__all__ = ["OpenAICompatModel"]
 
 THINK_OPEN = "<think>\n"
 THINK_CLOSE = "</think>"

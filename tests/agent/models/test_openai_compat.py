@@ -18,7 +18,7 @@ import pytest
 
 from agent.messages import AssistantMessage, Message, ToolMessage, UserMessage
 from agent.models import ModelChunk, ModelRequest, OpenAICompatModel
-from agent.models.openai_compat import (
+from agent.models.errors import (
     ContextLengthError,
     ModelAuthenticationError,
     ModelConfigurationError,
