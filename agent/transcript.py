@@ -18,13 +18,21 @@ from typing import Any
 
 from agent.messages import Message, message_from_dict
 
-__all__ = ["TranscriptError", "TranscriptRecord", "TranscriptWriter", "read_transcript"]
+__all__ = ["RecordedStep", "TranscriptError", "TranscriptRecord", "TranscriptWriter", "read_transcript"]
 
 FORMAT_VERSION = 1
 
 
 class TranscriptError(ValueError):
     """The file is not a qwq-agent transcript, or is damaged beyond its last line."""
+
+
+@dataclass(frozen=True)
+class RecordedStep:
+    """One finished step: the model's text as it came, and the messages the step added."""
+
+    model_output: str
+    messages: list[Message]
 
 
 @dataclass
@@ -38,10 +46,14 @@ class TranscriptRecord:
     messages: list[Message]
     steps: int
     usage: dict[str, int]
-    model_outputs: list[str] = field(default_factory=list)
+    recorded_steps: list[RecordedStep] = field(default_factory=list)
     end: dict[str, Any] | None = None
     # byte offset just past the last complete line: where a resumed run appends
     valid_length: int = 0
+
+    @property
+    def model_outputs(self) -> list[str]:
+        return [step.model_output for step in self.recorded_steps]
 
     @property
     def finished(self) -> bool:
@@ -173,14 +185,15 @@ def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
     start = records[0]
     messages = [message_from_dict(m) for m in start.get("messages", [])]
     steps = 0
-    outputs: list[str] = []
+    recorded: list[RecordedStep] = []
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     end_record: dict[str, Any] | None = None
     for record in records[1:]:
         kind = record.get("type")
         if kind == "step":
-            messages.extend(message_from_dict(m) for m in record.get("messages", []))
-            outputs.append(str(record.get("model_output", "")))
+            step_messages = [message_from_dict(m) for m in record.get("messages", [])]
+            messages.extend(step_messages)
+            recorded.append(RecordedStep(str(record.get("model_output", "")), step_messages))
             steps = int(record.get("step", steps + 1))
             for key in usage:
                 usage[key] += int(record.get("usage", {}).get(key, 0))
@@ -198,7 +211,7 @@ def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
         messages=messages,
         steps=steps,
         usage=usage,
-        model_outputs=outputs,
+        recorded_steps=recorded,
         end=end_record,
         valid_length=valid_length,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -47,10 +46,11 @@ def recorded_events(record: TranscriptRecord) -> list[Event]:
     from tools.types import ToolResult
 
     events: list[Event] = []
-    steps = _steps_of(record)
-    for number, (output, messages) in enumerate(steps, start=1):
+    steps = record.recorded_steps
+    for number, step in enumerate(steps, start=1):
+        messages = step.messages
         parser = StreamParser()
-        events.extend(parser.feed(output))
+        events.extend(parser.feed(step.model_output))
         events.extend(parser.finish())
         assistant = next((m for m in messages if isinstance(m, AssistantMessage)), None)
         calls = list(assistant.tool_calls) if assistant else []
@@ -71,23 +71,6 @@ def recorded_events(record: TranscriptRecord) -> list[Event]:
     return events
 
 
-def _steps_of(record: TranscriptRecord) -> list[tuple[str, list[Any]]]:
-    """(model output, messages of the step) for every recorded step, read from the file again."""
-    from agent.messages import message_from_dict
-
-    steps: list[tuple[str, list[Any]]] = []
-    with record.path.open("rb") as handle:
-        data = handle.read(record.valid_length)
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        item = json.loads(line)
-        if item.get("type") == "step":
-            messages = [message_from_dict(m) for m in item.get("messages", [])]
-            steps.append((str(item.get("model_output", "")), messages))
-    return steps
-
-
 async def _rerun(record: TranscriptRecord, view: View) -> int:
     """Run the loop again on the recorded outputs; print each observation that differs from the recording."""
     from agent.cli.run import open_tools
@@ -96,12 +79,12 @@ async def _rerun(record: TranscriptRecord, view: View) -> int:
     from agent.models import ScriptedModel
 
     config = record.config
-    steps = _steps_of(record)
+    steps = record.recorded_steps
     system = next((m.content for m in record.messages[:1] if isinstance(m, SystemMessage)), "")
     async with AsyncExitStack() as stack:
         tools = await open_tools(list(config.get("tools", [])), stack, view)
         agent = Agent(
-            ScriptedModel([output for output, _ in steps]),
+            ScriptedModel(record.model_outputs),
             tools,
             system_prompt=system,
             max_steps=len(steps),
@@ -113,7 +96,7 @@ async def _rerun(record: TranscriptRecord, view: View) -> int:
         view.close()
     result = agent.last_result
     assert result is not None
-    recorded = [[m for m in messages if isinstance(m, ToolMessage)] for _, messages in steps]
+    recorded = [[m for m in step.messages if isinstance(m, ToolMessage)] for step in steps]
     fresh: list[list[ToolMessage]] = []
     current: list[ToolMessage] | None = None
     for message in result.messages:
