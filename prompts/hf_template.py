@@ -15,16 +15,17 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from prompts._json import to_json
 from prompts._normalize import normalize_messages, normalize_tools, template_messages
+from prompts._tool_prompt import fold_tools
 from prompts.errors import PromptTemplateError
 
-__all__ = ["render_chat_template"]
+__all__ = ["render_chat_template", "template_supports_tools"]
 
 
 class _GenerationBlock(Extension):
@@ -96,12 +97,25 @@ def _compile(template: str) -> jinja2.Template:
         raise PromptTemplateError(message) from err
 
 
+@functools.lru_cache(maxsize=32)
+def template_supports_tools(template: str) -> bool:
+    """Whether a chat template renders a tool list itself (it reads the `tools` variable)."""
+    env = _environment()
+    try:
+        return "tools" in meta.find_undeclared_variables(env.parse(template))
+    except jinja2.TemplateSyntaxError as err:
+        raise PromptTemplateError(
+            f"the chat template does not compile: line {err.lineno}: {err.message}"
+        ) from err
+
+
 def render_chat_template(
     template: str,
     messages: Iterable[Any],
     tools: Iterable[Any] | None = None,
     *,
     add_generation_prompt: bool = True,
+    tool_prompt: bool | None = None,
     **extra: Any,
 ) -> str:
     """Render `template` (a model's jinja chat template) for `messages` and `tools`, as Hugging Face would.
@@ -111,13 +125,27 @@ def render_chat_template(
     where QwQ's, Qwen3's and DeepSeek-R1's templates look for it). `extra` reaches the template as variables
     (`bos_token`, `enable_thinking`, ...). Raises `PromptTemplateError` when the template does not compile,
     calls `raise_exception`, or fails while rendering.
+
+    Templates without tool support (plain ChatML, say) would drop the tools, the calls and the results.
+    With `tool_prompt=True`, or by default when tools are given and the template does not read `tools`,
+    the conversation is folded first: the tool list and the `<tool_call>` convention join the system
+    message (`prompts/templates/formats/tool_use.j2`), calls are written into the assistant turns as
+    `<tool_call>` blocks, and each run of results becomes one user turn of `<tool_response>` blocks.
     """
     compiled = _compile(template)
     variables: dict[str, Any] = {"documents": None, **extra}
     tool_dicts = normalize_tools(tools) if tools is not None else None
+    turns = normalize_messages(messages)
+    if tool_prompt is None:
+        tool_prompt = bool(tool_dicts) and not template_supports_tools(template)
+    if tool_prompt:
+        rendered_messages = fold_tools(turns, tool_dicts or [])
+        tool_dicts = None
+    else:
+        rendered_messages = template_messages(turns)
     try:
         return compiled.render(
-            messages=template_messages(normalize_messages(messages)),
+            messages=rendered_messages,
             tools=tool_dicts,
             add_generation_prompt=add_generation_prompt,
             **variables,

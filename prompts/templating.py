@@ -16,11 +16,19 @@ from jinja2 import meta
 
 from prompts.errors import PromptTemplateError
 
-__all__ = ["available_notes", "available_system_prompts", "render_note", "render_system_prompt"]
+__all__ = [
+    "available_notes",
+    "available_system_prompts",
+    "render_format",
+    "render_note",
+    "render_system_prompt",
+]
 
 _TEMPLATES = Path(__file__).parent / "templates"
 _NOTES = "notes"
 _NOTES_FOLDER = _TEMPLATES / _NOTES
+_FORMATS = "formats"
+_FORMATS_FOLDER = _TEMPLATES / _FORMATS
 _SUFFIX = ".j2"
 
 
@@ -108,3 +116,11 @@ def render_note(name: str, /, **variables: Any) -> str:
     Same checks as `render_system_prompt`. See `available_notes()` for the names.
     """
     return _render("note", name, _names(_NOTES_FOLDER), f"{_NOTES}/{name}{_SUFFIX}", variables)
+
+
+def render_format(name: str, /, **variables: Any) -> str:
+    """Render `prompts/templates/formats/<name>.j2`: text that frames a conversation for a chat format.
+
+    Same checks as `render_system_prompt`.
+    """
+    return _render("format text", name, _names(_FORMATS_FOLDER), f"{_FORMATS}/{name}{_SUFFIX}", variables)

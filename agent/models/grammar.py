@@ -20,10 +20,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["CALL_CLOSE", "GrammarError", "json_value_gbnf", "tool_call_gbnf", "tool_call_schema"]
+__all__ = [
+    "GrammarError",
+    "arguments_gbnf",
+    "call_rest_gbnf",
+    "json_value_gbnf",
+    "tool_call_gbnf",
+    "tool_call_schema",
+]
 
-# What the grammar makes the model write after its `<tool_call>` token.
-CALL_CLOSE = "\n</tool_call>"
+from agent.models._turns import GRAMMAR_CALL_CLOSE as CALL_CLOSE
 
 _STRING_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 _PRIMITIVES = {
@@ -336,6 +342,53 @@ def tool_call_gbnf(
     if suffix:
         parts.append(_literal(suffix))
     return conv.grammar(" ".join(parts))
+
+
+def call_rest_gbnf(
+    tools: Sequence[Any],
+    partial_name: str,
+    *,
+    only: str | None = None,
+    max_string_length: int | None = None,
+    suffix: str = "",
+) -> str:
+    """GBNF for the rest of a call whose text so far ends in `{"name": "` + `partial_name`.
+
+    Used when a model opens a call in a form other than `<tool_call>` (a fenced block, `<tools>`, a bare
+    JSON line): the constraint starts where the call was recognised, mid-object, and finishes the name of a
+    tool that begins with `partial_name`, its arguments, the closing brace and `suffix`.
+    """
+    chosen = [
+        t
+        for t in tools
+        if (only is None or _tool_parts(t)[0] == only) and _tool_parts(t)[0].startswith(partial_name)
+    ]
+    if not chosen:
+        raise GrammarError(f"no tool name starts with {partial_name!r}")
+    conv = _Converter({}, max_string_length=max_string_length)
+    alternatives = []
+    for i, tool in enumerate(chosen):
+        name, params = _tool_parts(tool)
+        conv.root_schema = params
+        conv._refs = {}
+        args = conv.visit(params, f"t{i}-args")
+        rest = _json_text(name)[1 + len(partial_name) :]  # the name's remaining characters and its quote
+        head = _literal(f'{rest}, "arguments": ')
+        alternatives.append(conv.add_rule(f"t{i}-call", f'{head} {args} "}}"'))
+    root = "(" + " | ".join(alternatives) + ")"
+    if suffix:
+        root += " " + _literal(suffix)
+    return conv.grammar(root)
+
+
+def arguments_gbnf(tool: Any, *, max_string_length: int | None = None, suffix: str = "") -> str:
+    """GBNF for the arguments object of one tool, then `suffix` (the `<function=NAME>{...}</function>` form)."""
+    _name, params = _tool_parts(tool)
+    conv = _Converter(params, max_string_length=max_string_length)
+    root = conv.visit(params, "args")
+    if suffix:
+        root += " " + _literal(suffix)
+    return conv.grammar(root)
 
 
 def json_value_gbnf(schema: Mapping[str, Any], *, max_string_length: int | None = None) -> str:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import httpx
 
+from agent.models._turns import GRAMMAR_CALL_CLOSE as CALL_CLOSE
 from agent.models.base import ModelChunk, ModelRequest, Usage
 from agent.models.errors import (
     ContextLengthError,
@@ -43,7 +44,7 @@ from agent.models.errors import (
     ModelStreamError,
     ModelUnavailableError,
 )
-from agent.models.grammar import CALL_CLOSE, tool_call_gbnf, tool_call_schema
+from agent.models.grammar import tool_call_gbnf, tool_call_schema
 
 __all__ = ["OpenAICompatModel"]
 

@@ -91,33 +91,26 @@ def test_union_schema_for_schema_constrained_servers() -> None:
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
 def test_sampled_values_are_schema_valid(name: str, make_llama: Any) -> None:
     """The noise model samples under each grammar; whatever comes out must validate."""
-    import llama_cpp
-
-    from agent.models.llamacpp import _token_bytes
-
     schema = SCHEMAS[name]
     grammar = json_value_gbnf(schema, max_string_length=6)
-    llm = make_llama().load()
-    vocab = llm._model.vocab
+    model = make_llama()
+    model.load()
+    rt = model.runtime
+    assert rt is not None
+    eog = rt.end_of_generation_tokens()
     for seed in range(3):
-        sampler = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        grammar_sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-        assert grammar_sampler, grammar
-        llama_cpp.llama_sampler_chain_add(sampler, grammar_sampler)
-        llama_cpp.llama_sampler_chain_add(sampler, llama_cpp.llama_sampler_init_dist(seed))
-        try:
-            llm.reset()
-            llm.eval(llm.tokenize(b"<|im_start|>assistant\n", add_bos=False, special=True))
-            out = b""
-            for _ in range(120):
-                token = llama_cpp.llama_sampler_sample(sampler, llm.ctx, -1)
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    break
-                out += _token_bytes(llm, token)
-                llm.eval([token])
-            else:
-                pytest.fail(f"no complete value in 120 tokens: {out!r}")
-        finally:
-            llama_cpp.llama_sampler_free(sampler)
+        sampler = rt.grammar_sampler(grammar)
+        sampler.chain.add_distribution(top_k=0, top_p=1.0, min_p=0.0, temperature=1.0, seed=seed)
+        rt.reset()
+        rt.eval(rt.tokenize(b"<|im_start|>assistant\n"))
+        out = b""
+        for _ in range(120):
+            token = sampler.chain.sample()
+            if token in eog:
+                break
+            out += rt.token_bytes(token)
+            rt.eval([token])
+        else:
+            pytest.fail(f"no complete value in 120 tokens: {out!r}")
         value = json.loads(out.decode("utf-8"))
         jsonschema.validate(value, schema)

@@ -278,10 +278,11 @@ def test_tiny_model_tokenizes_tags_as_single_tokens(make_llama: Factory) -> None
 
 def test_long_tokens_keep_their_text(make_llama: Factory) -> None:
     # llama-cpp-python's detokenize drops tokens longer than 32 bytes; the backend must not.
-    from agent.models.llamacpp import _token_bytes
-
-    llm = make_llama().load()
+    model = make_llama()
+    model.load()
+    rt = model.runtime
+    assert rt is not None
     text = " /*" + "-" * 64
-    tokens = llm.tokenize(text.encode(), add_bos=False, special=False)
-    assert any(len(_token_bytes(llm, t)) > 32 for t in tokens)
-    assert b"".join(_token_bytes(llm, t) for t in tokens) == text.encode()
+    tokens = rt.tokenize(text.encode(), special=False)
+    assert any(len(rt.token_bytes(t)) > 32 for t in tokens)
+    assert b"".join(rt.token_bytes(t) for t in tokens) == text.encode()
