@@ -124,6 +124,25 @@ def _arguments_error(tool_name: str, problems: list[str]) -> ToolArgumentsError:
     return ToolArgumentsError(message, tool_name=tool_name, problems=problems)
 
 
+MAX_ARGUMENT_DEPTH = 64
+"""Deepest nesting of lists and objects a tool's arguments may have (the parser's bound too)."""
+
+
+def _hostile_value(value: Any) -> str | None:
+    """Why `value` cannot be tool arguments (too deep, a non-finite number), or None. Iterative."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{item} is not a number JSON can carry; give a finite number"
+        if isinstance(item, dict | list | tuple):
+            if depth >= MAX_ARGUMENT_DEPTH:
+                return f"the arguments are nested more than {MAX_ARGUMENT_DEPTH} levels deep"
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
+
+
 def _not_an_object(tool_name: str, arguments: Any) -> ToolArgumentsError:
     problem = f"arguments must be a JSON object, got {_show(arguments)}"
     return _arguments_error(tool_name, [problem])
@@ -486,8 +505,17 @@ class Tool(Generic[P, R]):
 
     def validate(self, arguments: Any) -> dict[str, Any]:
         """Check the model's arguments; return them converted (keyed by parameter name) or raise
-        `ToolArgumentsError` whose `.message` names each wrong argument, what was expected and what came."""
-        return self._validator.validate(self._name, arguments)
+        `ToolArgumentsError` whose `.message` names each wrong argument, what was expected and what came.
+
+        Nothing else escapes: arguments nested deeper than `MAX_ARGUMENT_DEPTH` and numbers JSON cannot
+        say (infinity, NaN) are refused before any validator recurses into them."""
+        problem = _hostile_value(arguments)
+        if problem is not None:
+            raise _arguments_error(self._name, [problem])
+        try:
+            return self._validator.validate(self._name, arguments)
+        except RecursionError:
+            raise _arguments_error(self._name, ["the arguments are nested too deeply"]) from None
 
     def _split(self, arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         args = [arguments[p] for p in self._positional]

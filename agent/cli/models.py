@@ -1,9 +1,9 @@
-"""`qwq-agent models check`: load a GGUF or contact a server, and report template, context and speed.
+"""`qwq-agent models check`: load a GGUF or contact a server, and report format, context and speed.
 
-What it answers before a long run: does the model's own chat template produce the prompt the framework
-renders (QwQ-32B's format; a mismatch means the model was trained on another format), do `<tool_call>` and
-`<think>` tokenize as single tokens, how large is the context, and how fast are prompt evaluation and
-generation. Exit status: 0 all good, 1 something to look at (printed), 2 the model could not be checked.
+What it answers before a long run: which chat format the framework will use (QwQ-32B's exact format, or the
+model's own template from its file), whether the model's turn starts inside its reasoning, how the tags
+tokenize, how large the context is, how long loading takes, and how fast prompt evaluation and generation
+are. Exit status: 0 all good, 1 something to look at (printed), 2 the model could not be checked.
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentP
     check.add_argument(
         "--tokens", type=int, default=64, help="tokens to generate for the speed figure (default: 64)"
     )
+    check.add_argument(
+        "--chat-format",
+        choices=("auto", "qwq", "template"),
+        default="auto",
+        help="how prompts are rendered: auto (the model's template decides), qwq, template (default: auto)",
+    )
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.set_defaults(_models_parser=parser)
     return parser
@@ -74,64 +80,26 @@ def main(args: argparse.Namespace) -> int:
 
 
 # -- template -----------------------------------------------------------------------------------------------
-def _probes() -> list[tuple[str, list[dict[str, Any]], list[dict[str, Any]] | None]]:
-    """Conversations that exercise the format's rules: system turn, tools, a call, its result."""
-    tool = {
-        "type": "function",
-        "function": {
-            "name": "add",
-            "description": "Add two integers.",
-            "parameters": {
-                "type": "object",
-                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-                "required": ["a", "b"],
-            },
-        },
-    }
-    call = {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}
-    return [
-        ("plain", [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], None),
-        (
-            "tools",
-            [
-                {"role": "user", "content": "Add 2 and 3."},
-                {"role": "assistant", "content": "Reasoning.</think>\n\n", "tool_calls": [call]},
-                {"role": "tool", "content": "5"},
-            ],
-            [tool],
-        ),
-    ]
-
-
 def template_report(template: str | None) -> tuple[str, list[str]]:
-    """Whether `template` renders the probe conversations exactly as `prompts.render` does."""
-    import prompts
+    """How the framework will treat a model's chat template: QwQ-32B's exact format, or the template itself."""
+    from agent.models.chat_formats import qwq_template_mismatch
 
     if not template:
         return "none in the model file (the framework renders QwQ-32B's format itself)", []
-    for name, messages, tools in _probes():
-        ours = prompts.render(messages, tools)
-        try:
-            theirs = prompts.render_chat_template(template, messages, tools, add_generation_prompt=True)
-        except prompts.PromptTemplateError as exc:
-            return "does not render", [f"the model's chat template fails on the {name} probe: {exc}"]
-        if theirs != ours:
-            at = next(
-                (i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b),
-                min(len(ours), len(theirs)),
-            )
-            return "differs from QwQ-32B's format", [
-                f"the model's chat template differs from QwQ-32B's format on the {name} probe at character {at}: "
-                f"the framework writes {ours[at : at + 40]!r}, the template {theirs[at : at + 40]!r}; "
-                "the model may have been trained on another format"
-            ]
-    return "matches QwQ-32B's format", []
+    mismatch = qwq_template_mismatch(template)
+    if mismatch is None:
+        return "matches QwQ-32B's format", []
+    if mismatch.startswith("the template fails"):
+        return "does not render", [f"the model's chat template cannot be used: {mismatch}"]
+    return f"the model's own (it {mismatch}); prompts are rendered with it", []
 
 
 # -- in-process ---------------------------------------------------------------------------------------------
 def _check_gguf(args: argparse.Namespace) -> dict[str, Any]:
     from agent.messages import UserMessage
+    from agent.models._llama_runtime import cpu_has_amx
     from agent.models.base import ModelRequest
+    from agent.models.chat_formats import opens_thinking
     from agent.models.llamacpp import LlamaCppModel
 
     started = time.perf_counter()
@@ -142,17 +110,18 @@ def _check_gguf(args: argparse.Namespace) -> dict[str, Any]:
         n_threads=args.threads,
         seed=0,
         max_tokens=args.tokens,
+        chat_format=args.chat_format,
     )
-    llm = model.load()
+    model.load()
     load_s = time.perf_counter() - started
-    meta: dict[str, str] = dict(llm.metadata)
+    rt = model.runtime
+    assert rt is not None
+    meta = rt.metadata
     arch = meta.get("general.architecture", "?")
-    template_status, problems = template_report(meta.get("tokenizer.chat_template"))
-    split = [t for t in _TAGS if len(llm.tokenize(t.encode(), add_bos=False, special=True)) != 1]
-    if split:
-        problems.append(
-            f"these tags are not single tokens, so the model does not know them: {', '.join(split)}"
-        )
+    template_status, problems = template_report(rt.chat_template)
+    chat_format = model.chat_format
+    probe = model.render_prompt([UserMessage(content="Hi")])
+    split = [t for t in _TAGS if rt.single_token(t) is None]
     trained = meta.get(f"{arch}.context_length")
     request = ModelRequest(
         messages=[UserMessage(content="Count from one to a hundred. " * 20)], tool_choice="none"
@@ -169,14 +138,23 @@ def _check_gguf(args: argparse.Namespace) -> dict[str, Any]:
 
     t0, first, end, generated = asyncio.run(generate())
     stats = model.last_stats
+    extra = rt.extra_buffer_types
     model.close()
     return {
         "model": args.model,
         "architecture": arch,
         "name": meta.get("general.name", ""),
+        "chat_format": chat_format.describe(),
         "template": template_status,
+        "turn_opens_reasoning": opens_thinking(probe),
+        "tags_split_into_several_tokens": ", ".join(split) or "none",
         "trained_context": int(trained) if trained else None,
         "context": args.n_ctx,
+        "extra_buffer_types": (
+            f"{'on' if extra else 'off'} (CPU {'has' if cpu_has_amx() else 'has no'} AMX)"
+            if extra is not None
+            else "unknown"
+        ),
         "load_seconds": round(load_s, 2),
         "prompt_tokens_per_second": round(stats.evaluated_tokens / max(first - t0, 1e-9), 1),
         "generation_tokens_per_second": round(max(generated - 1, 0) / max(end - first, 1e-9), 1),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -55,6 +56,17 @@ FRAGMENTS = [
     "True",
     "null",
     "NaN",
+    # the other call forms (read only when the offered tools are named)
+    "<tools>",
+    "</tools>",
+    "<function=f>",
+    "</function>",
+    "<json>",
+    "</json>",
+    "```",
+    "```python\n",
+    "\n{",
+    '{"name": "python", "arguments": {"code": "1"}}',
 ]
 
 fragment_texts = st.lists(
@@ -62,11 +74,15 @@ fragment_texts = st.lists(
     max_size=40,
 ).map("".join)
 options = st.fixed_dictionaries(
-    {"prompt_opened_think": st.booleans(), "promote_trailing_drafts": st.booleans()}
+    {
+        "prompt_opened_think": st.booleans(),
+        "promote_trailing_drafts": st.booleans(),
+        "tool_names": st.sampled_from([None, ["f", "g.h", "python"]]),
+    }
 )
 
 
-def stream(text: str, cuts: list[int], **opts: bool) -> tuple[Completion, list[ParseEvent]]:
+def stream(text: str, cuts: list[int], **opts: Any) -> tuple[Completion, list[ParseEvent]]:
     parser = StreamParser(**opts)
     events: list[ParseEvent] = []
     start = 0
@@ -79,7 +95,7 @@ def stream(text: str, cuts: list[int], **opts: bool) -> tuple[Completion, list[P
 
 @settings(max_examples=1500, deadline=None)
 @given(st.one_of(fragment_texts, st.text()), options)
-def test_parse_completion_never_raises(text: str, opts: dict[str, bool]) -> None:
+def test_parse_completion_never_raises(text: str, opts: dict[str, Any]) -> None:
     completion = parse_completion(text, **opts)
     assert completion.thinking == completion.thinking.strip()
     assert completion.content == completion.content.strip()
@@ -90,7 +106,7 @@ def test_parse_completion_never_raises(text: str, opts: dict[str, bool]) -> None
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fragment_texts, st.data(), options)
-def test_stream_equals_whole_and_events_add_up(text: str, data: st.DataObject, opts: dict[str, bool]) -> None:
+def test_stream_equals_whole_and_events_add_up(text: str, data: st.DataObject, opts: dict[str, Any]) -> None:
     cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=12), label="cuts")
     completion, events = stream(text, cuts, **opts)
     assert completion == parse_completion(text, **opts)
@@ -103,10 +119,11 @@ def test_stream_equals_whole_and_events_add_up(text: str, data: st.DataObject, o
     assert all(e.text for e in events if isinstance(e, ThinkingDelta | ContentDelta))
 
 
-def test_one_character_at_a_time_on_a_long_mixed_text() -> None:
+@pytest.mark.parametrize("tool_names", [None, ["f", "python"]])
+def test_one_character_at_a_time_on_a_long_mixed_text(tool_names: list[str] | None) -> None:
     text = "".join(FRAGMENTS) * 5
-    completion, _ = stream(text, list(range(len(text))))
-    assert completion == parse_completion(text)
+    completion, _ = stream(text, list(range(len(text))), tool_names=tool_names)
+    assert completion == parse_completion(text, tool_names=tool_names)
 
 
 # -- round trip ---------------------------------------------------------------------------------------------

@@ -435,3 +435,45 @@ async def test_sync_timeout_is_logged_for_the_developer(caplog: pytest.LogCaptur
     finally:
         release.set()
     assert "its thread runs on" in caplog.text
+
+
+# -- hostile arguments: only ToolArgumentsError ever escapes ----------------------------------------------------
+
+
+def _deep(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [100, 1_000, 100_000])
+def test_validate_refuses_deep_nesting_without_recursion_errors(depth: int) -> None:
+    @tool
+    def takes_anything(data: Any) -> str:
+        """Take anything.
+
+        Args:
+            data: any JSON value
+        """
+        return "ok"
+
+    raw = Tool.from_schema("raw", "Raw.", {"type": "object", "properties": {"data": {}}}, lambda data: "ok")
+    for box_tool in (takes_anything, raw):
+        with pytest.raises(ToolArgumentsError, match="nested more than"):
+            Toolbox([box_tool]).validate(box_tool.name, {"data": _deep(depth)})
+
+
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_validate_refuses_numbers_json_cannot_say(number: float) -> None:
+    @tool
+    def scale(factor: float) -> float:
+        """Scale.
+
+        Args:
+            factor: a factor
+        """
+        return factor
+
+    with pytest.raises(ToolArgumentsError, match="finite number"):
+        Toolbox([scale]).validate("scale", {"factor": number})

@@ -42,93 +42,17 @@ Nothing here raises on any text: a parser that fails takes the whole agent loop 
 
 from __future__ import annotations
 
-import ast
-import functools
-import json
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from agent.events import ContentDelta, MalformedCallEvent, ParseEvent, ThinkingDelta, ToolCallParsed
-from prompts import render_note
+from agent.models._turns import CALL_CLOSE, CALL_OPEN, END_TOKENS, RESPONSE_OPEN, THINK_CLOSE, THINK_OPEN
+from agent.parsing._decode import Decoded, MalformedCall, decode_block, e_nested, e_stray_close
+from agent.parsing._forms import LenientCalls
 from tools.types import ToolCall
 
-__all__ = [
-    "CALL_FORMAT",
-    "Completion",
-    "MalformedCall",
-    "StreamParser",
-    "parse_completion",
-]
-
-THINK_OPEN: Final = "<think>"
-THINK_CLOSE: Final = "</think>"
-CALL_OPEN: Final = "<tool_call>"
-CALL_CLOSE: Final = "</tool_call>"
-RESPONSE_OPEN: Final = "<tool_response>"
-END_TOKENS: Final = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
-
-CALL_OBJECT: Final = '{"name": <function-name>, "arguments": <args-json-object>}'
-CALL_FORMAT: Final = f"{CALL_OPEN}\n{CALL_OBJECT}\n{CALL_CLOSE}"
-"""The exact call form the system prompt teaches; error sentences repeat it so the model can copy it."""
-
-# Sentences the model reads when a call could not be used: what was wrong, then the exact form to use. Their
-# wording lives in prompts/templates/notes/call_*.j2 (design.md section 7); these only pick the note and fill
-# it in. They run only for a malformed block, never per token, and `render_note` keeps compiled templates; the
-# sentences without variables are rendered once, so output full of stray tags stays cheap to parse.
-
-
-@functools.cache
-def _e_empty() -> str:
-    return render_note("call_empty", call_format=CALL_FORMAT)
-
-
-def _e_json(detail: str) -> str:
-    return render_note("call_invalid_json", detail=detail, call_object=CALL_OBJECT)
-
-
-def _e_truncated(detail: str) -> str:
-    return render_note("call_truncated", detail=detail, call_format=CALL_FORMAT)
-
-
-def _e_not_json_start(start: str) -> str:
-    return render_note("call_not_json", start=start, call_object=CALL_OBJECT)
-
-
-def _e_not_object(kind: str) -> str:
-    return render_note("call_not_object", kind=kind, call_object=CALL_OBJECT)
-
-
-@functools.cache
-def _e_no_name() -> str:
-    return render_note("call_no_name", call_object=CALL_OBJECT)
-
-
-def _e_bad_name(value: str) -> str:
-    return render_note("call_bad_name", value=value, call_object=CALL_OBJECT)
-
-
-def _e_args_type(name: str, kind: str) -> str:
-    return render_note("call_arguments_type", quoted_name=name, kind=kind)
-
-
-def _e_args_string(name: str, detail: str) -> str:
-    return render_note("call_arguments_string", quoted_name=name, detail=detail)
-
-
-def _e_args_missing(name: str, keys: str) -> str:
-    return render_note("call_arguments_missing", quoted_name=name, keys=keys)
-
-
-@functools.cache
-def _e_nested() -> str:
-    return render_note("call_nested", call_format=CALL_FORMAT)
-
-
-@functools.cache
-def _e_stray_close() -> str:
-    return render_note("call_stray_close", call_format=CALL_FORMAT)
-
+__all__ = ["Completion", "StreamParser", "parse_completion"]
 
 # Modes of the state machine. A block's parent (reasoning or content) is kept separately.
 _THINK: Final = 0
@@ -154,14 +78,6 @@ _PREFIXES: Final[dict[tuple[int, int], frozenset[str]]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class MalformedCall:
-    """A `<tool_call>` block that could not be turned into a call; `error` is what the model will read."""
-
-    raw: str
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
 class Completion:
     """One model turn taken apart.
 
@@ -183,11 +99,17 @@ class Completion:
 
 
 def parse_completion(
-    text: str, *, prompt_opened_think: bool = True, promote_trailing_drafts: bool = True
+    text: str,
+    *,
+    prompt_opened_think: bool = True,
+    promote_trailing_drafts: bool = True,
+    tool_names: Sequence[str] | None = None,
 ) -> Completion:
     """Parse a whole completion; the same result `StreamParser` gives for any chunking of `text`."""
     parser = StreamParser(
-        prompt_opened_think=prompt_opened_think, promote_trailing_drafts=promote_trailing_drafts
+        prompt_opened_think=prompt_opened_think,
+        promote_trailing_drafts=promote_trailing_drafts,
+        tool_names=tool_names,
     )
     parser.feed(text)
     return parser.close()
@@ -244,8 +166,20 @@ class StreamParser:
     block is decoded.
     """
 
-    def __init__(self, *, prompt_opened_think: bool = True, promote_trailing_drafts: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        prompt_opened_think: bool = True,
+        promote_trailing_drafts: bool = True,
+        tool_names: Sequence[str] | None = None,
+    ) -> None:
         self._promote = promote_trailing_drafts
+        # Only with the offered tools known can the other call forms be told from prose (see `_forms`).
+        self._lenient = (
+            LenientCalls(tool_names, self._content_text, self._lenient_calls)
+            if tool_names is not None
+            else None
+        )
         self._mode: int = _THINK if prompt_opened_think else _CONTENT
         self._parent: int = _CONTENT
         self._buf = ""
@@ -260,7 +194,7 @@ class StreamParser:
         self._drafts: list[ToolCall] = []
         self._repairs: list[str] = []
         # Blocks written since the last reasoning text: the candidates for promotion.
-        self._trailing: list[_Decoded] = []
+        self._trailing: list[Decoded] = []
         self._seen_think_close = False
         self._ended_in_thinking = False
         self._cut_at_response = False
@@ -374,14 +308,28 @@ class StreamParser:
                 self._trailing.clear()
             self._delta(_THINK, self._thinking.push(text))
         elif self._mode == _CONTENT:
-            self._delta(_CONTENT, self._content.push(text))
+            if self._lenient is not None:
+                self._lenient.feed(text)
+            else:
+                self._content_text(text)
         else:
             self._block.append(text)
             if self._parent == _THINK:
                 self._delta(_THINK, self._thinking.push(text))
 
+    def _content_text(self, text: str) -> None:
+        self._delta(_CONTENT, self._content.push(text))
+
+    def _lenient_calls(self, calls: list[ToolCall], note: str) -> None:
+        for call in calls:
+            self._tool_calls.append(call)
+            self._event(ToolCallParsed(call=call))
+        self._repairs.append(note)
+
     def _tag(self, tag: str, at: int) -> None:
         mode = self._mode
+        if mode == _CONTENT and self._lenient is not None:
+            self._lenient.interrupt()
         if mode == _THINK:
             if tag == THINK_CLOSE:
                 self._close_thinking()
@@ -397,7 +345,7 @@ class StreamParser:
             if tag == CALL_OPEN:
                 self._open_block(_CONTENT)
             elif tag == CALL_CLOSE:
-                self._add_malformed(MalformedCall(raw=tag, error=_e_stray_close()))
+                self._add_malformed(MalformedCall(raw=tag, error=e_stray_close()))
             elif tag == THINK_OPEN:
                 if self._seen_think_close:
                     self._repairs.append("the model reopened reasoning with <think> after </think>")
@@ -411,7 +359,7 @@ class StreamParser:
         elif tag == CALL_OPEN:
             parent = self._parent
             self._settle(
-                _Decoded([MalformedCall(raw=CALL_OPEN + "".join(self._block), error=_e_nested())], []), parent
+                Decoded([MalformedCall(raw=CALL_OPEN + "".join(self._block), error=e_nested())], []), parent
             )
             self._open_block(parent)
         elif tag == THINK_CLOSE:
@@ -436,9 +384,9 @@ class StreamParser:
         raw = CALL_OPEN + inner + (CALL_CLOSE if closed else "")
         if closed and parent == _THINK:
             self._delta(_THINK, self._thinking.push(CALL_CLOSE))
-        self._settle(_decode_block(inner, raw, closed=closed), parent)
+        self._settle(decode_block(inner, raw, closed=closed), parent)
 
-    def _settle(self, decoded: _Decoded, parent: int) -> None:
+    def _settle(self, decoded: Decoded, parent: int) -> None:
         """Record a finished block: a real call goes out at once, a draft waits in case it is promoted."""
         self._mode = parent
         if parent == _THINK:
@@ -447,7 +395,7 @@ class StreamParser:
             return
         self._take(decoded)
 
-    def _take(self, decoded: _Decoded) -> None:
+    def _take(self, decoded: Decoded) -> None:
         for item in decoded.items:
             if isinstance(item, ToolCall):
                 self._tool_calls.append(item)
@@ -468,6 +416,8 @@ class StreamParser:
     def _end(self, tag: str, at: int | None = None) -> None:
         """The output is over: at `tag` (a cut) or, with `tag == ""`, at its real end."""
         self._ended_in_thinking = self.in_thinking
+        if self._lenient is not None:
+            self._lenient.finish()
         if self._mode == _BLOCK:
             self._close_block(closed=False)
         if tag == RESPONSE_OPEN:
@@ -515,243 +465,3 @@ class StreamParser:
         self._flush_delta()
         events, self._events = self._events, []
         return events
-
-
-# -- decoding one block -------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Decoded:
-    """What one block yielded, in text order, and the repairs it needed."""
-
-    items: list[ToolCall | MalformedCall]
-    notes: list[str]
-
-
-class _DecodeError(Exception):
-    pass
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# NaN and Infinity are Python's extension, not JSON; refusing them also keeps parsed calls comparable.
-_JSON: Final = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _decode_block(inner: str, raw: str, *, closed: bool) -> _Decoded:
-    notes: list[str] = []
-
-    def fail(error: str) -> _Decoded:
-        return _Decoded([MalformedCall(raw=raw, error=error)], [])
-
-    def decode_error(detail: str) -> _Decoded:
-        return fail((_e_json if closed else _e_truncated)(detail))
-
-    text = inner.strip()
-    if text.startswith("```"):
-        newline = text.find("\n")
-        text = text[newline + 1 :].rstrip() if newline >= 0 else ""
-        if text.endswith("```"):
-            text = text[:-3]
-        text = text.strip()
-        notes.append("removed a Markdown code fence around the call JSON")
-    if not text:
-        return fail(_e_empty()) if closed else decode_error("the block was empty")
-    if text[0] not in "{[":
-        return fail(_e_not_json_start(json.dumps(text[:20], ensure_ascii=False)))
-
-    values: list[Any] = []
-    pos = 0
-    trailing_error: str | None = None
-    while pos < len(text):
-        if values and text[pos] != "{":
-            notes.append(
-                f"ignored text after the call JSON: {json.dumps(text[pos : pos + 40], ensure_ascii=False)}"
-            )
-            break
-        try:
-            value, pos, python = _decode_value(text, pos)
-        except _DecodeError as exc:
-            if not values:
-                return decode_error(str(exc))
-            trailing_error = str(exc)
-            break
-        if python:
-            notes.append(
-                "read a Python literal (single quotes, True/False/None) as JSON with ast.literal_eval"
-            )
-        values.append(value)
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    if len(values) > 1:
-        notes.append(f"read {len(values)} JSON objects written in one {CALL_OPEN} block as separate calls")
-
-    items: list[ToolCall | MalformedCall] = []
-    for value in values:
-        if isinstance(value, list) and value and all(isinstance(obj, dict) for obj in value):
-            notes.append(f"read a JSON array of {len(value)} call object(s) in one {CALL_OPEN} block")
-            items.extend(_call_from_object(obj, raw, notes) for obj in value)
-        elif isinstance(value, dict):
-            items.append(_call_from_object(value, raw, notes))
-        else:
-            kind = "an array that is not a list of call objects" if isinstance(value, list) else _kind(value)
-            items.append(MalformedCall(raw=raw, error=_e_not_object(kind)))
-    if not closed and any(isinstance(item, ToolCall) for item in items):
-        notes.append(f"accepted the last {CALL_OPEN} although the output ended before {CALL_CLOSE}")
-    if trailing_error is not None:
-        # A second object was begun but is broken: the model meant another call, so tell it.
-        items.append(MalformedCall(raw=raw, error=(_e_json if closed else _e_truncated)(trailing_error)))
-    return _Decoded(items, notes)
-
-
-def _decode_value(text: str, pos: int) -> tuple[Any, int, bool]:
-    """Decode the JSON value at `pos`, or failing that a Python literal; return (value, end, was_python)."""
-    try:
-        value, end = _JSON.raw_decode(text, pos)
-        return value, end, False
-    except json.JSONDecodeError as exc:
-        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-    except RecursionError:
-        detail = "the JSON is nested too deeply"
-    except ValueError as exc:
-        detail = str(exc)
-    end_of_literal = _literal_end(text, pos)
-    if end_of_literal is not None:
-        try:
-            return _jsonable(ast.literal_eval(text[pos:end_of_literal])), end_of_literal, True
-        except Exception:  # any failure just means "not a literal": report the JSON error instead
-            pass
-    raise _DecodeError(detail)
-
-
-def _literal_end(text: str, pos: int) -> int | None:
-    """Where the bracketed Python literal starting at `pos` ends, respecting quotes; None if it does not."""
-    depth = 0
-    i = pos
-    n = len(text)
-    while i < n:
-        char = text[i]
-        if char in "{[(":
-            depth += 1
-        elif char in "}])":
-            depth -= 1
-            if depth <= 0:
-                return i + 1 if depth == 0 else None
-        elif char in "'\"":
-            quote = char * 3 if text.startswith(char * 3, i) else char
-            i += len(quote)
-            while i < n and not text.startswith(quote, i):
-                if text[i] == "\\":
-                    i += 1
-                elif text[i] == "\n" and len(quote) == 1:
-                    return None
-                i += 1
-            if i >= n:
-                return None
-            i += len(quote)
-            continue
-        i += 1
-    return None
-
-
-def _jsonable(value: Any) -> Any:
-    """The JSON-shaped copy of a literal; raises on what JSON cannot say (sets, bytes, non-string keys...)."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        raise ValueError("non-finite number")
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError("non-string key")
-            out[key] = _jsonable(item)
-        return out
-    raise ValueError(f"{type(value).__name__} is not JSON")
-
-
-_IGNORED_KEYS: Final = frozenset({"name", "type", "id", "function"})
-
-
-def _call_from_object(obj: dict[str, Any], raw: str, notes: list[str]) -> ToolCall | MalformedCall:
-    def fail(error: str) -> MalformedCall:
-        return MalformedCall(raw=raw, error=error)
-
-    if "name" not in obj and isinstance(obj.get("function"), dict):
-        obj = obj["function"]
-        notes.append('unwrapped an OpenAI-style {"function": {...}} call object')
-    if "name" not in obj:
-        return fail(_e_no_name())
-    name = obj["name"]
-    if not isinstance(name, str) or not name.strip():
-        return fail(_e_bad_name(_short_json(name)))
-    if name != name.strip():
-        name = name.strip()
-        notes.append(f"removed whitespace around the function name {_short_json(name)}")
-    quoted = _short_json(name)
-
-    if "arguments" in obj:
-        arguments = obj["arguments"]
-    elif "parameters" in obj:
-        arguments = obj["parameters"]
-        notes.append(f'read "parameters" as "arguments" in the call to {quoted}')
-    else:
-        extra = [key for key in obj if key not in _IGNORED_KEYS]
-        if extra:
-            return fail(_e_args_missing(quoted, ", ".join(_short_json(k) for k in extra)))
-        notes.append(f'the call to {quoted} had no "arguments"; used {{}}')
-        arguments = {}
-
-    ignored = [key for key in obj if key not in _IGNORED_KEYS and key not in ("arguments", "parameters")]
-    if ignored and ("arguments" in obj or "parameters" in obj):
-        notes.append(f"ignored the keys {', '.join(_short_json(k) for k in ignored)} in the call to {quoted}")
-    if arguments is None:
-        notes.append(f'the call to {quoted} had "arguments": null; used {{}}')
-        arguments = {}
-    elif isinstance(arguments, str):
-        if not arguments.strip():
-            notes.append(f'the call to {quoted} had empty "arguments"; used {{}}')
-            arguments = {}
-        else:
-            try:
-                decoded = _JSON.decode(arguments)
-            except json.JSONDecodeError as exc:
-                return fail(_e_args_string(quoted, f"{exc.msg} at column {exc.colno}"))
-            except (RecursionError, ValueError):
-                return fail(_e_args_string(quoted, "it could not be decoded"))
-            if not isinstance(decoded, dict):
-                return fail(_e_args_string(quoted, f"it held {_kind(decoded)}"))
-            notes.append(f'decoded the "arguments" of {quoted}, which were given as a JSON string')
-            arguments = decoded
-    if not isinstance(arguments, dict):
-        return fail(_e_args_type(quoted, _kind(arguments)))
-    return ToolCall(name=name, arguments=arguments)
-
-
-def _kind(value: Any) -> str:
-    """How a sentence names the JSON type of `value`."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if value is None:
-        return "null"
-    return "an object"
-
-
-def _short_json(value: Any, limit: int = 60) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (RecursionError, ValueError):  # a value nested too deeply to print is still worth a sentence
-        return _kind(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,168 @@
+"""The call forms real models write instead of `<tool_call>`, and the parser's limits on hostile calls."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from agent.parsing import MAX_DEPTH, StreamParser, parse_completion
+from tools.types import ToolCall
+
+NAMES = ["python", "read_file"]
+CALL = {"name": "python", "arguments": {"code": "print(6 * 7)"}}
+CALL_JSON = json.dumps(CALL)
+EXPECTED = [ToolCall(name="python", arguments={"code": "print(6 * 7)"})]
+
+
+def answer(text: str, tool_names: list[str] | None = NAMES) -> tuple[list[ToolCall], str, list[str]]:
+    """Parse `text` as a whole answer (no reasoning), and check that streaming it gives the same result."""
+    whole = parse_completion(text, prompt_opened_think=False, tool_names=tool_names)
+    for size in (1, 3, 11):
+        parser = StreamParser(prompt_opened_think=False, tool_names=tool_names)
+        for start in range(0, len(text), size):
+            parser.feed(text[start : start + size])
+        assert parser.close() == whole, size
+    return whole.tool_calls, whole.content, whole.repairs
+
+
+# Each form a model was seen to write (or llama.cpp's Hermes-2-Pro parser accepts), as the model writes it.
+POSITIVE = {
+    "tools tag": f"<tools>\n{CALL_JSON}\n</tools>",
+    "function_call tag": f"<function_call>{CALL_JSON}</function_call>",
+    "tool tag": f"<tool>\n{CALL_JSON}\n</tool>",
+    "function tag": f"<function>{CALL_JSON}</function>",
+    "functions tag": f"<functions>{CALL_JSON}</functions>",
+    "response tag": f"<response>{CALL_JSON}</response>",
+    "json tag": f"<json>{CALL_JSON}</json>",
+    "xml tag": f"<xml>{CALL_JSON}</xml>",
+    "json fence": f"I will compute it.\n```json\n{CALL_JSON}\n```",
+    "xml fence": f"```xml\n{CALL_JSON}\n```",
+    "bare fence": f"```\n{CALL_JSON}\n```",
+    "fence in a tag": f"<tools>\n```json\n{CALL_JSON}\n```\n</tools>",
+    "function=NAME": '<function=python>{"code": "print(6 * 7)"}</function>',
+    "bare line at the end": f"Let me check.\n{CALL_JSON}\n",
+    "indented bare line": f"Let me check:\n  {CALL_JSON}",
+}
+
+
+@pytest.mark.parametrize("form", sorted(POSITIVE))
+def test_each_form_naming_a_known_tool_is_a_call(form: str) -> None:
+    calls, content, repairs = answer(POSITIVE[form])
+    assert calls == EXPECTED
+    assert CALL_JSON not in content
+    assert len(repairs) == 1
+    assert "instead of <tool_call>" in repairs[0]
+
+
+@pytest.mark.parametrize("form", sorted(POSITIVE))
+def test_each_form_naming_an_unknown_tool_stays_content(form: str) -> None:
+    text = POSITIVE[form].replace('"python"', '"rm_rf"').replace("function=python", "function=rm_rf")
+    calls, content, repairs = answer(text)
+    assert calls == []
+    assert repairs == []
+    assert content == text.strip()
+
+
+@pytest.mark.parametrize("form", sorted(POSITIVE))
+def test_without_tool_names_every_form_is_content_as_before(form: str) -> None:
+    calls, content, _ = answer(POSITIVE[form], tool_names=None)
+    assert calls == []
+    assert content == POSITIVE[form].strip()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # arguments that are not an object
+        '<tools>{"name": "python", "arguments": [1, 2]}</tools>',
+        '```json\n{"name": "python", "arguments": "print(1)"}\n```',
+        # JSON inside prose is an example, not a call
+        f"For instance {CALL_JSON} would run code.",
+        # a bare object followed by more prose is not the end of the turn
+        f"{CALL_JSON}\nThat is how a call looks.",
+        # code in another language is passed on untouched, even when it holds call-like lines
+        f"```python\n{CALL_JSON}\n```",
+        # the arguments of <function=NAME> must be one object
+        "<function=python>[1]</function>",
+        # an unrelated JSON answer
+        '```json\n{"result": 42}\n```',
+    ],
+)
+def test_lookalikes_stay_content(text: str) -> None:
+    calls, content, repairs = answer(text)
+    assert calls == []
+    assert repairs == []
+    assert content == text.strip()
+
+
+def test_several_bare_calls_on_their_own_lines() -> None:
+    second = {"name": "read_file", "arguments": {"path": "a.txt"}}
+    calls, content, _ = answer(f"{CALL_JSON}\n{json.dumps(second)}\n")
+    assert calls == [*EXPECTED, ToolCall(name="read_file", arguments={"path": "a.txt"})]
+    assert content == ""
+
+
+def test_forms_in_reasoning_are_not_run() -> None:
+    completion = parse_completion(f"Maybe <tools>{CALL_JSON}</tools>.\n</think>\n\nDone.", tool_names=NAMES)
+    assert completion.tool_calls == []
+    assert completion.content == "Done."
+
+
+def test_the_standard_form_still_runs_unknown_names_for_the_toolbox_to_refuse() -> None:
+    text = '<tool_call>\n{"name": "nope", "arguments": {}}\n</tool_call>'
+    calls, _, _ = answer(text)
+    assert calls == [ToolCall(name="nope", arguments={})]
+
+
+# -- limits -----------------------------------------------------------------------------------------------
+
+
+def nested(depth: int) -> str:
+    return '{"name": "python", "arguments": {"x": ' + "[" * depth + "]" * depth + "}}"
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 2, MAX_DEPTH + 1, 256, 300, 2000, 100_000])
+def test_nesting_is_bounded_at_parse_time(depth: int) -> None:
+    completion = parse_completion(f"</think>\n<tool_call>\n{nested(depth)}\n</tool_call>")
+    if depth + 2 <= MAX_DEPTH:
+        assert len(completion.tool_calls) == 1
+        completion.tool_calls[0].model_dump()  # a transcript can write it
+    else:
+        assert completion.tool_calls == []
+        assert "nested more than" in completion.malformed[0].error
+
+
+def test_the_depth_verdict_does_not_depend_on_the_callers_stack() -> None:
+    text = f"</think>\n<tool_call>\n{nested(MAX_DEPTH - 2)}\n</tool_call>"
+    shallow = parse_completion(text)
+
+    def deep(level: int) -> object:
+        return parse_completion(text) if level == 0 else deep(level - 1)
+
+    verdicts: list[object] = []
+    worker = threading.Thread(target=lambda: verdicts.append(deep(900)))
+    worker.start()
+    worker.join()
+    assert verdicts == [shallow]
+    assert len(shallow.tool_calls) == 1
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity", "-Infinity"])
+def test_numbers_json_cannot_say_are_refused(number: str) -> None:
+    completion = parse_completion(
+        f'</think>\n<tool_call>\n{{"name": "f", "arguments": {{"x": {number}}}}}\n</tool_call>'
+    )
+    assert completion.tool_calls == []
+    assert len(completion.malformed) == 1
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udc80", "\\udbff\\u0041"])
+def test_lone_surrogates_in_arguments_become_replacement_characters(escape: str) -> None:
+    text = f'</think>\n<tool_call>\n{{"name": "f\\ud800", "arguments": {{"k{escape}": "v{escape}"}}}}\n</tool_call>'
+    (call,) = parse_completion(text).tool_calls
+    dumped = json.dumps(call.model_dump(), ensure_ascii=False)
+    dumped.encode("utf-8")  # would raise on a lone surrogate
+    assert "\ufffd" in call.name
+    assert all("\ufffd" in key for key in call.arguments)
