@@ -23,6 +23,7 @@ __all__ = [
     "ToolCallFinished",
     "ToolCallParsed",
     "ToolCallStarted",
+    "TurnRestarted",
 ]
 
 
@@ -76,6 +77,17 @@ class ToolCallFinished(_Event):
     duration_s: float
 
 
+class TurnRestarted(_Event):
+    """The model's stream broke off mid-turn (a transient failure): the turn starts again from its beginning.
+
+    What was streamed of the broken attempt is discarded; a UI should drop the text it showed for it.
+    """
+
+    type: Literal["turn_restarted"] = "turn_restarted"
+    step: int
+    reason: str
+
+
 class StepEnd(_Event):
     type: Literal["step_end"] = "step_end"
     step: int
@@ -93,4 +105,4 @@ class FinalAnswer(_Event):
     steps: int
 
 
-Event = ParseEvent | ToolCallStarted | ToolCallFinished | StepEnd | FinalAnswer
+Event = ParseEvent | ToolCallStarted | ToolCallFinished | TurnRestarted | StepEnd | FinalAnswer

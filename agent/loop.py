@@ -1,7 +1,11 @@
 """The reasoning loop: render, stream, parse, validate, run the calls, observe, repeat.
 
-`Agent._steps` is the whole loop and is meant to be read in one sitting; everything else here is
-bookkeeping around it (budgets, stuck detection, the transcript, resume).
+`AgentRun._steps` is the whole loop and is meant to be read in one sitting; each step is four moves
+(`_generate`, `_decide`, `_act`, `_record`), and everything else here is bookkeeping around them: budgets,
+stuck detection, the transcript, resume.
+
+Each run is its own `AgentRun` object holding its history, counters and result, so one `Agent` may serve
+any number of runs at once (`Agent.iter` starts one; `run`, `stream` and `resume` go through it).
 """
 
 from __future__ import annotations
@@ -16,22 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import prompts
-from agent.events import (
-    Event,
-    FinalAnswer,
-    StepEnd,
-    ToolCallFinished,
-    ToolCallStarted,
-)
-from agent.messages import AssistantMessage, Message, SystemMessage, ToolMessage, UserMessage
-from agent.models.base import KeepThinking, Model, ModelRequest, ToolChoice
+from agent.events import Event, FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted, TurnRestarted
+from agent.messages import AssistantMessage, Message, NoteMessage, SystemMessage, ToolMessage, UserMessage
+from agent.models._turns import ToolChoice
+from agent.models.base import KeepThinking, Model, ModelRequest
+from agent.models.errors import ModelError, ModelStreamError
 from agent.parsing import Completion, StreamParser
+from agent.parsing._forms import mentioned_call
 from agent.transcript import TranscriptWriter, new_run_id, read_transcript
 from tools.base import Tool, tool
 from tools.toolbox import Toolbox
 from tools.types import ToolCall, ToolResult
 
-__all__ = ["Agent", "RunResult", "RunUsage", "StopReason"]
+__all__ = ["Agent", "AgentRun", "RunResult", "RunUsage", "StopReason"]
 
 
 class StopReason(StrEnum):
@@ -44,6 +45,7 @@ class StopReason(StrEnum):
     TOKEN_BUDGET = "token_budget"
     MALFORMED = "malformed"
     STUCK = "stuck"
+    MODEL_ERROR = "model_error"
 
 
 @dataclass
@@ -93,8 +95,22 @@ class _RunState:
     stop_reason: StopReason | None = None
     detail: str = ""
 
+    def stop(self, reason: StopReason, detail: str = "") -> None:
+        self.stop_reason, self.detail = reason, detail
+
+
+@dataclass
+class _Turn:
+    """What one model turn produced: the parsed completion, its raw text and its token counts."""
+
+    completion: Completion
+    raw: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
 
 ToolLike = Tool[..., Any] | Callable[..., Any]
+_TURN_ATTEMPTS = 3  # a turn whose stream breaks off mid-way is started again at most twice
 
 
 def _as_toolbox(tools: Toolbox | Sequence[ToolLike] | None, tool_timeout: float | None) -> Toolbox:
@@ -110,8 +126,17 @@ def _calls_key(calls: Sequence[ToolCall]) -> str:
     return json.dumps([[c.name, c.arguments] for c in calls], sort_keys=True, default=str)
 
 
+def _note(kind: str, **variables: Any) -> NoteMessage:
+    return NoteMessage(content=prompts.render_note(kind, **variables), kind=kind)
+
+
+def _answer_calls(calls: Sequence[ToolCall], note: NoteMessage) -> list[ToolMessage]:
+    """Each call answered by a note saying why it did not run (chat APIs want an answer per call id)."""
+    return [ToolMessage(content=note.content, name=c.name, tool_call_id=c.id, is_error=True) for c in calls]
+
+
 class Agent:
-    """An agent: a model, tools, and budgets. Reusable: each `run` starts a fresh history.
+    """An agent: a model, tools, and budgets. Reusable, also concurrently: each run has its own state.
 
     Budgets: `max_steps` model turns; `max_tool_calls` executed calls; `timeout` seconds of wall clock for
     the whole run; `token_budget` generated (completion) tokens; `max_malformed_turns` consecutive turns that
@@ -121,6 +146,8 @@ class Agent:
     `transcript_dir`: where each run writes its JSONL transcript (None: no transcript).
     `promote_trailing_drafts`: when output ends inside reasoning that ends with complete calls, run them (the
     model closed its turn right after writing them); calls followed by more reasoning are never run.
+    `lenient_calls`: also run calls written in the forms real models use instead of `<tool_call>` (a
+    `<tools>` block, a fenced JSON block, a bare JSON line...) when they name one of the tools.
     """
 
     def __init__(
@@ -133,7 +160,7 @@ class Agent:
         max_tool_calls: int | None = None,
         timeout: float | None = None,
         token_budget: int | None = None,
-        tool_choice: ToolChoice = "auto",
+        tool_choice: str | ToolChoice = "auto",
         keep_thinking: KeepThinking = "none",
         thinking_budget: int | None = None,
         max_tokens_per_step: int | None = None,
@@ -142,12 +169,14 @@ class Agent:
         tool_timeout: float | None = None,
         transcript_dir: str | Path | None = None,
         promote_trailing_drafts: bool = True,
+        lenient_calls: bool = True,
     ) -> None:
         self.model = model
         self.toolbox = _as_toolbox(tools, tool_timeout)
-        if tool_choice not in ("auto", "required", "none") and tool_choice not in self.toolbox:
+        choice = ToolChoice.of(tool_choice)
+        if choice.only is not None and choice.only not in self.toolbox:
             raise ValueError(
-                f"tool_choice={tool_choice!r} is neither 'auto', 'required', 'none' nor the name of a given "
+                f"tool_choice={str(choice)!r} is neither 'auto', 'required', 'none' nor the name of a given "
                 f"tool ({', '.join(self.toolbox.names) or 'no tools given'})"
             )
         if max_steps < 1:
@@ -159,7 +188,7 @@ class Agent:
         self.max_tool_calls = max_tool_calls
         self.timeout = timeout
         self.token_budget = token_budget
-        self.tool_choice = tool_choice
+        self.tool_choice = choice
         self.keep_thinking: KeepThinking = keep_thinking
         self.thinking_budget = thinking_budget
         self.max_tokens_per_step = max_tokens_per_step
@@ -167,18 +196,44 @@ class Agent:
         self.stuck_after = stuck_after
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
         self.promote_trailing_drafts = promote_trailing_drafts
-        self.last_result: RunResult | None = None
-        self.transcript_path: Path | None = None
-        """The transcript of the current (or last) run, known as soon as the run starts."""
+        self.lenient_calls = lenient_calls
 
     # ----------------------------------------------------------------- public API
 
+    def iter(self, task: str) -> AgentRun:
+        """Start a run of `task`: iterate the returned `AgentRun` for its events, then read `.result`."""
+        run_id = new_run_id()
+        messages = self._opening_messages(task)
+        writer = self._writer(run_id)
+        if writer is not None:
+            writer.start(run_id=run_id, task=task, config=self._config(), messages=messages)
+        return AgentRun(self, _RunState(messages=list(messages), run_id=run_id), writer)
+
+    def iter_resume(self, path: str | Path, task: str | None = None) -> AgentRun:
+        """Continue the run recorded in `path` (killed, or stopped by a budget), appending to the same file.
+
+        With `task`, a new user turn is added first, which also continues a run that had finished.
+        """
+        record = read_transcript(path)
+        state = _RunState(messages=list(record.messages), run_id=record.run_id, steps=record.steps)
+        state.usage.prompt_tokens = record.usage["prompt_tokens"]
+        state.usage.completion_tokens = record.usage["completion_tokens"]
+        state.tool_calls = sum(len(m.tool_calls) for m in record.messages if isinstance(m, AssistantMessage))
+        if record.finished and task is None:
+            end = record.end or {}
+            state.answer = str(end.get("answer", ""))
+            state.stop(StopReason(end.get("stop_reason", StopReason.FINAL_ANSWER.value)))
+            return AgentRun(self, state, None, path=record.path, finished=True)
+        writer = TranscriptWriter(record.path)
+        writer.reopen_at(record.valid_length)
+        added: list[Message] = [UserMessage(content=task)] if task is not None else []
+        state.messages.extend(added)
+        writer.resume(messages=added)
+        return AgentRun(self, state, writer, step_budget_from=state.steps)
+
     async def run(self, task: str) -> RunResult:
         """Run the task to its end and return the result (events are consumed silently)."""
-        async for _ in self.stream(task):
-            pass
-        assert self.last_result is not None
-        return self.last_result
+        return await self.iter(task).finish()
 
     def run_sync(self, task: str) -> RunResult:
         """`run` for code without an event loop. Inside a running loop, `await agent.run(task)` instead."""
@@ -189,294 +244,20 @@ class Agent:
         raise RuntimeError("run_sync() was called inside a running event loop; use `await agent.run(task)`")
 
     async def resume(self, path: str | Path, task: str | None = None) -> RunResult:
-        """Continue the run recorded in `path` (killed, or stopped by a budget), appending to the same file.
-
-        With `task`, a new user turn is added first, which also continues a run that had finished.
-        """
-        async for _ in self.stream_resume(path, task):
-            pass
-        assert self.last_result is not None
-        return self.last_result
+        """`iter_resume` run to its end."""
+        return await self.iter_resume(path, task).finish()
 
     async def stream(self, task: str) -> AsyncIterator[Event]:
         """Run the task, yielding typed events as they happen; the last one is `FinalAnswer`."""
-        run_id = new_run_id()
-        messages = self._opening_messages(task)
-        writer = self._writer(run_id)
-        self.transcript_path = writer.path if writer is not None else None
-        if writer is not None:
-            writer.start(run_id=run_id, task=task, config=self._config(), messages=messages)
-        state = _RunState(messages=list(messages), run_id=run_id)
-        async for event in self._drive(state, writer):
+        async for event in self.iter(task):
             yield event
 
     async def stream_resume(self, path: str | Path, task: str | None = None) -> AsyncIterator[Event]:
         """`resume`, yielding events."""
-        record = read_transcript(path)
-        self.transcript_path = record.path
-        state = _RunState(messages=list(record.messages), run_id=record.run_id, steps=record.steps)
-        state.usage.prompt_tokens = record.usage["prompt_tokens"]
-        state.usage.completion_tokens = record.usage["completion_tokens"]
-        state.tool_calls = sum(len(m.tool_calls) for m in record.messages if isinstance(m, AssistantMessage))
-        if record.finished and task is None:
-            end = record.end or {}
-            self.last_result = RunResult(
-                answer=str(end.get("answer", "")),
-                messages=state.messages,
-                steps=state.steps,
-                stop_reason=StopReason(end.get("stop_reason", StopReason.FINAL_ANSWER.value)),
-                usage=state.usage,
-                tool_calls=state.tool_calls,
-                transcript_path=record.path,
-            )
-            yield FinalAnswer(
-                answer=self.last_result.answer,
-                stop_reason=self.last_result.stop_reason.value,
-                steps=state.steps,
-            )
-            return
-        writer = TranscriptWriter(record.path)
-        writer.reopen_at(record.valid_length)
-        added: list[Message] = [UserMessage(content=task)] if task is not None else []
-        state.messages.extend(added)
-        writer.resume(messages=added)
-        async for event in self._drive(state, writer, step_budget_from=state.steps):
+        async for event in self.iter_resume(path, task):
             yield event
 
-    # ----------------------------------------------------------------- the loop
-
-    async def _drive(
-        self, state: _RunState, writer: TranscriptWriter | None, step_budget_from: int = 0
-    ) -> AsyncIterator[Event]:
-        """Run `_steps` under the wall-clock budget, then record how the run ended, whatever happened."""
-        try:
-            async for event in self._steps(state, writer, step_budget_from):
-                yield event
-        finally:
-            if state.stop_reason is not None:
-                self.last_result = RunResult(
-                    answer=state.answer,
-                    messages=state.messages,
-                    steps=state.steps,
-                    stop_reason=state.stop_reason,
-                    usage=state.usage,
-                    tool_calls=state.tool_calls,
-                    transcript_path=writer.path if writer else None,
-                    detail=state.detail,
-                )
-                if writer is not None:
-                    writer.end(
-                        stop_reason=state.stop_reason.value,
-                        answer=state.answer,
-                        steps=state.steps,
-                        usage=state.usage.as_dict(),
-                    )
-            if writer is not None:
-                writer.close()
-        if state.stop_reason is not None:
-            yield FinalAnswer(answer=state.answer, stop_reason=state.stop_reason.value, steps=state.steps)
-
-    async def _steps(
-        self, state: _RunState, writer: TranscriptWriter | None, step_budget_from: int
-    ) -> AsyncIterator[Event]:
-        while True:
-            if (reason := self._budget_exhausted(state, step_budget_from)) is not None:
-                state.stop_reason = reason
-                return
-            step = state.steps + 1
-            step_started = time.monotonic()
-            parser = StreamParser(promote_trailing_drafts=self.promote_trailing_drafts)
-            raw_parts: list[str] = []
-            prompt_tokens = completion_tokens = 0
-            request = ModelRequest(
-                messages=tuple(state.messages),
-                tools=tuple(self.toolbox.tools),
-                tool_choice=self.tool_choice,
-                keep_thinking=self.keep_thinking,
-                max_tokens=self.max_tokens_per_step,
-                thinking_budget=self.thinking_budget,
-            )
-            try:
-                async with asyncio.timeout(self._time_left(state)):
-                    async for chunk in self.model.stream(request):
-                        if chunk.text:
-                            raw_parts.append(chunk.text)
-                            for parsed in parser.feed(chunk.text):
-                                yield parsed
-                        if chunk.usage is not None:
-                            prompt_tokens += chunk.usage.prompt_tokens
-                            completion_tokens += chunk.usage.completion_tokens
-                            state.usage.cached_tokens += chunk.usage.cached_tokens
-            except TimeoutError:
-                state.stop_reason, state.detail = StopReason.TIMEOUT, "the wall-clock budget ran out mid-turn"
-                return
-            for parsed in parser.finish():
-                yield parsed
-            completion = parser.close()
-            state.usage.prompt_tokens += prompt_tokens
-            state.usage.completion_tokens += completion_tokens
-
-            calls = [
-                c.model_copy(update={"id": f"call_{step}_{i}"}) for i, c in enumerate(completion.tool_calls)
-            ]
-            assistant = AssistantMessage(
-                content=completion.content,
-                thinking=completion.thinking,
-                tool_calls=calls,
-                raw=completion.raw,
-            )
-            new_messages: list[Message] = [assistant]
-
-            refusal = self._refusal(calls)
-            malformed = [m.error for m in completion.malformed]
-            no_action = self._no_action_note(completion) if not calls and not malformed else None
-            if refusal is not None:
-                # what the model wrote stays in history, each call answered by why it was not run
-                new_messages.extend(ToolMessage(content=refusal, name=c.name, is_error=True) for c in calls)
-            elif calls:
-                async for event in self._run_calls(step, calls, new_messages, state):
-                    yield event
-            elif not malformed and no_action is None:
-                state.answer = completion.content.strip()
-                state.stop_reason = StopReason.FINAL_ANSWER
-            notes = malformed + ([no_action] if no_action else [])
-            new_messages.extend(ToolMessage(content=n, is_error=True) for n in notes)
-            acted = bool(calls) and refusal is None
-            state.malformed_streak = 0 if acted or state.stop_reason else state.malformed_streak + 1
-
-            state.messages.extend(new_messages)
-            state.steps = step
-            duration = time.monotonic() - step_started
-            if writer is not None:
-                writer.step(
-                    step=step,
-                    messages=new_messages,
-                    model_output="".join(raw_parts),
-                    usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
-                    duration_s=duration,
-                )
-            yield StepEnd(
-                step=step,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                duration_s=duration,
-            )
-            if state.stop_reason is not None:
-                return
-
-    # ----------------------------------------------------------------- pieces of a step
-
-    def _refusal(self, calls: list[ToolCall]) -> str | None:
-        """The sentence explaining why `tool_choice` forbids these calls, or None when they may run."""
-        if not calls:
-            return None
-        if self.tool_choice == "none":
-            return prompts.render_note("tool_choice_none")
-        if self.tool_choice not in ("auto", "required"):
-            others = sorted({c.name for c in calls if c.name != self.tool_choice})
-            if others:
-                return prompts.render_note(
-                    "tool_choice_named", tool=self.tool_choice, called=", ".join(others)
-                )
-        return None
-
-    def _no_action_note(self, completion: Completion) -> str | None:
-        """For a turn without calls: None if it is a final answer, else what the model must do instead."""
-        if self.tool_choice not in ("auto", "none"):
-            return prompts.render_note(
-                "tool_required", **({"tool_name": self.tool_choice} if self.tool_choice != "required" else {})
-            )
-        if not completion.content.strip():
-            return prompts.render_note("empty_reply")
-        return None
-
-    async def _run_calls(
-        self, step: int, calls: list[ToolCall], new_messages: list[Message], state: _RunState
-    ) -> AsyncIterator[Event]:
-        """Run one turn's calls concurrently; observations keep the order of the calls."""
-        key = _calls_key(calls)
-        if key == state.last_calls_key:
-            state.repeat_count += 1
-        else:
-            state.last_calls_key, state.repeat_count = key, 1
-        if state.repeat_count > self.stuck_after:
-            state.stop_reason = StopReason.STUCK
-            state.detail = f"the same calls were made {state.repeat_count} times in a row: {key}"
-            note = prompts.render_note("stopped_stuck", times=state.repeat_count)
-            new_messages.extend(ToolMessage(content=note, name=c.name, is_error=True) for c in calls)
-            return
-
-        async def timed(call: ToolCall) -> tuple[ToolResult, float]:
-            began = time.monotonic()
-            result = await self.toolbox.call(call)
-            return result, time.monotonic() - began
-
-        for call in calls:
-            yield ToolCallStarted(step=step, call=call)
-        tasks: list[asyncio.Future[tuple[ToolResult, float]]] = [
-            asyncio.ensure_future(timed(c)) for c in calls
-        ]
-        index_of = {task: i for i, task in enumerate(tasks)}
-        try:
-            pending: set[asyncio.Future[tuple[ToolResult, float]]] = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(
-                    pending, timeout=self._time_left(state), return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    state.stop_reason, state.detail = (
-                        StopReason.TIMEOUT,
-                        "the wall-clock budget ran out in a tool",
-                    )
-                    break
-                for task in sorted(done, key=index_of.__getitem__):
-                    result, duration = task.result()
-                    yield ToolCallFinished(
-                        step=step, call=calls[index_of[task]], result=result, duration_s=duration
-                    )
-        finally:
-            for task in tasks:
-                task.cancel()
-        state.tool_calls += len(calls)
-        for call, task in zip(calls, tasks, strict=True):
-            if task.done() and not task.cancelled():
-                result = task.result()[0]
-            else:
-                result = ToolResult(content=prompts.render_note("run_timeout"), is_error=True)
-            new_messages.append(
-                ToolMessage(
-                    content=result.content, name=call.name, tool_call_id=call.id, is_error=result.is_error
-                )
-            )
-        if state.repeat_count == self.stuck_after:
-            new_messages.append(
-                ToolMessage(
-                    content=prompts.render_note(
-                        "repeated_call", name=calls[0].name, count=state.repeat_count
-                    ),
-                    is_error=True,
-                )
-            )
-
-    # ----------------------------------------------------------------- budgets and setup
-
-    def _time_left(self, state: _RunState) -> float | None:
-        if self.timeout is None:
-            return None
-        return max(0.0, self.timeout - (time.monotonic() - state.started))
-
-    def _budget_exhausted(self, state: _RunState, step_budget_from: int) -> StopReason | None:
-        if state.steps - step_budget_from >= self.max_steps:
-            return StopReason.MAX_STEPS
-        if self.max_tool_calls is not None and state.tool_calls >= self.max_tool_calls:
-            return StopReason.MAX_TOOL_CALLS
-        if self.timeout is not None and self._time_left(state) == 0.0:
-            return StopReason.TIMEOUT
-        if self.token_budget is not None and state.usage.completion_tokens >= self.token_budget:
-            return StopReason.TOKEN_BUDGET
-        if state.malformed_streak >= self.max_malformed_turns:
-            return StopReason.MALFORMED
-        return None
+    # ----------------------------------------------------------------- setup
 
     def _opening_messages(self, task: str) -> list[Message]:
         system = self.system_prompt
@@ -499,7 +280,341 @@ class Agent:
             "max_tool_calls": self.max_tool_calls,
             "timeout": self.timeout,
             "token_budget": self.token_budget,
-            "tool_choice": self.tool_choice,
+            "tool_choice": str(self.tool_choice),
             "keep_thinking": self.keep_thinking,
             "thinking_budget": self.thinking_budget,
         }
+
+
+class AgentRun:
+    """One run of an `Agent`: iterate it (once) for its events; `result` is set when it has ended.
+
+    `transcript_path` is known from the start. Breaking off the iteration early stops the run: its
+    transcript keeps every finished step (resume it later) and `result` stays None.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        state: _RunState,
+        writer: TranscriptWriter | None,
+        *,
+        step_budget_from: int = 0,
+        path: Path | None = None,
+        finished: bool = False,
+    ) -> None:
+        self.agent = agent
+        self._state = state
+        self._writer = writer
+        self._step_budget_from = step_budget_from
+        self._finished_before = finished
+        self._started = False
+        self.transcript_path: Path | None = writer.path if writer is not None else path
+        self.result: RunResult | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self._state.run_id
+
+    @property
+    def messages(self) -> list[Message]:
+        """The history so far (only ever appended to)."""
+        return self._state.messages
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        if self._started:
+            raise RuntimeError("an AgentRun can be iterated once; start another with agent.iter(task)")
+        self._started = True
+        return self._drive()
+
+    async def finish(self) -> RunResult:
+        """Iterate to the end (events are dropped) and return the result."""
+        async for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    # ----------------------------------------------------------------- the loop
+
+    async def _drive(self) -> AsyncIterator[Event]:
+        """Run the steps, then record how the run ended, whatever happened."""
+        state, writer = self._state, self._writer
+        if not self._finished_before:
+            try:
+                async for event in self._steps():
+                    yield event
+            finally:
+                if state.stop_reason is not None and writer is not None:
+                    writer.end(
+                        stop_reason=state.stop_reason.value,
+                        answer=state.answer,
+                        steps=state.steps,
+                        usage=state.usage.as_dict(),
+                        detail=state.detail,
+                    )
+                if writer is not None:
+                    writer.close()
+        if state.stop_reason is not None:
+            self.result = RunResult(
+                answer=state.answer,
+                messages=state.messages,
+                steps=state.steps,
+                stop_reason=state.stop_reason,
+                usage=state.usage,
+                tool_calls=state.tool_calls,
+                transcript_path=self.transcript_path,
+                detail=state.detail,
+            )
+            yield FinalAnswer(answer=state.answer, stop_reason=state.stop_reason.value, steps=state.steps)
+
+    async def _steps(self) -> AsyncIterator[Event]:
+        state = self._state
+        while (reason := self._budget_exhausted()) is None:
+            step = state.steps + 1
+            started = time.monotonic()
+            turn = _Turn(completion=Completion(), raw="")
+            async for event in self._generate(step, turn):
+                yield event
+            if state.stop_reason is not None:
+                return  # the turn never finished (timeout, model failure): nothing to record
+            new_messages: list[Message] = [self._assistant(step, turn.completion)]
+            async for event in self._act(step, turn.completion, new_messages):
+                yield event
+            self._record(step, turn, new_messages, time.monotonic() - started)
+            yield StepEnd(
+                step=step,
+                prompt_tokens=turn.prompt_tokens,
+                completion_tokens=turn.completion_tokens,
+                duration_s=time.monotonic() - started,
+            )
+            if state.stop_reason is not None:
+                return
+        state.stop(reason)
+
+    # ----------------------------------------------------------------- the moves of a step
+
+    async def _generate(self, step: int, turn: _Turn) -> AsyncIterator[Event]:
+        """One model turn, started again (up to twice) when its stream breaks off mid-way; fills `turn`."""
+        for attempt in range(_TURN_ATTEMPTS):
+            try:
+                async for event in self._attempt(turn):
+                    yield event
+                return
+            except ModelStreamError as exc:
+                if not exc.retryable or attempt + 1 == _TURN_ATTEMPTS:
+                    self._state.stop(StopReason.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
+                    return
+                yield TurnRestarted(step=step, reason=str(exc))
+
+    async def _attempt(self, turn: _Turn) -> AsyncIterator[Event]:
+        """Stream one model turn through the parser, yielding what it reads; fills `turn`."""
+        agent, state = self.agent, self._state
+        request = ModelRequest(
+            messages=tuple(state.messages),
+            tools=tuple(agent.toolbox.tools),
+            tool_choice=str(agent.tool_choice),
+            keep_thinking=agent.keep_thinking,
+            max_tokens=agent.max_tokens_per_step,
+            thinking_budget=agent.thinking_budget,
+        )
+        parser: StreamParser | None = None
+        raw: list[str] = []
+        try:
+            async with asyncio.timeout(self._time_left()):
+                async for chunk in agent.model.stream(request):
+                    if parser is None or (chunk.opens_thinking is not None and not raw):
+                        parser = self._parser(chunk.opens_thinking)
+                    if chunk.text:
+                        raw.append(chunk.text)
+                        for parsed in parser.feed(chunk.text):
+                            yield parsed
+                    if chunk.usage is not None:
+                        # Counted as it arrives, so a turn cut short keeps what it cost.
+                        turn.prompt_tokens += chunk.usage.prompt_tokens
+                        turn.completion_tokens += chunk.usage.completion_tokens
+                        state.usage.prompt_tokens += chunk.usage.prompt_tokens
+                        state.usage.completion_tokens += chunk.usage.completion_tokens
+                        state.usage.cached_tokens += chunk.usage.cached_tokens
+        except TimeoutError:
+            state.stop(StopReason.TIMEOUT, "the wall-clock budget ran out mid-turn")
+            return
+        except ModelStreamError as exc:
+            if exc.retryable:
+                raise  # `_generate` starts the turn again
+            state.stop(StopReason.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
+            return
+        except ModelError as exc:
+            state.stop(StopReason.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
+            return
+        parser = parser or self._parser(None)
+        for parsed in parser.finish():
+            yield parsed
+        turn.completion, turn.raw = parser.close(), "".join(raw)
+
+    def _parser(self, opens_thinking: bool | None) -> StreamParser:
+        agent = self.agent
+        return StreamParser(
+            prompt_opened_think=True if opens_thinking is None else opens_thinking,
+            promote_trailing_drafts=agent.promote_trailing_drafts,
+            tool_names=list(agent.toolbox.names) if agent.lenient_calls else None,
+        )
+
+    def _assistant(self, step: int, completion: Completion) -> AssistantMessage:
+        calls = [c.model_copy(update={"id": f"call_{step}_{i}"}) for i, c in enumerate(completion.tool_calls)]
+        return AssistantMessage(
+            content=completion.content, thinking=completion.thinking, tool_calls=calls, raw=completion.raw
+        )
+
+    async def _act(
+        self, step: int, completion: Completion, new_messages: list[Message]
+    ) -> AsyncIterator[Event]:
+        """Do what the turn asks: run its calls, refuse them, take its answer, or tell the model what to fix."""
+        state = self._state
+        assistant = new_messages[0]
+        assert isinstance(assistant, AssistantMessage)
+        calls = assistant.tool_calls
+        notes = self._problems(assistant, completion)
+        refusal = self._refusal(calls)
+        acted = False
+        if refusal is not None:
+            # what the model wrote stays in history, each call answered by why it was not run
+            new_messages.extend(_answer_calls(calls, refusal))
+        elif calls and (stuck := self._stuck(calls)) is not None:
+            new_messages.extend(_answer_calls(calls, stuck))
+        elif calls:
+            async for event in self._run_calls(step, calls, new_messages):
+                yield event
+            acted = True
+            if state.repeat_count == self.agent.stuck_after:
+                new_messages.append(_note("repeated_call", name=calls[0].name, count=state.repeat_count))
+        elif not notes:
+            state.answer = assistant.content.strip()
+            state.stop(StopReason.FINAL_ANSWER)
+        new_messages.extend(notes)
+        state.malformed_streak = 0 if acted or state.stop_reason else state.malformed_streak + 1
+
+    def _record(self, step: int, turn: _Turn, new_messages: list[Message], duration: float) -> None:
+        state = self._state
+        state.messages.extend(new_messages)
+        state.steps = step
+        if self._writer is not None:
+            self._writer.step(
+                step=step,
+                messages=new_messages,
+                model_output=turn.raw,
+                usage={"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens},
+                duration_s=duration,
+            )
+
+    # ----------------------------------------------------------------- decisions
+
+    def _problems(self, assistant: AssistantMessage, completion: Completion) -> list[NoteMessage]:
+        """Notes for a turn that cannot stand as it is: malformed calls, or no action where one was due."""
+        malformed = [NoteMessage(content=m.error, kind="malformed_call") for m in completion.malformed]
+        if assistant.tool_calls or malformed:
+            return malformed
+        choice = self.agent.tool_choice
+        if choice.forced:
+            return [_note("tool_required", **({"tool_name": choice.only} if choice.only else {}))]
+        if not assistant.content.strip():
+            return [_note("empty_reply")]
+        if choice.allows_calls:
+            # A call the model wrote in a form nobody could read: never take it for the answer.
+            name = mentioned_call(assistant.content, self.agent.toolbox.names)
+            if name is not None:
+                return [_note("unexecuted_call", name=name)]
+        return []
+
+    def _refusal(self, calls: list[ToolCall]) -> NoteMessage | None:
+        """Why `tool_choice` forbids these calls, or None when they may run."""
+        if not calls:
+            return None
+        choice = self.agent.tool_choice
+        if not choice.allows_calls:
+            return _note("tool_choice_none")
+        if choice.only is not None:
+            others = sorted({c.name for c in calls if c.name != choice.only})
+            if others:
+                return _note("tool_choice_named", tool=choice.only, called=", ".join(others))
+        return None
+
+    def _stuck(self, calls: list[ToolCall]) -> NoteMessage | None:
+        """Count identical turns; past `stuck_after` of them the run stops, with a note saying why."""
+        state = self._state
+        key = _calls_key(calls)
+        if key == state.last_calls_key:
+            state.repeat_count += 1
+        else:
+            state.last_calls_key, state.repeat_count = key, 1
+        if state.repeat_count <= self.agent.stuck_after:
+            return None
+        state.stop(StopReason.STUCK, f"the same calls were made {state.repeat_count} times in a row: {key}")
+        return _note("stopped_stuck", times=state.repeat_count)
+
+    async def _run_calls(
+        self, step: int, calls: list[ToolCall], new_messages: list[Message]
+    ) -> AsyncIterator[Event]:
+        """Run one turn's calls concurrently; observations keep the order of the calls."""
+        state, toolbox = self._state, self.agent.toolbox
+
+        async def timed(call: ToolCall) -> tuple[ToolResult, float]:
+            began = time.monotonic()
+            result = await toolbox.call(call)
+            return result, time.monotonic() - began
+
+        for call in calls:
+            yield ToolCallStarted(step=step, call=call)
+        tasks: list[asyncio.Future[tuple[ToolResult, float]]] = [
+            asyncio.ensure_future(timed(c)) for c in calls
+        ]
+        index_of = {task: i for i, task in enumerate(tasks)}
+        try:
+            pending: set[asyncio.Future[tuple[ToolResult, float]]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending, timeout=self._time_left(), return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    state.stop(StopReason.TIMEOUT, "the wall-clock budget ran out in a tool")
+                    break
+                for task in sorted(done, key=index_of.__getitem__):
+                    result, duration = task.result()
+                    yield ToolCallFinished(
+                        step=step, call=calls[index_of[task]], result=result, duration_s=duration
+                    )
+        finally:
+            for task in tasks:
+                task.cancel()
+        state.tool_calls += len(calls)
+        for call, task in zip(calls, tasks, strict=True):
+            if task.done() and not task.cancelled():
+                result = task.result()[0]
+            else:
+                result = ToolResult(content=prompts.render_note("run_timeout"), is_error=True)
+            new_messages.append(
+                ToolMessage(
+                    content=result.content, name=call.name, tool_call_id=call.id, is_error=result.is_error
+                )
+            )
+
+    # ----------------------------------------------------------------- budgets
+
+    def _time_left(self) -> float | None:
+        timeout = self.agent.timeout
+        if timeout is None:
+            return None
+        return max(0.0, timeout - (time.monotonic() - self._state.started))
+
+    def _budget_exhausted(self) -> StopReason | None:
+        agent, state = self.agent, self._state
+        if state.steps - self._step_budget_from >= agent.max_steps:
+            return StopReason.MAX_STEPS
+        if agent.max_tool_calls is not None and state.tool_calls >= agent.max_tool_calls:
+            return StopReason.MAX_TOOL_CALLS
+        if agent.timeout is not None and self._time_left() == 0.0:
+            return StopReason.TIMEOUT
+        if agent.token_budget is not None and state.usage.completion_tokens >= agent.token_budget:
+            return StopReason.TOKEN_BUDGET
+        if state.malformed_streak >= agent.max_malformed_turns:
+            return StopReason.MALFORMED
+        return None

@@ -15,6 +15,7 @@ from tools.types import ToolCall
 __all__ = [
     "AssistantMessage",
     "Message",
+    "NoteMessage",
     "SystemMessage",
     "ToolMessage",
     "UserMessage",
@@ -62,8 +63,22 @@ class ToolMessage(BaseModel):
     is_error: bool = False
 
 
+class NoteMessage(BaseModel):
+    """What the framework itself tells the model: a malformed call, a refused call, a reminder, a stop.
+
+    Not a tool result (no call produced it), so chat APIs get it as a user message rather than an orphan tool
+    message; QwQ's format shows it where tool results go, in a `<tool_response>` block of the next user turn.
+    `kind` names the note (its template in prompts/templates/notes), for transcripts and UIs.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    role: Literal["note"] = "note"
+    content: str
+    kind: str = ""
+
+
 Message = Annotated[
-    SystemMessage | UserMessage | AssistantMessage | ToolMessage,
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage | NoteMessage,
     Field(discriminator="role"),
 ]
 

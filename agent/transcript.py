@@ -131,17 +131,20 @@ class TranscriptWriter:
             }
         )
 
-    def end(self, *, stop_reason: str, answer: str, steps: int, usage: dict[str, int]) -> None:
-        self.write(
-            {
-                "type": "run_end",
-                "time": time.time(),
-                "stop_reason": stop_reason,
-                "answer": answer,
-                "steps": steps,
-                "usage": usage,
-            }
-        )
+    def end(
+        self, *, stop_reason: str, answer: str, steps: int, usage: dict[str, int], detail: str = ""
+    ) -> None:
+        record: dict[str, Any] = {
+            "type": "run_end",
+            "time": time.time(),
+            "stop_reason": stop_reason,
+            "answer": answer,
+            "steps": steps,
+            "usage": usage,
+        }
+        if detail:
+            record["detail"] = detail
+        self.write(record)
 
     def close(self) -> None:
         if self._file is not None:

@@ -58,7 +58,8 @@ async def main() -> None:
         keep_thinking="current_task",
     )
     read: list[str] = []
-    async for event in agent.stream(task):
+    run = agent.iter(task)
+    async for event in run:
         if isinstance(event, ToolCallStarted):
             print(f"fetching {event.call.arguments.get('url')} (page {event.call.arguments.get('page', 1)})")
         elif isinstance(event, ToolCallFinished):
@@ -67,7 +68,7 @@ async def main() -> None:
             if not event.result.is_error:
                 read.append(str(event.call.arguments.get("url")))
 
-    result = agent.last_result
+    result = run.result
     assert result is not None
     print("answer:", result.answer or "(none)")
     print("pages read:", ", ".join(dict.fromkeys(read)) or "(none)")

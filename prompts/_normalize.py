@@ -21,7 +21,7 @@ __all__ = [
     "template_messages",
 ]
 
-_ROLES = ("system", "user", "assistant", "tool")
+_ROLES = ("system", "user", "assistant", "tool", "note")
 
 # Where reasoning may arrive, in order of preference: the typed AssistantMessage dumps `thinking`;
 # OpenAI-style servers (vLLM, SGLang, DeepSeek's API) use `reasoning_content`; newer ones use `reasoning`.
@@ -151,6 +151,10 @@ def normalize_messages(messages: Iterable[Any]) -> list[Turn]:
         if role not in _ROLES:
             raise ValueError(f"{where}: role must be one of {', '.join(_ROLES)}; got {role!r}")
         content = _text(data.get("content"), where)
+        if role == "note":
+            # The framework's own observations (a malformed call, a budget, a refusal) reach the model
+            # where tool results do: QwQ's format has no other place for them.
+            role = "tool"
         if role != "assistant":
             turns.append(
                 Turn(

@@ -91,10 +91,11 @@ async def _rerun(record: TranscriptRecord, view: View) -> int:
             tool_choice=str(config.get("tool_choice", "auto")),
             stuck_after=max(len(steps) + 1, 2),
         )
-        async for event in agent.stream(record.task):
+        run = agent.iter(record.task)
+        async for event in run:
             view.handle(event)
         view.close()
-    result = agent.last_result
+    result = run.result
     assert result is not None
     recorded = [[m for m in step.messages if isinstance(m, ToolMessage)] for step in steps]
     fresh: list[list[ToolMessage]] = []

@@ -119,26 +119,22 @@ async def _run(args: argparse.Namespace, view: View) -> int:
             keep_thinking=args.keep_thinking,
             transcript_dir=args.transcript_dir,
         )
-        events = (
-            agent.stream_resume(args.resume, args.task)
-            if args.resume is not None
-            else agent.stream(args.task)
-        )
+        run = agent.iter_resume(args.resume, args.task) if args.resume is not None else agent.iter(args.task)
         try:
-            async for event in events:
+            async for event in run:
                 view.handle(event)
         finally:
             view.close()
-            if agent.transcript_path is not None:
-                view.note(f"transcript: {agent.transcript_path}")
-        result = agent.last_result
+            if run.transcript_path is not None:
+                view.note(f"transcript: {run.transcript_path}")
+        result = run.result
         if result is None:
             return 1
         if result.stop_reason is not StopReason.FINAL_ANSWER:
             view.note(
                 f"stopped by {result.stop_reason.value}"
                 + (f" ({result.detail})" if result.detail else "")
-                + f"; continue with: qwq-agent run --resume {agent.transcript_path}"
+                + f"; continue with: qwq-agent run --resume {run.transcript_path}"
             )
             return 1
         return 0

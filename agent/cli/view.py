@@ -21,6 +21,7 @@ from agent.events import (
     ThinkingDelta,
     ToolCallFinished,
     ToolCallStarted,
+    TurnRestarted,
 )
 
 if TYPE_CHECKING:
@@ -132,6 +133,11 @@ class LiveView(View):
                 "\n".join(shown),
                 title=f"{event.call.name} · {event.duration_s:.2f}s",
                 style="red" if event.result.is_error else "green",
+            )
+        elif isinstance(event, TurnRestarted):
+            self._flush_line()
+            self._print(
+                f"[yellow]↻ the model's stream broke off; step {event.step} starts again[/] [dim]({_escape(event.reason)})[/]"
             )
         elif isinstance(event, StepEnd):
             self._flush_line()

@@ -149,10 +149,11 @@ async def solve_in_sandbox(
         keep_thinking=options.keep_thinking,
         transcript_dir=options.transcript_dir,
     )
-    async for event in agent.stream(task_text(problem)):
+    run = agent.iter(task_text(problem))
+    async for event in run:
         if on_event is not None:
             on_event(event)
-    result = agent.last_result
+    result = run.result
     solution: str | None = None
     final_run: ExecResult | None = None
     error: str | None = None

@@ -152,7 +152,8 @@ class Generation:
         self.stats = LlamaStats()
         self.decoder = TextDecoder(cache)
         self.window = ""  # the last characters generated, for tag detection
-        self.answer = ""  # the text after the reasoning, for detecting call openings
+        self.answer = ""  # the text after the reasoning (its latest part), for detecting call openings
+        self.answer_whole = True  # `answer` still starts where the answer starts
         self.answer_started = not job.opened_think
         self.held = ""  # text not yet sent: it might be the start of an invented <tool_response>
         self.text: list[str] = []
@@ -213,7 +214,7 @@ class Generation:
         if phase is Phase.THINK:
             return self._after_reasoning() if tag_completed(self.window, len(added), THINK_CLOSE) else phase
         if phase is Phase.ANSWER and self.job.tool_choice.allows_calls:
-            opening = detect_call_opening(self.answer, len(added), self.tool_names)
+            opening = detect_call_opening(self.answer, len(added), self.tool_names, whole=self.answer_whole)
             return self._start_call(opening) if opening is not None else phase
         if phase is Phase.CALL and tag_completed(self.window, len(added), self._call_end()):
             self.grammar = None
@@ -367,7 +368,9 @@ class Generation:
         """Send `text`; False when an invented <tool_response> begins (the turn is cut there)."""
         self.window = (self.window + text)[-256:]
         if self.answer_started:
-            self.answer = (self.answer + text)[-1024:]
+            self.answer += text
+            if len(self.answer) > 2048:
+                self.answer, self.answer_whole = self.answer[-1024:], False
         pending = self.held + text
         cut = pending.find(RESPONSE_OPEN)
         if cut >= 0:

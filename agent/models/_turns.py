@@ -149,7 +149,7 @@ _WRAPPER_ALT = "|".join(CALL_WRAPPERS)
 # A call object begun in the answer: an optional wrapper tag, an optional fence, then `{"name": "` and the
 # part of the name written so far. Anchored at a line start so that JSON inside prose is left alone.
 _OPENING = re.compile(
-    r"(?:^|\n)[ \t]*(?:<(?P<tag>" + _WRAPPER_ALT + r")>\s*)?(?P<fence>```(?:json|xml)?[ \t]*\n\s*)?"
+    r"\n[ \t]*(?:<(?P<tag>" + _WRAPPER_ALT + r")>\s*)?(?P<fence>```(?:json|xml)?[ \t]*\n\s*)?"
     r'\{\s*"name"\s*:\s*"(?P<partial>[^"\n\\]{0,64})$'
 )
 _FUNCTION_TAG = re.compile(r"<function=(?P<name>[^<>\s]{1,64})>$")
@@ -174,14 +174,20 @@ class CallOpening:
     lead: str = ""
 
 
-def detect_call_opening(answer: str, added: int, tool_names: Sequence[str]) -> CallOpening | None:
-    """Whether the newest `added` characters of `answer` (text after the reasoning) opened a call.
+def detect_call_opening(
+    answer: str, added: int, tool_names: Sequence[str], *, whole: bool = True, end: int | None = None
+) -> CallOpening | None:
+    """Whether the newest `added` characters of `answer[:end]` (text after the reasoning) opened a call.
 
     Only calls naming one of `tool_names` count, so a JSON example in prose is not forced into a call.
+    `whole` says that `answer` starts where the answer starts (a line start); callers that keep only the
+    latest part of a long answer pass False.
     """
     if added <= 0 or not tool_names:
         return None
-    tail = answer[-_OPENING_WINDOW:]
+    end = len(answer) if end is None else end
+    begin = max(0, end - _OPENING_WINDOW)
+    tail = ("\n" if whole and begin == 0 else "") + answer[begin:end]
     if tag_completed(tail, added, CALL_OPEN):
         after = tail[tail.rfind(CALL_OPEN) + len(CALL_OPEN) :]
         if not after.strip():

@@ -48,4 +48,12 @@ class ModelUnavailableError(ModelError):
 
 
 class ModelStreamError(ModelError):
-    """The response stream was cut off or was not the server-sent events it should be."""
+    """The response stream was cut off or was not the server-sent events it should be.
+
+    `retryable` is True for transient failures after text had started to flow (a connection reset, a stall):
+    the loop then runs the step again from its start.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable

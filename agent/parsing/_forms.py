@@ -35,7 +35,7 @@ from agent.parsing._decode import (
 )
 from tools.types import ToolCall
 
-__all__ = ["LenientCalls"]
+__all__ = ["LenientCalls", "mentioned_call"]
 
 _TAG_OPENERS: Final = tuple(f"<{w}>" for w in CALL_WRAPPERS if w != "tool_call")
 _FUNCTION: Final = "<function="
@@ -312,3 +312,21 @@ class LenientCalls:
     def _pass(self, text: str) -> None:
         if text:
             self.on_text(text)
+
+
+def mentioned_call(content: str, tool_names: Sequence[str]) -> str | None:
+    """The tool a call-like text in `content` names (`"name": "python"`, `function="python"`, `<python>`).
+
+    For the loop's last line of defence: a turn whose visible text holds such a call was meant to act, so
+    it must not end the run as a final answer, even when no reader could execute the call.
+    """
+    for name in tool_names:
+        quoted = re.escape(name)
+        patterns = (
+            rf"""["']name["']\s*:\s*["']{quoted}["']""",
+            rf"""function\s*=\s*["']?{quoted}(?![\w.\-])""",
+            rf"<{quoted}>",
+        )
+        if any(re.search(pattern, content) for pattern in patterns):
+            return name
+    return None

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,16 @@ from agent.events import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from agent.messages import AssistantMessage, SystemMessage, ToolMessage, UserMessage
-from agent.models import ScriptedModel, completion_text, tool_call_text
+from agent.messages import AssistantMessage, NoteMessage, SystemMessage, ToolMessage, UserMessage
+from agent.models import (
+    ModelChunk,
+    ModelRequest,
+    ModelUnavailableError,
+    ScriptedModel,
+    Usage,
+    completion_text,
+    tool_call_text,
+)
 from agent.transcript import read_transcript
 from tools import tool
 
@@ -118,10 +127,11 @@ async def test_calls_of_one_turn_run_concurrently_results_in_call_order() -> Non
         ],
         tools=[wait_for_peer],
     )
-    events = [e async for e in agent.stream("go")]
+    run = agent.iter("go")
+    events = [e async for e in run]
     finished = [e.result.content for e in events if isinstance(e, ToolCallFinished)]
     assert finished == ["fast", "slow"]  # events arrive as calls finish
-    result = agent.last_result
+    result = run.result
     assert result is not None
     observations = [m.content for m in result.messages if isinstance(m, ToolMessage)]
     assert observations == ["slow", "fast"]  # history keeps the order of the calls
@@ -184,8 +194,9 @@ async def test_malformed_call_is_fed_back_and_retried() -> None:
         ]
     )
     result = await agent.run("go")
-    errors = [m for m in result.messages if isinstance(m, ToolMessage) and m.is_error]
+    errors = [m for m in result.messages if isinstance(m, NoteMessage)]
     assert len(errors) == 1
+    assert errors[0].kind == "malformed_call"
     assert "<tool_call>" in errors[0].content or "JSON" in errors[0].content
     assert result.answer == "3"
 
@@ -204,8 +215,8 @@ async def test_empty_turn_counts_as_malformed() -> None:
     result = await agent.run("go")
     assert result.answer == "fine"
     note = result.messages[3]
-    assert isinstance(note, ToolMessage)
-    assert note.is_error
+    assert isinstance(note, NoteMessage)
+    assert note.kind == "empty_reply"
     assert note.content
 
 
@@ -257,11 +268,13 @@ async def test_stuck_detection_nudges_then_stops() -> None:
     result = await agent.run("go")
     assert result.stop_reason is StopReason.STUCK
     assert model.calls == 4
-    tool_messages = [m for m in result.messages if isinstance(m, ToolMessage)]
-    nudges = [m for m in tool_messages if m.is_error]
-    # third identical turn: results plus a nudge; fourth: not run, stopped
-    assert len(nudges) == 2
+    nudges = [m for m in result.messages if isinstance(m, NoteMessage)]
+    stopped = [m for m in result.messages if isinstance(m, ToolMessage) and m.is_error]
+    # third identical turn: results plus a nudge; fourth: not run, each call answered by the stop
+    assert [m.kind for m in nudges] == ["repeated_call"]
     assert "add" in nudges[0].content
+    assert len(stopped) == 1
+    assert stopped[0].tool_call_id
     assert "stuck" in result.detail or "same" in result.detail
 
 
@@ -281,8 +294,8 @@ async def test_tool_choice_required_rejects_a_plain_answer() -> None:
     )
     result = await agent.run("go")
     note = result.messages[3]
-    assert isinstance(note, ToolMessage)
-    assert note.is_error
+    assert isinstance(note, NoteMessage)
+    assert note.kind == "tool_required"
     assert "must call" in note.content
     # with "required" every turn must call: the last plain answer is refused again and the budget ends it
     assert result.stop_reason is StopReason.MAX_STEPS
@@ -457,5 +470,139 @@ async def test_a_call_that_ends_unclosed_reasoning_is_run_unless_disabled() -> N
     result = await strict.run("go")
     assert result.tool_calls == 0
     note = result.messages[3]
-    assert isinstance(note, ToolMessage)
-    assert note.is_error  # told that the turn had neither an answer nor a call
+    assert isinstance(note, NoteMessage)  # told that the turn had neither an answer nor a call
+
+
+# -- the run handle ------------------------------------------------------------------------------------------
+
+
+class _EchoModel:
+    """Answers each request with the task it was given, after a pause: runs interleave on one Agent."""
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        task = next(m.content for m in request.messages if isinstance(m, UserMessage))
+        for _ in range(5):
+            await asyncio.sleep(0.001)
+            yield ModelChunk(text="")
+        yield ModelChunk(text=turn("echo", content=f"answer to {task}"))
+        yield ModelChunk(usage=Usage(prompt_tokens=1, completion_tokens=1), finish_reason="stop")
+
+
+async def test_concurrent_runs_on_one_agent_keep_their_own_results(tmp_path: Path) -> None:
+    agent = Agent(_EchoModel(), tools=[add], transcript_dir=tmp_path)
+    tasks = [f"task {i}" for i in range(20)]
+    results = await asyncio.gather(*(agent.run(t) for t in tasks))
+    assert [r.answer for r in results] == [f"answer to {t}" for t in tasks]
+    assert len({r.transcript_path for r in results}) == len(tasks)
+    for task, result in zip(tasks, results, strict=True):
+        assert result.transcript_path is not None
+        assert read_transcript(result.transcript_path).task == task
+
+
+async def test_a_run_broken_off_early_has_no_result_and_a_resumable_transcript(tmp_path: Path) -> None:
+    agent, _ = make_agent([turn("x", call("add", a=1, b=2)), turn("y", content="3")], transcript_dir=tmp_path)
+    run = agent.iter("go")
+    async for event in run:
+        if isinstance(event, StepEnd):
+            break
+    assert run.result is None
+    assert run.transcript_path is not None
+    assert read_transcript(run.transcript_path).steps == 1
+    with pytest.raises(RuntimeError, match="once"):
+        async for _ in run:
+            pass
+
+
+# -- calls in other forms, and calls that could not be read ------------------------------------------------
+
+
+async def test_a_call_in_another_form_naming_a_tool_is_run() -> None:
+    tools_block = '<tools>\n{"name": "add", "arguments": {"a": 20, "b": 22}}\n</tools>'
+    agent, _ = make_agent([turn("x", content=tools_block), turn("y", content="42")])
+    result = await agent.run("go")
+    assert result.tool_calls == 1
+    assert result.answer == "42"
+    observation = result.messages[3]
+    assert isinstance(observation, ToolMessage)
+    assert observation.content == "42"
+
+
+async def test_an_unreadable_call_to_a_known_tool_is_never_the_final_answer() -> None:
+    unreadable = '<call function="add">{"a": 1, "b": 2}</call>'
+    agent, _ = make_agent(
+        [turn("x", content=unreadable), turn("y", call("add", a=1, b=2)), turn("z", content="3")]
+    )
+    result = await agent.run("go")
+    note = result.messages[3]
+    assert isinstance(note, NoteMessage)
+    assert note.kind == "unexecuted_call"
+    assert "<tool_call>" in note.content
+    assert result.answer == "3"
+
+
+async def test_lenient_calls_can_be_switched_off() -> None:
+    tools_block = '<tools>\n{"name": "add", "arguments": {"a": 20, "b": 22}}\n</tools>'
+    agent, _ = make_agent([turn("x", content=tools_block), turn("y", content="42")], lenient_calls=False)
+    result = await agent.run("go")
+    assert result.tool_calls == 0
+    assert isinstance(result.messages[3], NoteMessage)  # still never taken for the answer
+
+
+class _NoThinkModel:
+    """A backend whose model's turn does not start inside reasoning (Qwen2.5's own format)."""
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        yield ModelChunk(opens_thinking=False)
+        yield ModelChunk(text="The answer is 4.")
+        yield ModelChunk(usage=Usage(prompt_tokens=3, completion_tokens=5), finish_reason="stop")
+
+
+async def test_a_turn_that_does_not_open_reasoning_is_read_as_content() -> None:
+    result = await Agent(_NoThinkModel()).run("2+2?")
+    assert result.answer == "The answer is 4."
+    assistant = result.messages[-1]
+    assert isinstance(assistant, AssistantMessage)
+    assert assistant.thinking == ""
+
+
+# -- failures of the model and the clock -------------------------------------------------------------------
+
+
+class _FailingModel:
+    def __init__(self, after_text: str = "") -> None:
+        self.after_text = after_text
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        if self.after_text:
+            yield ModelChunk(text=self.after_text)
+        raise ModelUnavailableError(
+            "http://127.0.0.1:9/v1 failed 5 times (last: ConnectError); is the server up?"
+        )
+
+
+async def test_a_failing_model_ends_the_run_with_its_error(tmp_path: Path) -> None:
+    run = Agent(_FailingModel("partial"), transcript_dir=tmp_path).iter("go")
+    events = [e async for e in run]
+    final = events[-1]
+    assert isinstance(final, FinalAnswer)
+    assert final.stop_reason == "model_error"
+    assert run.result is not None
+    assert "is the server up" in run.result.detail
+    assert run.transcript_path is not None
+    record = read_transcript(run.transcript_path)
+    assert record.end is not None
+    assert record.end["stop_reason"] == "model_error"
+
+
+class _SlowModel:
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        yield ModelChunk(usage=Usage(prompt_tokens=100, completion_tokens=0))
+        for _ in range(1000):
+            yield ModelChunk(text="thinking ")
+            await asyncio.sleep(0.01)
+
+
+async def test_a_mid_turn_timeout_keeps_the_tokens_reported_so_far() -> None:
+    result = await Agent(_SlowModel(), timeout=0.2).run("go")
+    assert result.stop_reason is StopReason.TIMEOUT
+    assert result.usage.prompt_tokens == 100

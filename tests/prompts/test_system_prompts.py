@@ -33,6 +33,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "call_not_json": {"start": '"get_weather(city=Paris)"', "call_object": _CALL_OBJECT},
     "call_not_object": {"kind": "a number", "call_object": _CALL_OBJECT},
     "call_stray_close": {"call_format": _CALL_FORMAT},
+    "call_too_deep": {"max_depth": 64, "call_format": _CALL_FORMAT},
     "call_truncated": {"detail": "the block was empty", "call_format": _CALL_FORMAT},
     "empty_reply": {},
     "invalid_arguments": {"name": "get_weather", "error": "'city' is required."},
@@ -46,6 +47,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "thinking_budget": {},
     "tool_required": {"tool_name": "search"},
     "unknown_tool": {"name": "serach", "available": ["search", "fetch"]},
+    "unexecuted_call": {"name": "search"},
 }
 
 

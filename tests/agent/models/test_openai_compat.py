@@ -7,6 +7,7 @@ gives real SSE in both modes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from agent import Agent
+from agent.events import TurnRestarted
 from agent.messages import AssistantMessage, Message, ToolMessage, UserMessage
 from agent.models import ModelChunk, ModelRequest, OpenAICompatModel
 from agent.models.errors import (
@@ -52,6 +55,8 @@ class Reply:
     body: bytes | None = None  # sent as is instead of events
     cut: bool = False  # close the connection mid-stream
     endless: bool = False  # keep sending until the client goes away
+    keepalive: bool = False  # after the events, send SSE comments forever (a stall that looks alive)
+    delay: float = 0.0  # seconds to wait before answering
 
 
 def sse(payload: Any) -> bytes:
@@ -68,6 +73,9 @@ class Scripted:
         self.replies: list[Reply] = []
         self.requests: list[dict[str, Any]] = []
         self.client_gone = threading.Event()
+        # A strict chat server refuses what real ones refuse: a tool message that answers no call id.
+        self.strict = False
+        self.default: Reply | None = None  # the reply when the script is empty (else a 500)
         script = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,7 +96,11 @@ class Scripted:
                 length = int(self.headers.get("Content-Length", 0))
                 payload = json.loads(self.rfile.read(length) or b"{}")
                 script.requests.append({"body": payload, "headers": dict(self.headers)})
-                reply = script.replies.pop(0) if script.replies else Reply(status=500)
+                reply = script.replies.pop(0) if script.replies else (script.default or Reply(status=500))
+                if script.strict and (problem := orphan_tool_message(payload.get("messages") or [])):
+                    reply = Reply(status=400, body=json.dumps({"error": {"message": problem}}).encode())
+                if reply.delay:
+                    threading.Event().wait(reply.delay)
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
@@ -113,6 +125,11 @@ class Scripted:
                             self.wfile.write(sse(text_event("x")))
                             self.wfile.flush()
                             threading.Event().wait(0.01)
+                    if reply.keepalive:
+                        while True:
+                            self.wfile.write(b": keep-alive\n\n")
+                            self.wfile.flush()
+                            threading.Event().wait(0.2)
                     if not reply.cut:
                         self.wfile.write(sse("[DONE]"))
                 except (BrokenPipeError, ConnectionResetError):
@@ -127,6 +144,21 @@ class Scripted:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def orphan_tool_message(messages: list[dict[str, Any]]) -> str | None:
+    """What OpenAI's API says of a tool message that does not answer a call of the assistant turn before it."""
+    pending: set[str] = set()
+    for message in messages:
+        if message.get("role") == "assistant":
+            pending = {c["id"] for c in message.get("tool_calls") or []}
+        elif message.get("role") == "tool":
+            if message.get("tool_call_id") not in pending:
+                return "messages with role 'tool' must be a response to a preceding message with 'tool_calls'"
+            pending.discard(message["tool_call_id"])
+        elif pending:
+            return "an assistant message with 'tool_calls' must be followed by tool messages for each call id"
+    return None
 
 
 @pytest.fixture
@@ -261,8 +293,9 @@ async def test_closing_the_stream_closes_the_connection(scripted: Scripted) -> N
     scripted.replies = [Reply(endless=True)]
     model = model_for(scripted)
     stream = model.stream(task())
-    async for _ in stream:
-        break
+    async for chunk in stream:
+        if chunk.text:  # the first chunk says where the turn starts; wait for text from the server
+            break
     await stream.aclose()  # type: ignore[attr-defined]
     assert scripted.client_gone.wait(10)
 
@@ -424,3 +457,121 @@ async def test_llama_server_chat_streams(llama_server: str) -> None:
 @pytest.mark.slow
 async def test_llama_server_models_list(llama_server: str) -> None:
     assert await OpenAICompatModel(llama_server).list_models() == ["tiny"]
+
+
+# -- timeouts, retries, replicas -----------------------------------------------------------------------------
+async def test_a_stream_kept_alive_by_comments_stops_at_the_idle_timeout(scripted: Scripted) -> None:
+    scripted.replies = [Reply(events=[text_event("thinking")], keepalive=True)]
+    model = model_for(scripted, idle_timeout=1.0)
+    with pytest.raises(ModelStreamError, match="idle_timeout") as caught:
+        await collect(model, task())
+    assert caught.value.retryable
+
+
+async def test_the_deadline_ends_an_endless_request(scripted: Scripted) -> None:
+    scripted.replies = [Reply(endless=True)]
+    with pytest.raises(ModelStreamError, match="deadline"):
+        await collect(model_for(scripted, deadline=1.0), task())
+
+
+async def test_retry_after_is_honoured_only_up_to_its_cap(scripted: Scripted) -> None:
+    scripted.replies = [
+        Reply(status=503, headers={"Retry-After": "3600"}),
+        Reply(events=[text_event("ok", "stop")]),
+    ]
+    model = model_for(scripted, max_retry_after=0.3)
+    await collect(model, task())
+    assert model.retry_delays == [0.3]
+
+
+async def test_a_broken_stream_says_what_happened(scripted: Scripted) -> None:
+    scripted.replies = [Reply(events=[text_event("par")], cut=True)]
+    with pytest.raises(ModelStreamError) as caught:
+        await collect(model_for(scripted), task())
+    message = str(caught.value)
+    assert not message.rstrip().endswith(":")
+    assert "connection" in message or "ended before" in message
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Scripted]]:
+    servers = [Scripted() for _ in range(3)]
+    yield servers
+    for server in servers:
+        server.close()
+
+
+async def test_requests_spread_over_replicas_and_skip_a_failing_one(replicas: list[Scripted]) -> None:
+    healthy, broken = replicas[:2], replicas[2]
+    for server in healthy:
+        server.default = Reply(events=[text_event("ok", "stop")], delay=0.2)
+    broken.default = Reply(status=503)
+    model = OpenAICompatModel(
+        base_urls=[s.base_url for s in replicas], model="m", max_retries=3, backoff=0.01, cooldown=60
+    )
+    results = await asyncio.gather(*(collect(model, task()) for _ in range(8)))
+    assert all(text == "ok" for text, _ in results)
+    # the least busy replica takes each turn: all three got a share before the broken one was known...
+    assert 1 <= len(broken.requests) <= 3
+    assert len(healthy[0].requests) >= 2
+    assert len(healthy[1].requests) >= 2
+    # ...and once it failed, it is skipped for the cool-down
+    tried = len(broken.requests)
+    results = await asyncio.gather(*(collect(model, task()) for _ in range(8)))
+    assert all(text == "ok" for text, _ in results)
+    assert len(broken.requests) == tried
+
+
+async def test_a_step_is_retried_on_another_replica_when_one_dies(replicas: list[Scripted]) -> None:
+    first, second = replicas[:2]
+    first.default = Reply(status=500)
+    second.default = Reply(events=[text_event("done</think>\n\nfine", "stop")])
+    model = OpenAICompatModel(base_urls=[first.base_url, second.base_url], model="m", backoff=0.01)
+    result = await Agent(model).run("go")
+    assert result.answer == "fine"
+
+
+async def test_the_loop_starts_a_turn_again_when_its_stream_breaks_off(scripted: Scripted) -> None:
+    scripted.replies = [
+        Reply(events=[text_event("half a thou")], cut=True),
+        Reply(events=[text_event("whole thought</think>\n\n42", "stop")]),
+    ]
+    run = Agent(model_for(scripted)).iter("go")
+    events = [e async for e in run]
+    assert any(isinstance(e, TurnRestarted) for e in events)
+    assert run.result is not None
+    assert run.result.answer == "42"
+    assert run.result.steps == 1
+
+
+# -- chat mode against a strict server ---------------------------------------------------------------------------
+async def test_notes_reach_a_strict_chat_server_as_user_messages(scripted: Scripted) -> None:
+    scripted.strict = True
+    scripted.replies = [
+        Reply(events=[chat_event({"content": "<tool_call>\n{broken json\n</tool_call>"}, "stop")]),
+        Reply(events=[chat_event({"content": "no tools for me"}, "stop")]),
+        Reply(
+            events=[
+                chat_event(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "c1",
+                                "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'},
+                            }
+                        ]
+                    },
+                    "tool_calls",
+                )
+            ]
+        ),
+        Reply(events=[chat_event({"content": "3"}, "stop")]),
+    ]
+    agent = Agent(model_for(scripted, mode="chat"), tools=[add], tool_choice="auto", max_steps=6)
+    result = await agent.run("Add 1 and 2.")
+    assert result.answer == "no tools for me" or result.answer == "3"
+    for request in scripted.requests:
+        assert orphan_tool_message(request["body"]["messages"]) is None
+    notes = [m for m in scripted.requests[1]["body"]["messages"] if m["role"] == "user"]
+    assert len(notes) == 2  # the task, then the note about the malformed call
