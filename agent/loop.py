@@ -26,7 +26,7 @@ from agent.events import (
 from agent.messages import AssistantMessage, Message, SystemMessage, ToolMessage, UserMessage
 from agent.models.base import KeepThinking, Model, ModelRequest, ToolChoice
 from agent.parsing import Completion, StreamParser
-from agent.transcript import TranscriptWriter, new_run_id, read_transcript
+from agent.transcript import TranscriptWriter, new_run_id, open_for_resume
 from tools.base import Tool, tool
 from tools.toolbox import Toolbox
 from tools.types import ToolCall, ToolResult
@@ -169,7 +169,8 @@ class Agent:
         self.promote_trailing_drafts = promote_trailing_drafts
         self.last_result: RunResult | None = None
         self.transcript_path: Path | None = None
-        """The transcript of the current (or last) run, known as soon as the run starts."""
+        """The transcript of the current (or last) run, known as soon as the run starts; the file itself
+        appears with the run's first finished step."""
 
     # ----------------------------------------------------------------- public API
 
@@ -211,20 +212,30 @@ class Agent:
             yield event
 
     async def stream_resume(self, path: str | Path, task: str | None = None) -> AsyncIterator[Event]:
-        """`resume`, yielding events."""
-        record = read_transcript(path)
+        """`resume`, yielding events. The transcript is locked while this runs: a second process resuming
+        the same run is refused with `TranscriptLockedError`, which names the holder."""
+        record, writer = open_for_resume(path)
         self.transcript_path = record.path
         state = _RunState(messages=list(record.messages), run_id=record.run_id, steps=record.steps)
         state.usage.prompt_tokens = record.usage["prompt_tokens"]
         state.usage.completion_tokens = record.usage["completion_tokens"]
         state.tool_calls = sum(len(m.tool_calls) for m in record.messages if isinstance(m, AssistantMessage))
-        if record.finished and task is None:
+        if record.answered and task is None:
+            # answered runs are done; runs a budget or an error stopped go on below
             end = record.end or {}
+            if end.get("inferred"):  # killed between the final step and its run_end: complete the file
+                writer.end(
+                    stop_reason=StopReason.FINAL_ANSWER.value,
+                    answer=str(end.get("answer", "")),
+                    steps=state.steps,
+                    usage=state.usage.as_dict(),
+                )
+            await writer.aclose()
             self.last_result = RunResult(
                 answer=str(end.get("answer", "")),
                 messages=state.messages,
                 steps=state.steps,
-                stop_reason=StopReason(end.get("stop_reason", StopReason.FINAL_ANSWER.value)),
+                stop_reason=StopReason.FINAL_ANSWER,
                 usage=state.usage,
                 tool_calls=state.tool_calls,
                 transcript_path=record.path,
@@ -235,8 +246,6 @@ class Agent:
                 steps=state.steps,
             )
             return
-        writer = TranscriptWriter(record.path)
-        writer.reopen_at(record.valid_length)
         added: list[Message] = [UserMessage(content=task)] if task is not None else []
         state.messages.extend(added)
         writer.resume(messages=added)
@@ -261,7 +270,7 @@ class Agent:
                     stop_reason=state.stop_reason,
                     usage=state.usage,
                     tool_calls=state.tool_calls,
-                    transcript_path=writer.path if writer else None,
+                    transcript_path=writer.path if writer is not None and writer.created else None,
                     detail=state.detail,
                 )
                 if writer is not None:
@@ -270,9 +279,12 @@ class Agent:
                         answer=state.answer,
                         steps=state.steps,
                         usage=state.usage.as_dict(),
+                        detail=state.detail,
                     )
             if writer is not None:
-                writer.close()
+                writer.close()  # hands the last lines to the writer thread; never blocks the loop
+        if writer is not None:
+            await writer.aclose()  # a run that ended normally returns with its transcript complete
         if state.stop_reason is not None:
             yield FinalAnswer(answer=state.answer, stop_reason=state.stop_reason.value, steps=state.steps)
 
@@ -326,6 +338,7 @@ class Agent:
                 raw=completion.raw,
             )
             new_messages: list[Message] = [assistant]
+            tool_durations: dict[str, float] = {}
 
             refusal = self._refusal(calls)
             malformed = [m.error for m in completion.malformed]
@@ -335,6 +348,8 @@ class Agent:
                 new_messages.extend(ToolMessage(content=refusal, name=c.name, is_error=True) for c in calls)
             elif calls:
                 async for event in self._run_calls(step, calls, new_messages, state):
+                    if isinstance(event, ToolCallFinished):
+                        tool_durations[event.call.id] = event.duration_s
                     yield event
             elif not malformed and no_action is None:
                 state.answer = completion.content.strip()
@@ -354,7 +369,9 @@ class Agent:
                     model_output="".join(raw_parts),
                     usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
                     duration_s=duration,
+                    tool_durations=[tool_durations.get(c.id, 0.0) for c in calls] if tool_durations else None,
                 )
+                await writer.durable()  # on disk before the next model request: a killed run loses no step
             yield StepEnd(
                 step=step,
                 prompt_tokens=prompt_tokens,
