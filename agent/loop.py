@@ -25,6 +25,7 @@ from agent.events import (
 )
 from agent.messages import AssistantMessage, Message, SystemMessage, ToolMessage, UserMessage
 from agent.models.base import KeepThinking, Model, ModelRequest, ToolChoice
+from agent.models.errors import ModelError
 from agent.parsing import Completion, StreamParser
 from agent.transcript import TranscriptWriter, new_run_id, open_for_resume
 from tools.base import Tool, tool
@@ -44,6 +45,8 @@ class StopReason(StrEnum):
     TOKEN_BUDGET = "token_budget"
     MALFORMED = "malformed"
     STUCK = "stuck"
+    MODEL_ERROR = "model_error"
+    """The backend raised a `ModelError` (server down, stream cut, request refused): `detail` says what."""
 
 
 @dataclass
@@ -74,6 +77,8 @@ class RunResult:
     tool_calls: int = 0
     transcript_path: Path | None = None
     detail: str = ""
+    error: ModelError | None = None
+    """With `MODEL_ERROR`: what the backend raised (its class says whether the user must fix something)."""
 
 
 @dataclass
@@ -92,6 +97,7 @@ class _RunState:
     answer: str = ""
     stop_reason: StopReason | None = None
     detail: str = ""
+    error: ModelError | None = None
 
 
 ToolLike = Tool[..., Any] | Callable[..., Any]
@@ -272,6 +278,7 @@ class Agent:
                     tool_calls=state.tool_calls,
                     transcript_path=writer.path if writer is not None and writer.created else None,
                     detail=state.detail,
+                    error=state.error,
                 )
                 if writer is not None:
                     writer.end(
@@ -321,6 +328,14 @@ class Agent:
                             state.usage.cached_tokens += chunk.usage.cached_tokens
             except TimeoutError:
                 state.stop_reason, state.detail = StopReason.TIMEOUT, "the wall-clock budget ran out mid-turn"
+                return
+            except ModelError as exc:
+                # the run stops with a reason like any other budget, so FinalAnswer still ends the stream
+                state.stop_reason, state.detail, state.error = (
+                    StopReason.MODEL_ERROR,
+                    str(exc) or repr(exc),
+                    exc,
+                )
                 return
             for parsed in parser.finish():
                 yield parsed
