@@ -50,6 +50,7 @@ __all__ = [
     "TranscriptLockedError",
     "TranscriptRecord",
     "TranscriptWriter",
+    "json_text",
     "open_for_resume",
     "read_transcript",
 ]
@@ -179,12 +180,35 @@ def _without_surrogates(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _encode(record: dict[str, Any]) -> bytes:
-    """One line of valid UTF-8 JSON for `record`, whatever its values hold."""
+def _dumps(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        try:
+            value = value.model_dump(mode="json")
+        except (ValueError, TypeError, RecursionError):
+            value = _plain(value, 0)
     try:
-        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     except (ValueError, TypeError, RecursionError):
-        text = json.dumps(_plain(record, 0), ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(_plain(value, 0), ensure_ascii=False, separators=(",", ":"))
+
+
+def json_text(value: Any) -> str:
+    """`value` as one line of compact JSON that always encodes to UTF-8, whatever it holds.
+
+    What the transcript writes, and what `--json` prints: values that cannot be written as they are (see
+    `_plain`) become notes, lone surrogates become U+FFFD.
+    """
+    text = _dumps(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _without_surrogates(text)
+    return text
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    """One line of valid UTF-8 JSON for `record` (as `json_text`, encoding once on the common path)."""
+    text = _dumps(record)
     try:
         return (text + "\n").encode("utf-8")
     except UnicodeEncodeError:
