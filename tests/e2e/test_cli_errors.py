@@ -401,6 +401,19 @@ def test_replay_shows_the_recorded_usage_and_durations(
 
 
 @pytest.mark.docker
+def test_solve_reports_a_model_failure_in_one_line(
+    tmp_path: Path, serve: Callable[[Respond], RawServer]
+) -> None:
+    server = serve(lambda body, i: http(400, json.dumps({"error": {"message": "no capacity"}}).encode()))
+    proc = cli(
+        "solve", "Print the 10th prime.", "--base-url", server.url, "--model-name", "m",
+        "--transcript-dir", str(tmp_path / "runs"), "--quiet",
+    )  # fmt: skip
+    one_clear_line(proc, 1, "the model failed", "no capacity")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.docker
 def test_eval_stops_after_consecutive_model_failures(
     tmp_path: Path, serve: Callable[[Respond], RawServer]
 ) -> None:
