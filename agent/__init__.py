@@ -23,6 +23,7 @@ __all__ = [
     "SystemMessage",
     "ToolMessage",
     "UserMessage",
+    "__version__",
 ]
 
 _LAZY = {
@@ -38,7 +39,27 @@ _LAZY = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version; in a source tree that was never installed, pyproject.toml's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qwq-agent")
+    except PackageNotFoundError:
+        pass
+    import tomllib
+    from pathlib import Path
+
+    try:
+        project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+        return str(project["project"]["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read from the package metadata on first use, not at import time
+        return _version()
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'agent' has no attribute {name!r}")

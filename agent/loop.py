@@ -27,7 +27,7 @@ from agent.models.base import KeepThinking, Model, ModelRequest
 from agent.models.errors import ModelError, ModelStreamError
 from agent.parsing import Completion, StreamParser
 from agent.parsing._forms import mentioned_call
-from agent.transcript import TranscriptWriter, new_run_id, read_transcript
+from agent.transcript import TranscriptWriter, new_run_id, open_for_resume
 from tools.base import Tool, tool
 from tools.toolbox import Toolbox
 from tools.types import ToolCall, ToolResult
@@ -46,6 +46,7 @@ class StopReason(StrEnum):
     MALFORMED = "malformed"
     STUCK = "stuck"
     MODEL_ERROR = "model_error"
+    """The backend raised a `ModelError` (server down, stream cut, request refused): `detail` says what."""
 
 
 @dataclass
@@ -76,6 +77,8 @@ class RunResult:
     tool_calls: int = 0
     transcript_path: Path | None = None
     detail: str = ""
+    error: ModelError | None = None
+    """With `MODEL_ERROR`: what the backend raised (a `ModelConfigurationError` is the user's to fix)."""
 
 
 @dataclass
@@ -94,9 +97,10 @@ class _RunState:
     answer: str = ""
     stop_reason: StopReason | None = None
     detail: str = ""
+    error: ModelError | None = None
 
-    def stop(self, reason: StopReason, detail: str = "") -> None:
-        self.stop_reason, self.detail = reason, detail
+    def stop(self, reason: StopReason, detail: str = "", error: ModelError | None = None) -> None:
+        self.stop_reason, self.detail, self.error = reason, detail, error
 
 
 @dataclass
@@ -212,20 +216,28 @@ class Agent:
     def iter_resume(self, path: str | Path, task: str | None = None) -> AgentRun:
         """Continue the run recorded in `path` (killed, or stopped by a budget), appending to the same file.
 
-        With `task`, a new user turn is added first, which also continues a run that had finished.
+        A run that ended with an answer is done: it is returned as recorded, and the model is not asked
+        again (also when the process was killed between the final step and the end record). With `task`, a
+        new user turn is added first, which continues any run. The transcript is locked while the run goes
+        on: a second process resuming it is refused with `TranscriptLockedError`, which names the holder.
         """
-        record = read_transcript(path)
+        record, writer = open_for_resume(path)
         state = _RunState(messages=list(record.messages), run_id=record.run_id, steps=record.steps)
         state.usage.prompt_tokens = record.usage["prompt_tokens"]
         state.usage.completion_tokens = record.usage["completion_tokens"]
         state.tool_calls = sum(len(m.tool_calls) for m in record.messages if isinstance(m, AssistantMessage))
-        if record.finished and task is None:
+        if record.answered and task is None:
             end = record.end or {}
             state.answer = str(end.get("answer", ""))
-            state.stop(StopReason(end.get("stop_reason", StopReason.FINAL_ANSWER.value)))
-            return AgentRun(self, state, None, path=record.path, finished=True)
-        writer = TranscriptWriter(record.path)
-        writer.reopen_at(record.valid_length)
+            state.stop(StopReason.FINAL_ANSWER)
+            if end.get("inferred"):  # killed between the final step and its run_end: complete the file
+                writer.end(
+                    stop_reason=StopReason.FINAL_ANSWER.value,
+                    answer=state.answer,
+                    steps=state.steps,
+                    usage=state.usage.as_dict(),
+                )
+            return AgentRun(self, state, writer, finished=True)
         added: list[Message] = [UserMessage(content=task)] if task is not None else []
         state.messages.extend(added)
         writer.resume(messages=added)
@@ -300,7 +312,6 @@ class AgentRun:
         writer: TranscriptWriter | None,
         *,
         step_budget_from: int = 0,
-        path: Path | None = None,
         finished: bool = False,
     ) -> None:
         self.agent = agent
@@ -309,7 +320,8 @@ class AgentRun:
         self._step_budget_from = step_budget_from
         self._finished_before = finished
         self._started = False
-        self.transcript_path: Path | None = writer.path if writer is not None else path
+        self.transcript_path: Path | None = writer.path if writer is not None else None
+        """Where the transcript goes; the file itself appears with the run's first finished step."""
         self.result: RunResult | None = None
 
     @property
@@ -339,21 +351,23 @@ class AgentRun:
     async def _drive(self) -> AsyncIterator[Event]:
         """Run the steps, then record how the run ended, whatever happened."""
         state, writer = self._state, self._writer
-        if not self._finished_before:
-            try:
+        try:
+            if not self._finished_before:
                 async for event in self._steps():
                     yield event
-            finally:
-                if state.stop_reason is not None and writer is not None:
-                    writer.end(
-                        stop_reason=state.stop_reason.value,
-                        answer=state.answer,
-                        steps=state.steps,
-                        usage=state.usage.as_dict(),
-                        detail=state.detail,
-                    )
-                if writer is not None:
-                    writer.close()
+        finally:
+            if state.stop_reason is not None and writer is not None and not self._finished_before:
+                writer.end(
+                    stop_reason=state.stop_reason.value,
+                    answer=state.answer,
+                    steps=state.steps,
+                    usage=state.usage.as_dict(),
+                    detail=state.detail,
+                )
+            if writer is not None:
+                writer.close()  # hands the last lines to the writer thread; never blocks the loop
+        if writer is not None:
+            await writer.aclose()  # a run that ended normally returns with its transcript complete
         if state.stop_reason is not None:
             self.result = RunResult(
                 answer=state.answer,
@@ -362,8 +376,9 @@ class AgentRun:
                 stop_reason=state.stop_reason,
                 usage=state.usage,
                 tool_calls=state.tool_calls,
-                transcript_path=self.transcript_path,
+                transcript_path=writer.path if writer is not None and writer.created else None,
                 detail=state.detail,
+                error=state.error,
             )
             yield FinalAnswer(answer=state.answer, stop_reason=state.stop_reason.value, steps=state.steps)
 
@@ -378,9 +393,12 @@ class AgentRun:
             if state.stop_reason is not None:
                 return  # the turn never finished (timeout, model failure): nothing to record
             new_messages: list[Message] = [self._assistant(step, turn.completion)]
+            durations: dict[str, float] = {}
             async for event in self._act(step, turn.completion, new_messages):
+                if isinstance(event, ToolCallFinished):
+                    durations[event.call.id] = event.duration_s
                 yield event
-            self._record(step, turn, new_messages, time.monotonic() - started)
+            await self._record(step, turn, new_messages, time.monotonic() - started, durations)
             yield StepEnd(
                 step=step,
                 prompt_tokens=turn.prompt_tokens,
@@ -402,7 +420,7 @@ class AgentRun:
                 return
             except ModelStreamError as exc:
                 if not exc.retryable or attempt + 1 == _TURN_ATTEMPTS:
-                    self._state.stop(StopReason.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
+                    self._state.stop(StopReason.MODEL_ERROR, str(exc) or repr(exc), exc)
                     return
                 yield TurnRestarted(step=step, reason=str(exc))
 
@@ -441,10 +459,11 @@ class AgentRun:
         except ModelStreamError as exc:
             if exc.retryable:
                 raise  # `_generate` starts the turn again
-            state.stop(StopReason.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
+            state.stop(StopReason.MODEL_ERROR, str(exc) or repr(exc), exc)
             return
         except ModelError as exc:
-            state.stop(StopReason.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
+            # the run stops with a reason like any other budget, so FinalAnswer still ends the stream
+            state.stop(StopReason.MODEL_ERROR, str(exc) or repr(exc), exc)
             return
         parser = parser or self._parser(None)
         for parsed in parser.finish():
@@ -493,18 +512,29 @@ class AgentRun:
         new_messages.extend(notes)
         state.malformed_streak = 0 if acted or state.stop_reason else state.malformed_streak + 1
 
-    def _record(self, step: int, turn: _Turn, new_messages: list[Message], duration: float) -> None:
+    async def _record(
+        self,
+        step: int,
+        turn: _Turn,
+        new_messages: list[Message],
+        duration: float,
+        durations: dict[str, float],
+    ) -> None:
+        """Append the step to the history and the transcript, on disk before the next model request."""
         state = self._state
         state.messages.extend(new_messages)
         state.steps = step
         if self._writer is not None:
+            calls = new_messages[0].tool_calls if isinstance(new_messages[0], AssistantMessage) else []
             self._writer.step(
                 step=step,
                 messages=new_messages,
                 model_output=turn.raw,
                 usage={"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens},
                 duration_s=duration,
+                tool_durations=[durations.get(c.id, 0.0) for c in calls] if durations else None,
             )
+            await self._writer.durable()  # a killed run loses no finished step
 
     # ----------------------------------------------------------------- decisions
 

@@ -3,7 +3,7 @@
 Needs the `llama` extra, a running Docker engine and the sandbox image (`qwq-agent sandbox build`, or let
 `qwq-agent run` build it once). Get the GGUF once, e.g.:
 
-    huggingface-cli download Qwen/QwQ-32B-GGUF qwq-32b-q4_k_m.gguf --local-dir models
+    hf download Qwen/QwQ-32B-GGUF qwq-32b-q4_k_m.gguf --local-dir models
 
 Then:
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ __all__ = [
     "ensure_sandbox_image",
     "load_now",
     "load_script",
+    "one_line",
+    "report_error",
 ]
 
 DEFAULT_REPO = "Qwen/QwQ-32B-GGUF"
@@ -46,6 +49,51 @@ _HOW_TO_NAME = (
 
 class ConfigurationError(Exception):
     """The command line or environment names no usable model (the message says what to run instead)."""
+
+
+def report_error(command: str, error: BaseException) -> int | None:
+    """Print `error` as one line and return the exit code for it, or None for an error no command expects.
+
+    2: the user must fix something before running again (configuration, a model or server named wrongly, a
+    missing Docker engine or image, a transcript that cannot be used); 1: something failed at run time (a
+    server that went away, a sandbox that broke, a disk that filled up).
+    """
+    from agent.cli.config import ConfigFileError
+    from agent.evals.problems import ProblemError
+    from agent.models.errors import ModelConfigurationError, ModelError
+    from agent.transcript import TranscriptError
+    from sandboxes import DockerUnavailableError, ImageNotFoundError, SandboxError
+    from tools.mcp import MCPConfigError, MCPServerError
+
+    user_must_fix = (
+        ConfigurationError,
+        ConfigFileError,
+        ModelConfigurationError,
+        TranscriptError,
+        ProblemError,
+        MCPConfigError,
+        MCPServerError,
+        DockerUnavailableError,
+        ImageNotFoundError,
+    )
+    if isinstance(error, user_must_fix):
+        code = 2
+    elif isinstance(error, ModelError | SandboxError | OSError):
+        code = 1
+    else:
+        return None
+    prefix = "the model failed: " if isinstance(error, ModelError) and code == 1 else ""
+    print(f"qwq-agent {command}: {prefix}{one_line(error)}", file=sys.stderr)
+    return code
+
+
+def one_line(error: BaseException | str, limit: int = 600) -> str:
+    """An error as one line for the terminal: a message of several lines (a server's HTML page) is joined and
+    cut; an exception without a message is named by its class."""
+    text = " ".join(str(error).split())
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

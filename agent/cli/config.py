@@ -1,8 +1,9 @@
 """The optional config file: defaults for command-line options, so a model or server is named once.
 
 Found at `$QWQ_AGENT_CONFIG`, else `./qwq-agent.toml`, else `$XDG_CONFIG_HOME/qwq-agent/config.toml`
-(`~/.config/...`). Keys are option names (`max-steps` or `max_steps`); `[defaults]` applies to every command,
-a table named after a command (`[run]`, `[solve]`, `[eval]`) to that command only:
+(`~/.config/...`). Keys are option names (`max-steps` or `max_steps`); `[defaults]` applies to every command
+that has the option (the others leave it out), a table named after a command (`[run]`, `[solve]`, `[eval]`,
+`[models]`) to that command only, and there an option the command does not have is an error:
 
     [defaults]
     base-url = "http://127.0.0.1:8000/v1"
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ _MODEL_OPTIONS = ("model", "base_url", "model_name")
 
 
 class ConfigFileError(Exception):
-    """The config file cannot be read or names an option the command does not have."""
+    """The config file cannot be read, or its table for a command names an option that command does not have."""
 
 
 def find_config() -> Path | None:
@@ -51,8 +53,43 @@ def find_config() -> Path | None:
     return user if user.is_file() else None
 
 
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """`parser` and the parsers of its own sub-commands (`models check`, `sandbox build`...), depth first."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += _parsers(child)
+    return found
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {
+        a.dest: a
+        for a in parser._actions
+        if a.dest not in ("help", argparse.SUPPRESS) and not isinstance(a, argparse._SubParsersAction)
+    }
+
+
+# "(default: 20)", "(default 1)", "(default)" inside a help text, or a help text that is only "default: ./runs"
+_DEFAULT_NOTE = re.compile(r"\s*\(defaults?\b[^()]*\)|^default: .*$", re.IGNORECASE)
+
+
+def _help_with_default(help_text: str | None, value: Any, path: Path) -> str:
+    """The option's help with the built-in default replaced by the one the config file sets."""
+    text = _DEFAULT_NOTE.sub("", help_text or "").strip()
+    shown = str(value).replace("%", "%%")  # argparse %-formats help texts
+    note = f"(default: {shown}, from {str(path).replace('%', '%%')})"
+    return f"{text} {note}" if text else note
+
+
 def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
-    """Set `parser`'s defaults from the config file, if there is one; returns the file used."""
+    """Set `parser`'s defaults (and its sub-commands') from the config file, if there is one; returns the file.
+
+    `[defaults]` holds options shared by several commands: a key that a command does not have is left out for
+    that command (`base-url` means nothing to `replay`). A key in the command's own table that none of its
+    parsers has is a mistake, and an error that lists the options it has.
+    """
     path = find_config()
     if path is None:
         return None
@@ -60,32 +97,42 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
 
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigFileError(f"cannot read the config file {path}: {exc}") from exc
-    values: dict[str, Any] = {}
-    for table in ("defaults", command):
+    shared: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    for table, into in (("defaults", shared), (command, own)):
         section = data.get(table, {})
         if not isinstance(section, dict):
             raise ConfigFileError(f"{path}: [{table}] must be a table of option = value")
-        values.update({key.replace("-", "_"): value for key, value in section.items()})
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", argparse.SUPPRESS)}
-    unknown = sorted(set(values) - set(actions))
+        into.update({key.replace("-", "_"): value for key, value in section.items()})
+    parsers = _parsers(parser)
+    known = {dest for p in parsers for dest in _options(p)}
+    unknown = sorted(set(own) - known)
     if unknown:
-        known = ", ".join(sorted(d.replace("_", "-") for d in actions))
+        names = ", ".join(sorted(d.replace("_", "-") for d in known)) or "none"
         raise ConfigFileError(
-            f"{path}: `qwq-agent {command}` has no option {', '.join(unknown)}; options it has: {known}"
+            f"{path}: `qwq-agent {command}` has no option {', '.join(unknown)}; options it has: {names}"
         )
-    defaults: dict[str, Any] = {}
     environment_names_model = any(os.environ.get(name) for name in _MODEL_ENV)
-    for dest, value in values.items():
-        if environment_names_model and dest in _MODEL_OPTIONS:
-            continue
-        convert = actions[dest].type
-        if isinstance(value, str) and callable(convert):
-            try:
-                value = convert(value)
-            except (TypeError, ValueError) as exc:
-                raise ConfigFileError(f"{path}: {dest.replace('_', '-')} = {value!r}: {exc}") from exc
-        defaults[dest] = value
-    parser.set_defaults(**defaults)
+    for each in parsers:
+        actions = _options(each)
+        defaults: dict[str, Any] = {}
+        for dest, value in {**shared, **own}.items():
+            if dest not in actions or (environment_names_model and dest in _MODEL_OPTIONS):
+                continue
+            convert = actions[dest].type
+            if isinstance(value, str) and callable(convert):
+                try:
+                    value = convert(value)
+                except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+                    raise ConfigFileError(f"{path}: {dest.replace('_', '-')} = {value!r}: {exc}") from exc
+            choices = actions[dest].choices
+            if choices is not None and value not in choices:
+                raise ConfigFileError(
+                    f"{path}: {dest.replace('_', '-')} = {value!r} is not one of {', '.join(map(str, choices))}"
+                )
+            defaults[dest] = value
+            actions[dest].help = _help_with_default(actions[dest].help, value, path)
+        each.set_defaults(**defaults)
     return path

@@ -5,9 +5,13 @@ then checked with the problem's official test in a fresh sandbox with a timeout,
 row per checked solution is appended to `--output` as soon as it is known. `--check-harness` checks the
 canonical solutions (all must pass) and deliberately broken ones (all must fail) through the same path.
 
+A model that fails on `--max-model-failures` problems in a row (default 3: a server that is down) stops the
+evaluation instead of costing its retries on every remaining problem.
+
 Exit codes: 0 the evaluation ran (agent mode: whatever the pass rate; harness mode: the harness is right);
-1 harness mode found a canonical failure or a broken pass, or some check could not run at all; 2 usage or
-configuration error; 130 interrupted (finished rows are in the file: continue with `--resume`).
+1 harness mode found a canonical failure or a broken pass, some check could not run at all, or the model kept
+failing; 2 usage or configuration error; 130 interrupted (finished rows are in the file: continue with
+`--resume`).
 """
 
 from __future__ import annotations
@@ -96,7 +100,20 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         help="where each agent run's transcript goes (./runs)",
     )
     parser.add_argument("--token-budget", type=int, metavar="TOKENS", help="generated tokens per problem")
-    parser.add_argument("--keep-thinking", choices=("none", "current_task"), default="none")
+    parser.add_argument(
+        "--keep-thinking",
+        choices=("none", "current_task"),
+        default="none",
+        help="none: the model sees none of its earlier reasoning (QwQ-32B's own format); current_task: it "
+        "sees its reasoning since the last user turn, and the prompt only grows (default: none)",
+    )
+    parser.add_argument(
+        "--max-model-failures",
+        type=int,
+        default=3,
+        metavar="N",
+        help="stop after the model failed (server down, stream cut) on N problems in a row; 0: never (default: 3)",
+    )
     parser.add_argument(
         "--quiet", "-q", action="store_true", help="no line per finished check, only the summary"
     )
@@ -277,6 +294,7 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
                 pool=pool,
                 skip=skip,
                 on_row=on_row,
+                max_model_failures=args.max_model_failures,
             )
         mode = "agent"
     summary = summarize(
@@ -289,14 +307,16 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from agent.cli.common import ConfigurationError, ensure_sandbox_image
-    from agent.evals.problems import ProblemError, load_humaneval
-    from agent.models.errors import ModelConfigurationError
-    from sandboxes import SandboxError
+    from agent.cli.common import ensure_sandbox_image, one_line, report_error
+    from agent.evals.humaneval import EvalStoppedError
+    from agent.evals.problems import load_humaneval
 
     err = Console(stderr=True, highlight=False)
     if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
         print("qwq-agent eval: --concurrency and --limit must be at least 1", file=sys.stderr)
+        return 2
+    if args.max_model_failures < 0:
+        print("qwq-agent eval: --max-model-failures must be 0 (never stop) or more", file=sys.stderr)
         return 2
     if args.output.exists() and args.output.stat().st_size > 0 and not args.resume:
         print(
@@ -311,11 +331,17 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         err.print(f"interrupted: finished rows are in {args.output}; continue with --resume")
         return 130
-    except (ConfigurationError, ModelConfigurationError, ProblemError, SandboxError) as exc:
-        print(f"qwq-agent eval: {exc}", file=sys.stderr)
+    except EvalStoppedError as exc:
+        print(f"qwq-agent eval: {one_line(exc)}", file=sys.stderr)
+        print(f"rows written so far are in {args.output}; continue with --resume", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        code = report_error("eval", exc)
+        if code is None:
+            raise  # not an error an evaluation expects: the entry point reports it as a bug
         if args.output.exists():
             print(f"rows written so far are in {args.output}; continue with --resume", file=sys.stderr)
-        return 2
+        return code
     Console().print(_summary_table(summary, args.output))
     if summary.mode == "harness":
         return 0 if summary.harness_ok else 1

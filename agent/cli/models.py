@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from typing import Any
 
@@ -22,8 +23,16 @@ _TAGS = ("<tool_call>", "</tool_call>", "<think>", "</think>", "<|im_start|>", "
 def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text, description=help_text)
     actions = parser.add_subparsers(dest="models_command", metavar="ACTION")
-    check = actions.add_parser("check", help="report template, context and speed of a model or server")
-    where = check.add_mutually_exclusive_group(required=True)
+    check = actions.add_parser(
+        "check",
+        help="report template, context and speed of a model or server",
+        description="Load a GGUF file (--model) or contact an OpenAI-compatible server (--base-url) and report: "
+        "whether its chat template produces QwQ-32B's format as the framework renders it, whether <tool_call> "
+        "and <think> are single tokens, the context size, and prompt and generation speed. Exit status: 0 all "
+        "good, 1 something to look at (printed as warnings), 2 the model could not be checked.",
+    )
+    # not `required=True`: a config file's --base-url counts too, which argparse's check would not see
+    where = check.add_mutually_exclusive_group()
     where.add_argument("--model", metavar="PATH", help="a GGUF file, run in-process with llama-cpp-python")
     where.add_argument(
         "--base-url", metavar="URL", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
@@ -58,12 +67,18 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "models_command", None) != "check":
         args._models_parser.print_help()
         return 2
+    if not args.model and not args.base_url:
+        print(
+            "qwq-agent models check: name what to check: --model FILE.gguf or --base-url URL", file=sys.stderr
+        )
+        return 2
     from agent.models.errors import ModelError
 
     try:
         report = _check_gguf(args) if args.model else asyncio.run(_check_server(args))
-    except (ModelError, OSError, ValueError) as exc:
-        print(f"cannot check the model: {exc}")
+    except (ModelError, OSError, ValueError, ImportError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"qwq-agent models check: cannot check the model: {text}", file=sys.stderr)
         return 2
     problems: list[str] = list(report.get("problems", []))
     if args.json:

@@ -39,7 +39,8 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
 
 
 def recorded_events(record: TranscriptRecord) -> list[Event]:
-    """The events a live view saw, rebuilt from the transcript (durations of tools are not recorded: 0)."""
+    """The events a live view saw, rebuilt from the transcript with the recorded usage and durations
+    (transcripts from before tool durations were recorded show 0 for those)."""
     from agent.events import FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted
     from agent.messages import AssistantMessage, ToolMessage
     from agent.parsing import StreamParser
@@ -56,10 +57,19 @@ def recorded_events(record: TranscriptRecord) -> list[Event]:
         calls = list(assistant.tool_calls) if assistant else []
         observations = [m for m in messages if isinstance(m, ToolMessage)]
         events.extend(ToolCallStarted(step=number, call=c) for c in calls)
-        for call, observation in zip(calls, observations, strict=False):
+        durations = step.tool_durations
+        for index, (call, observation) in enumerate(zip(calls, observations, strict=False)):
             result = ToolResult(content=observation.content, is_error=observation.is_error)
-            events.append(ToolCallFinished(step=number, call=call, result=result, duration_s=0.0))
-        events.append(StepEnd(step=number))
+            duration = durations[index] if index < len(durations) else 0.0
+            events.append(ToolCallFinished(step=number, call=call, result=result, duration_s=duration))
+        events.append(
+            StepEnd(
+                step=number,
+                prompt_tokens=step.usage.get("prompt_tokens", 0),
+                completion_tokens=step.usage.get("completion_tokens", 0),
+                duration_s=step.duration_s,
+            )
+        )
     if record.end is not None:
         events.append(
             FinalAnswer(
@@ -80,6 +90,8 @@ async def _rerun(record: TranscriptRecord, view: View) -> int:
 
     config = record.config
     steps = record.recorded_steps
+    if not steps:
+        raise _NothingToRerun(f"{record.path} records no finished step: there is nothing to re-run")
     system = next((m.content for m in record.messages[:1] if isinstance(m, SystemMessage)), "")
     async with AsyncExitStack() as stack:
         tools = await open_tools(list(config.get("tools", [])), stack, view)
@@ -127,17 +139,23 @@ async def _rerun(record: TranscriptRecord, view: View) -> int:
     return 0 if differences == 0 else 1
 
 
+class _NothingToRerun(Exception):
+    """The transcript holds no step, so `--rerun` has nothing to compare."""
+
+
 def main(args: argparse.Namespace) -> int:
+    from agent.cli.common import one_line, report_error
     from agent.cli.view import make_view
     from agent.transcript import TranscriptError, read_transcript
-    from sandboxes import SandboxError
 
     try:
         record = read_transcript(args.file)
     except TranscriptError as exc:
-        print(f"qwq-agent replay: {exc}", file=sys.stderr)
+        print(f"qwq-agent replay: {one_line(exc)}", file=sys.stderr)
         return 2
-    view = make_view(quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking)
+    view = make_view(
+        quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking, recorded=not args.rerun
+    )
     if not args.rerun:
         try:
             for event in recorded_events(record):
@@ -147,10 +165,16 @@ def main(args: argparse.Namespace) -> int:
         return 0
     try:
         return asyncio.run(_rerun(record, view))
-    except SandboxError as exc:
-        view.close()
-        print(f"qwq-agent replay: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         view.close()
         return 130
+    except _NothingToRerun as exc:
+        view.close()
+        print(f"qwq-agent replay: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        view.close()
+        code = report_error("replay", exc)
+        if code is None:
+            raise
+        return code

@@ -1,8 +1,9 @@
 """`qwq-agent run "TASK"`: the main job — an agent on a task, its thinking shown live, its transcript kept.
 
-Exit codes: 0 the model gave a final answer; 1 a budget or error stopped the run (the transcript says which);
-2 usage or configuration error (the message says what to do); 130 interrupted with Ctrl-C (the transcript is
-saved and the run can be continued with `--resume`).
+Exit codes: 0 the model gave a final answer; 1 a budget or error stopped the run (the transcript says which;
+a model or server that failed mid-run is such an error); 2 usage or configuration error, including a model or
+server that cannot be used as named (the message says what to do); 130 interrupted with Ctrl-C (the finished
+steps are in the transcript and the run can be continued with `--resume`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import argparse
 import asyncio
 import sys
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.cli.view import View
+    from agent.models.base import Model
     from tools.base import Tool
 
 __all__ = ["ALL_TOOLS", "DEFAULT_TOOLS", "add_parser", "main", "open_tools"]
@@ -47,7 +50,13 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     parser.add_argument("--system-prompt", help="replace the default system prompt with this text")
     parser.add_argument("--transcript-dir", type=Path, default=Path("runs"), help="default: ./runs")
     parser.add_argument("--resume", type=Path, metavar="FILE", help="continue the run recorded in FILE")
-    parser.add_argument("--keep-thinking", choices=("none", "current_task"), default="none")
+    parser.add_argument(
+        "--keep-thinking",
+        choices=("none", "current_task"),
+        default="none",
+        help="none: the model sees none of its earlier reasoning (QwQ-32B's own format); current_task: it "
+        "sees its reasoning since the last user turn, and the prompt only grows (default: none)",
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--quiet", "-q", action="store_true", help="print only the final answer")
     output.add_argument("--json", action="store_true", help="print events as JSON lines")
@@ -55,15 +64,28 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
 
 
 def _selected_tools(spec: str) -> list[str]:
+    from agent.cli.common import ConfigurationError
+
     if spec.strip().lower() in ("", "none"):
         return []
     names = [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in ALL_TOOLS]
     if unknown:
-        raise SystemExit(
-            f"qwq-agent: unknown tool(s) {', '.join(unknown)}; choose from {', '.join(ALL_TOOLS)}"
+        raise ConfigurationError(
+            f"unknown tool(s) {', '.join(unknown)} in --tools; choose from {', '.join(ALL_TOOLS)}, or 'none'"
         )
     return names
+
+
+@dataclass
+class _Progress:
+    """What `main` needs to know about a run that was interrupted or failed: where its transcript is."""
+
+    transcript: Path | None = None
+
+    def saved(self) -> Path | None:
+        """The transcript, if the run recorded at least one step in it (the file appears with the first)."""
+        return self.transcript if self.transcript is not None and self.transcript.is_file() else None
 
 
 async def open_tools(
@@ -96,55 +118,67 @@ async def open_tools(
     return selected
 
 
-async def _run(args: argparse.Namespace, view: View) -> int:
-    from agent.cli.common import build_model
+async def _run(
+    args: argparse.Namespace, model: Model, names: list[str], view: View, progress: _Progress
+) -> int:
+    from agent.cli.common import ConfigurationError, one_line
     from agent.loop import Agent, StopReason
+    from agent.models.errors import ModelConfigurationError
 
-    model = build_model(args)
     async with AsyncExitStack() as stack:
         tools = await open_tools(
-            _selected_tools(args.tools),
+            names,
             stack,
             view,
             mcp_config=args.mcp_config,
             allow_private=args.allow_private,
         )
-        agent = Agent(
-            model,
-            tools,
-            system_prompt=args.system_prompt,
-            max_steps=args.max_steps,
-            timeout=args.timeout,
-            thinking_budget=args.thinking_budget,
-            keep_thinking=args.keep_thinking,
-            transcript_dir=args.transcript_dir,
-        )
+        try:
+            agent = Agent(
+                model,
+                tools,
+                system_prompt=args.system_prompt,
+                max_steps=args.max_steps,
+                timeout=args.timeout,
+                thinking_budget=args.thinking_budget,
+                keep_thinking=args.keep_thinking,
+                transcript_dir=args.transcript_dir,
+            )
+        except ValueError as exc:  # budgets out of range: the message names the option's rule
+            raise ConfigurationError(str(exc)) from exc
         run = agent.iter_resume(args.resume, args.task) if args.resume is not None else agent.iter(args.task)
+        progress.transcript = run.transcript_path
         try:
             async for event in run:
                 view.handle(event)
         finally:
             view.close()
-            if run.transcript_path is not None:
-                view.note(f"transcript: {run.transcript_path}")
+            if progress.saved() is not None:
+                view.note(f"transcript: {progress.saved()}")
         result = run.result
         if result is None:
             return 1
-        if result.stop_reason is not StopReason.FINAL_ANSWER:
-            view.note(
-                f"stopped by {result.stop_reason.value}"
-                + (f" ({result.detail})" if result.detail else "")
-                + f"; continue with: qwq-agent run --resume {run.transcript_path}"
-            )
-            return 1
-        return 0
+        if result.stop_reason is StopReason.FINAL_ANSWER:
+            return 0
+        resume = (
+            f"; continue with: qwq-agent run --resume {progress.saved()}"
+            if progress.saved() is not None
+            else "; no step finished, so there is nothing to resume"
+        )
+        if result.stop_reason is StopReason.MODEL_ERROR:
+            print(f"qwq-agent run: the model failed: {one_line(result.detail)}{resume}", file=sys.stderr)
+            return 2 if isinstance(result.error, ModelConfigurationError) else 1
+        view.note(
+            f"stopped by {result.stop_reason.value}"
+            + (f" ({result.detail})" if result.detail else "")
+            + resume
+        )
+        return 1
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.cli.common import ConfigurationError
+    from agent.cli.common import build_model, load_now, report_error
     from agent.cli.view import make_view
-    from agent.transcript import TranscriptError
-    from sandboxes import SandboxError
 
     if args.task is None and args.resume is None:
         print(
@@ -153,15 +187,25 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     view = make_view(quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking)
+    progress = _Progress(transcript=args.resume)
     try:
-        return asyncio.run(_run(args, view))
+        names = _selected_tools(args.tools)
+        model = build_model(args)
+        # an in-process model is loaded before any sandbox starts: a bad GGUF is a configuration error, said once
+        load_now(model, view.note)
+        return asyncio.run(_run(args, model, names, view, progress))
     except KeyboardInterrupt:
         view.close()
+        saved = progress.saved()
         view.note(
-            "interrupted: finished steps are in the transcript; continue with qwq-agent run --resume FILE"
+            f"interrupted: the finished steps are in {saved}; continue with: qwq-agent run --resume {saved}"
+            if saved is not None
+            else "interrupted before the first step finished: no transcript was written, nothing to resume"
         )
         return 130
-    except (ConfigurationError, SandboxError, TranscriptError) as exc:
+    except Exception as exc:
         view.close()
-        print(f"qwq-agent: {exc}", file=sys.stderr)
-        return 2
+        code = report_error("run", exc)
+        if code is None:
+            raise  # not an error a run expects: the entry point reports it as a bug
+        return code

@@ -43,15 +43,68 @@ def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentP
 
 
 def main(args: argparse.Namespace) -> int:
+    from agent.cli.common import report_error
+
     command = getattr(args, "sandbox_command", None)
-    if command == "build":
-        return _build(args)
-    if command == "doctor":
-        return _doctor()
-    if command == "clean":
-        return _clean(all_containers=bool(args.all))
+    try:
+        if command == "build":
+            return _build(args)
+        if command == "doctor":
+            return _doctor()
+        if command == "clean":
+            return _clean(all_containers=bool(args.all))
+    except KeyboardInterrupt:
+        print("qwq-agent sandbox: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        code = report_error(f"sandbox {command}", exc)
+        if code is None:
+            raise
+        return code
     args._sandbox_parser.print_help()
     return 2
+
+
+def _docker_host_problem(host: str) -> list[str] | None:
+    """What is wrong with a DOCKER_HOST that cannot work, and what to do; None when it may well work.
+
+    Said before any connection is tried, so that a typo is not reported as an engine that is not running.
+    """
+    default = "/var/run/docker.sock"
+    use_default = (
+        f"`unset DOCKER_HOST` to use the local engine ({default} exists)"
+        if os.path.exists(default)
+        else "`unset DOCKER_HOST` to use the local engine once it is installed and started"
+    )
+    scheme, sep, rest = host.partition("://")
+    if not sep or scheme not in ("unix", "tcp", "ssh", "npipe", "http", "https"):
+        return [
+            f"DOCKER_HOST={host} is not an engine address: it must look like unix:///path/to/docker.sock, "
+            "tcp://HOST:PORT or ssh://USER@HOST",
+            f"fix DOCKER_HOST, or {use_default}; `docker context ls` lists the engines the docker CLI knows",
+        ]
+    if scheme == "unix":
+        path = "/" + rest.lstrip("/")
+        if not os.path.exists(path):
+            return [
+                f"DOCKER_HOST={host} names the socket {path}, which does not exist",
+                f"point DOCKER_HOST at a running engine's socket, or {use_default}; "
+                "`docker context ls` lists the engines the docker CLI knows",
+            ]
+        if not os.access(path, os.R_OK | os.W_OK):
+            return [
+                f"no permission on {path} (DOCKER_HOST={host})",
+                "run: sudo usermod -aG docker $USER   (then log in again), or use a socket you can open",
+            ]
+    if scheme == "ssh":
+        import importlib.util
+
+        if importlib.util.find_spec("paramiko") is None:
+            return [
+                f"DOCKER_HOST={host} needs the paramiko package for ssh:// engines",
+                "run: pip install paramiko   (or forward the remote socket and use unix://)",
+            ]
+    return None
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -85,6 +138,11 @@ def _doctor() -> int:
         print(f"[{'ok' if ok else '!!'}] {text}")
 
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock (default)")
+    if "DOCKER_HOST" in os.environ and (problem := _docker_host_problem(os.environ["DOCKER_HOST"])):
+        what, advice = problem
+        line(False, what)
+        print(f"   {advice}")
+        return 1
     line(True, f"engine address: {host}")
     socket_path = "/var/run/docker.sock"
     if (
@@ -100,7 +158,12 @@ def _doctor() -> int:
         version = client.version()
     except DockerUnavailableError as exc:
         line(False, f"Docker engine not reachable: {exc.__cause__ or exc}")
-        if shutil.which("docker") is None and shutil.which("dockerd") is None:
+        if "DOCKER_HOST" in os.environ:
+            print(
+                f"   nothing answers at DOCKER_HOST={os.environ['DOCKER_HOST']}: start the engine there, or fix "
+                "or `unset DOCKER_HOST` to use the local one"
+            )
+        elif shutil.which("docker") is None and shutil.which("dockerd") is None:
             print("   run: sudo apt-get install docker.io   (or install Docker Engine for your system)")
         else:
             print("   run: sudo systemctl start docker   (or start dockerd)")

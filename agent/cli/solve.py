@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,13 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     parser.add_argument("--output", "-o", type=Path, metavar="FILE", help="copy the final solution file here")
     parser.add_argument("--image", help="sandbox image (default: the one `qwq-agent sandbox build` makes)")
     parser.add_argument("--transcript-dir", type=Path, default=Path("runs"), help="default: ./runs")
-    parser.add_argument("--keep-thinking", choices=("none", "current_task"), default="none")
+    parser.add_argument(
+        "--keep-thinking",
+        choices=("none", "current_task"),
+        default="none",
+        help="none: the model sees none of its earlier reasoning (QwQ-32B's own format); current_task: it "
+        "sees its reasoning since the last user turn, and the prompt only grows (default: none)",
+    )
     parser.add_argument(
         "--token-budget", type=int, metavar="TOKENS", help="generated tokens for the whole run"
     )
@@ -103,6 +110,7 @@ def _report(outcome: SolveOutcome, check: CheckResult | None, output: Path | Non
 async def _solve(args: argparse.Namespace, problem: Problem, model: Model, view: View) -> int:
     from agent.evals.checking import Checker
     from agent.evals.solve import SolveOptions, solve
+    from agent.loop import StopReason
 
     options = SolveOptions(
         max_steps=args.max_steps,
@@ -144,32 +152,50 @@ async def _solve(args: argparse.Namespace, problem: Problem, model: Model, view:
     else:
         for line in lines:
             view.note(line)
+    result = outcome.result
+    if result is not None and result.stop_reason is StopReason.MODEL_ERROR:
+        from agent.cli.common import one_line
+        from agent.models.errors import ModelConfigurationError
+
+        print(f"qwq-agent solve: the model failed: {one_line(result.detail)}", file=sys.stderr)
+        return 2 if isinstance(result.error, ModelConfigurationError) else 1
     return 0 if solved else 1
 
 
+def _transcript_since(directory: Path | None, started: float) -> Path | None:
+    """The transcript this run wrote, if any: the newest in `directory` created since `started`."""
+    if directory is None or not directory.is_dir():
+        return None
+    fresh = [p for p in directory.glob("*.jsonl") if p.stat().st_mtime >= started - 1]
+    return max(fresh, key=lambda p: p.stat().st_mtime, default=None)
+
+
 def main(args: argparse.Namespace) -> int:
-    from agent.cli.common import ConfigurationError, build_model, ensure_sandbox_image
+    from agent.cli.common import build_model, ensure_sandbox_image, load_now, report_error
     from agent.cli.view import make_view
-    from agent.evals.problems import ProblemError, load_problem
-    from agent.models.errors import ModelConfigurationError, ModelError
-    from sandboxes import SandboxError
+    from agent.evals.problems import load_problem
 
     view = make_view(quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking)
+    started = time.time()
     try:
         # Problem and model first: a typo in either is reported before any container or image work.
         problem = load_problem(args.problem)
         model = build_model(args)
+        load_now(model, view.note)
         ensure_sandbox_image(args.image, view.note)
         return asyncio.run(_solve(args, problem, model, view))
     except KeyboardInterrupt:
         view.close()
-        view.note("interrupted: the sandbox was removed; finished steps are in the transcript")
+        written = _transcript_since(args.transcript_dir, started)
+        view.note(
+            f"interrupted: the sandbox was removed; the finished steps are in {written}"
+            if written is not None
+            else "interrupted: the sandbox was removed; no step had finished, so no transcript was written"
+        )
         return 130
-    except (ConfigurationError, ModelConfigurationError, ProblemError, SandboxError) as exc:
+    except Exception as exc:
         view.close()
-        print(f"qwq-agent solve: {exc}", file=sys.stderr)
-        return 2
-    except ModelError as exc:  # the server went away, a malformed stream: not a usage error
-        view.close()
-        print(f"qwq-agent solve: the model failed: {exc}", file=sys.stderr)
-        return 1
+        code = report_error("solve", exc)
+        if code is None:
+            raise  # not an error solving expects: the entry point reports it as a bug
+        return code

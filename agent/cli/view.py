@@ -3,11 +3,16 @@
 The same views show a live run and a replayed transcript, so what `qwq-agent replay` prints is what the user
 saw. Reasoning is streamed dimmed line by line (whole lines keep the status line below them intact), tool
 calls and results are compact panels, and a status line tells step, tokens, speed and elapsed time.
+
+Everything shown comes from outside (the model, tools, web pages), so every text passes `terminal_safe`
+first: control characters are shown escaped (`\x1b[2J` cannot clear the screen, OSC 52 cannot set the
+clipboard) and lone surrogates, which no terminal encoding accepts, become U+FFFD. The events and the
+transcript keep the text as it was.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
@@ -28,10 +33,22 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.live import Live
 
-__all__ = ["JsonView", "LiveView", "QuietView", "View", "make_view"]
+__all__ = ["JsonView", "LiveView", "QuietView", "View", "make_view", "terminal_safe"]
 
 _RESULT_LINES = 12
 _ARGUMENT_CHARS = 400
+# C0 controls but newline and tab, DEL, C1 controls (a lone \x9b starts a sequence on some terminals too)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` as it may reach a terminal: control characters escaped as `\\xNN`, lone surrogates U+FFFD."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 class View:
@@ -42,7 +59,7 @@ class View:
 
     def note(self, text: str) -> None:
         """A message from the CLI itself (not the model): where the transcript is, what to do next."""
-        print(text, file=sys.stderr)
+        print(terminal_safe(text), file=sys.stderr)
 
     def close(self) -> None:
         return None
@@ -53,7 +70,7 @@ class QuietView(View):
 
     def handle(self, event: Event) -> None:
         if isinstance(event, FinalAnswer) and event.answer:
-            print(event.answer, flush=True)
+            print(terminal_safe(event.answer), flush=True)
 
 
 class JsonView(View):
@@ -63,27 +80,44 @@ class JsonView(View):
         self.stream = stream or sys.stdout
 
     def handle(self, event: Event) -> None:
-        self.stream.write(event.model_dump_json() + "\n")
+        from agent.transcript import json_text
+
+        # JSON escapes control characters itself; json_text also survives surrogates and deep nesting
+        self.stream.write(json_text(event) + "\n")
         self.stream.flush()
 
     def note(self, text: str) -> None:
-        print(json.dumps({"type": "note", "text": text}), file=sys.stderr, flush=True)
+        from agent.transcript import json_text
+
+        print(json_text({"type": "note", "text": text}), file=sys.stderr, flush=True)
 
 
 def _short(value: Any, limit: int) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        text = value
+    else:
+        from agent.transcript import json_text
+
+        text = json_text(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class LiveView(View):
-    """The rich live view. `show_thinking=False` hides reasoning but keeps calls, results and the answer."""
+    """The rich live view. `show_thinking=False` hides reasoning but keeps calls, results and the answer.
 
-    def __init__(self, console: Console | None = None, *, show_thinking: bool = True) -> None:
+    `recorded=True` shows a replayed transcript: the time in the status line is then the sum of the recorded
+    step durations, not the seconds the replay itself took.
+    """
+
+    def __init__(
+        self, console: Console | None = None, *, show_thinking: bool = True, recorded: bool = False
+    ) -> None:
         from rich.console import Console
 
         self.console = console or Console(highlight=False)
         self.show_thinking = show_thinking
         self.started = time.monotonic()
+        self.recorded_elapsed: float | None = 0.0 if recorded else None
         self.step = 1
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -122,7 +156,7 @@ class LiveView(View):
             arguments = ", ".join(
                 f"{k}={_short(v, _ARGUMENT_CHARS)}" for k, v in event.call.arguments.items()
             )
-            self._print(f"[bold cyan]▶ {event.call.name}[/]([cyan]{_escape(arguments)}[/])")
+            self._print(f"[bold cyan]▶ {_escape(event.call.name)}[/]([cyan]{_escape(arguments)}[/])")
         elif isinstance(event, ToolCallFinished):
             self._flush_line()
             lines = event.result.content.splitlines() or ["(no output)"]
@@ -143,6 +177,8 @@ class LiveView(View):
             self._flush_line()
             self.prompt_tokens += event.prompt_tokens
             self.completion_tokens += event.completion_tokens
+            if self.recorded_elapsed is not None:
+                self.recorded_elapsed += event.duration_s
             self.step = event.step + 1
             self.generating_since = None
             self.step_completion_chars = 0
@@ -187,7 +223,7 @@ class LiveView(View):
     def _print_plain(self, line: str, style: str) -> None:
         from rich.text import Text
 
-        self.console.print(Text(line, style=style))
+        self.console.print(Text(terminal_safe(line), style=style))
 
     def _print(self, markup: str) -> None:
         self.console.print(markup)
@@ -198,7 +234,7 @@ class LiveView(View):
 
         self.console.print(
             Panel(
-                Text(body),
+                Text(terminal_safe(body)),
                 title=_escape(title),
                 subtitle=_escape(subtitle) if subtitle else None,
                 border_style=style,
@@ -207,9 +243,12 @@ class LiveView(View):
         )
 
     def _status_text(self, step: int | None = None) -> str:
-        elapsed = time.monotonic() - self.started
+        recorded = self.recorded_elapsed is not None
+        elapsed = (
+            self.recorded_elapsed if self.recorded_elapsed is not None else time.monotonic() - self.started
+        )
         speed = ""
-        if self.generating_since is not None:
+        if self.generating_since is not None and not recorded:
             spent = max(time.monotonic() - self.generating_since, 1e-6)
             speed = f" · ~{self.step_completion_chars / 4 / spent:.1f} tok/s"
         return (
@@ -229,14 +268,18 @@ class LiveView(View):
 
 
 def _escape(text: str) -> str:
+    """Text made safe for the terminal and for rich's markup (a tool name like `[/]` is not markup)."""
     from rich.markup import escape
 
-    return escape(text)
+    return escape(terminal_safe(text))
 
 
-def make_view(*, quiet: bool = False, json_lines: bool = False, show_thinking: bool = True) -> View:
+def make_view(
+    *, quiet: bool = False, json_lines: bool = False, show_thinking: bool = True, recorded: bool = False
+) -> View:
+    """The view the options ask for; `recorded`: the events come from a transcript (see `LiveView`)."""
     if json_lines:
         return JsonView()
     if quiet:
         return QuietView()
-    return LiveView(show_thinking=show_thinking)
+    return LiveView(show_thinking=show_thinking, recorded=recorded)

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BROKEN_VARIANTS",
+    "DEFAULT_MAX_MODEL_FAILURES",
+    "EvalStoppedError",
     "EvalSummary",
     "ResultsFile",
     "broken_program",
@@ -49,6 +51,14 @@ BROKEN_VARIANTS: dict[str, str] = {
     "constant": "the entry point replaced by one that returns None",
     "exit": "the canonical solution preceded by sys.exit(0), so the process ends with status 0 before any test",
 }
+
+
+DEFAULT_MAX_MODEL_FAILURES = 3
+
+
+class EvalStoppedError(RuntimeError):
+    """The evaluation stopped early: the model failed on that many problems in a row (a server that is down
+    would otherwise cost its retries on every remaining problem). The rows written so far are kept."""
 
 
 def broken_program(problem: Problem, variant: str) -> str:
@@ -133,7 +143,7 @@ async def _run_pool(jobs: Sequence[Callable[[], Any]], concurrency: int) -> None
         raise failed.exceptions[0] from None
 
 
-def _fatal(exc: Exception) -> bool:
+def _fatal(exc: BaseException | None) -> bool:
     """Errors that would fail every remaining problem the same way (a model that cannot be loaded or
     reached with these settings) stop the evaluation instead of filling the file with error rows."""
     from agent.models.errors import ModelConfigurationError
@@ -223,17 +233,23 @@ async def run_agent_eval(
     pool: SandboxPool | None = None,
     skip: set[tuple[str, str, str]] | None = None,
     on_row: RowCallback | None = None,
+    max_model_failures: int | None = DEFAULT_MAX_MODEL_FAILURES,
 ) -> list[dict[str, Any]]:
     """Let the agent solve each problem in its own sandbox, then check its solution file in a fresh one.
 
     `pool`: where the agents' sandboxes come from (warm, each used by one run only); else each is started
-    when its problem begins.
+    when its problem begins. `max_model_failures`: after that many problems in a row on which the model
+    failed (server down, stream cut), raise `EvalStoppedError` instead of trying the rest (None or 0: never).
     """
+    from agent.models.errors import ModelError
+
     skip = skip or set()
     rows: list[dict[str, Any]] = []
+    failures_in_a_row = 0
 
     def job(problem: Problem) -> Callable[[], Any]:
         async def run() -> None:
+            nonlocal failures_in_a_row
             started = time.monotonic()
             try:
                 row = await _agent_row(problem, model_for(problem), checker, options, image, pool)
@@ -241,11 +257,18 @@ async def run_agent_eval(
                 if _fatal(exc):
                     raise
                 row = _harness_error_row(problem, "agent", None, exc)
+                row["model_failed"] = isinstance(exc, ModelError)
             row["duration_s"] = round(time.monotonic() - started, 3)
             results.append(row)
             rows.append(row)
             if on_row is not None:
                 on_row(row)
+            failures_in_a_row = failures_in_a_row + 1 if row.get("model_failed") else 0
+            if max_model_failures and failures_in_a_row >= max_model_failures:
+                raise EvalStoppedError(
+                    f"the model failed on {failures_in_a_row} problems in a row, so the evaluation stopped "
+                    f"(--max-model-failures); the last error: {row.get('error')}"
+                )
 
         return run
 
@@ -271,13 +294,17 @@ async def _agent_row(
         finally:
             await sandbox.aclose()
     result = outcome.result
+    model_failed = result is not None and result.stop_reason.value == "model_error"
+    if model_failed and result is not None and _fatal(result.error):
+        assert result.error is not None
+        raise result.error  # the model cannot be used with these settings: every problem would fail alike
     check: CheckResult | None = None
     if outcome.solution is not None:
         check = await checker.check(problem, outcome.solution)
     usage = result.usage if result is not None else None
     prompt_tokens = usage.prompt_tokens if usage else 0
     completion_tokens = usage.completion_tokens if usage else 0
-    return {
+    row: dict[str, Any] = {
         "task_id": problem.task_id,
         "kind": "agent",
         "variant": None,
@@ -298,6 +325,13 @@ async def _agent_row(
         "transcript": str(result.transcript_path) if result and result.transcript_path else None,
         "solution": outcome.solution,
     }
+    if model_failed and result is not None:
+        # cut short by the model, not judged on its merits: `--resume` runs it again unless it passed anyway
+        row["model_failed"] = True
+        row["harness_error"] = not row["passed"]
+        if not row["passed"]:
+            row["error"] = f"the model failed: {result.detail}"
+    return row
 
 
 @dataclass

@@ -412,7 +412,7 @@ def _parse_event(line: str, url: str) -> dict[str, Any] | None:
         return None
     try:
         event = json.loads(data)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also integers past Python's digit limit
         raise ModelStreamError(f"POST {url} sent a malformed event: {excerpt(data)}") from exc
     if not isinstance(event, dict):
         raise ModelStreamError(f"POST {url} sent a malformed event: {excerpt(data)}")

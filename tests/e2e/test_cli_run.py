@@ -242,8 +242,10 @@ def test_ctrl_c_saves_the_transcript_removes_the_sandbox_and_resume_continues(
         code = proc.wait(timeout=120)
     finally:
         proc.kill()
-    assert code == 130, proc.stderr.read() if proc.stderr else ""
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 130, err
     (transcript,) = tmp_path.glob("*.jsonl")
+    assert f"qwq-agent run --resume {transcript}" in err  # the note names the file that exists
     record = read_transcript(transcript)
     assert record.steps == 1
     assert not record.finished

@@ -90,4 +90,4 @@ def test_check_a_server(llama_server: str, capsys: pytest.CaptureFixture[str]) -
 def test_check_an_unreachable_server(capsys: pytest.CaptureFixture[str], unused_port: int) -> None:
     code = main(["models", "check", "--base-url", f"http://127.0.0.1:{unused_port}/v1"])
     assert code == 2
-    assert "cannot check the model" in capsys.readouterr().out
+    assert "cannot check the model" in capsys.readouterr().err
