@@ -591,7 +591,7 @@ async def test_a_failing_model_ends_the_run_with_its_error(tmp_path: Path) -> No
     assert isinstance(run.result.error, ModelUnavailableError)
     # it failed before any step finished: nothing to resume, so no transcript was left behind
     assert run.result.transcript_path is None
-    assert list(tmp_path.iterdir()) == []
+    assert os.listdir(tmp_path) == []
 
 
 class _SlowModel:
