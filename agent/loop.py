@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import prompts
+from agent import telemetry
 from agent.events import (
     Event,
     FinalAnswer,
@@ -92,6 +93,7 @@ class _RunState:
     answer: str = ""
     stop_reason: StopReason | None = None
     detail: str = ""
+    trace: telemetry.RunTrace = telemetry.NULL_TRACE  # [telemetry] the run's tracing hooks
 
 
 ToolLike = Tool[..., Any] | Callable[..., Any]
@@ -121,6 +123,10 @@ class Agent:
     `transcript_dir`: where each run writes its JSONL transcript (None: no transcript).
     `promote_trailing_drafts`: when output ends inside reasoning that ends with complete calls, run them (the
     model closed its turn right after writing them); calls followed by more reasoning are never run.
+    `tracer_provider`: an OpenTelemetry tracer provider to trace runs with (see `agent.telemetry`; without
+    one, runs are traced only when OpenTelemetry is configured globally or through OTEL_EXPORTER_OTLP_ENDPOINT).
+    `capture_content`: put prompts, completions, tool arguments and results in the spans (off: they may be
+    sensitive).
     """
 
     def __init__(
@@ -142,6 +148,8 @@ class Agent:
         tool_timeout: float | None = None,
         transcript_dir: str | Path | None = None,
         promote_trailing_drafts: bool = True,
+        tracer_provider: Any = None,
+        capture_content: bool = False,
     ) -> None:
         self.model = model
         self.toolbox = _as_toolbox(tools, tool_timeout)
@@ -167,6 +175,8 @@ class Agent:
         self.stuck_after = stuck_after
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
         self.promote_trailing_drafts = promote_trailing_drafts
+        self.tracer_provider = tracer_provider  # [telemetry] read by agent.telemetry.trace_run
+        self.capture_content = capture_content  # [telemetry]
         self.last_result: RunResult | None = None
         self.transcript_path: Path | None = None
         """The transcript of the current (or last) run, known as soon as the run starts."""
@@ -248,6 +258,14 @@ class Agent:
     async def _drive(
         self, state: _RunState, writer: TranscriptWriter | None, step_budget_from: int = 0
     ) -> AsyncIterator[Event]:
+        """`_drive_untraced` inside the run's trace (a no-op unless tracing is configured)."""
+        with telemetry.trace_run(self, state) as state.trace:  # [telemetry] the run's span
+            async for event in self._drive_untraced(state, writer, step_budget_from):
+                yield event
+
+    async def _drive_untraced(
+        self, state: _RunState, writer: TranscriptWriter | None, step_budget_from: int
+    ) -> AsyncIterator[Event]:
         """Run `_steps` under the wall-clock budget, then record how the run ended, whatever happened."""
         try:
             async for event in self._steps(state, writer, step_budget_from):
@@ -285,6 +303,7 @@ class Agent:
                 return
             step = state.steps + 1
             step_started = time.monotonic()
+            state.trace.start_step(step)  # [telemetry]
             parser = StreamParser(promote_trailing_drafts=self.promote_trailing_drafts)
             raw_parts: list[str] = []
             prompt_tokens = completion_tokens = 0
@@ -298,7 +317,8 @@ class Agent:
             )
             try:
                 async with asyncio.timeout(self._time_left(state)):
-                    async for chunk in self.model.stream(request):
+                    stream = state.trace.model_stream(self.model.stream(request), request)  # [telemetry]
+                    async for chunk in stream:
                         if chunk.text:
                             raw_parts.append(chunk.text)
                             for parsed in parser.feed(chunk.text):
@@ -408,7 +428,7 @@ class Agent:
 
         async def timed(call: ToolCall) -> tuple[ToolResult, float]:
             began = time.monotonic()
-            result = await self.toolbox.call(call)
+            result = await state.trace.tool_call(call, self.toolbox.call(call))  # [telemetry]
             return result, time.monotonic() - began
 
         for call in calls:
