@@ -94,6 +94,7 @@ class _RunState:
     stop_reason: StopReason | None = None
     detail: str = ""
     trace: telemetry.RunTrace = telemetry.NULL_TRACE  # [telemetry] the run's tracing hooks
+    tool_durations: dict[str, float] = field(default_factory=dict)  # [report] this step's, by call id
 
 
 ToolLike = Tool[..., Any] | Callable[..., Any]
@@ -304,6 +305,7 @@ class Agent:
             step = state.steps + 1
             step_started = time.monotonic()
             state.trace.start_step(step)  # [telemetry]
+            state.tool_durations = {}  # [report]
             parser = StreamParser(promote_trailing_drafts=self.promote_trailing_drafts)
             raw_parts: list[str] = []
             prompt_tokens = completion_tokens = 0
@@ -374,6 +376,7 @@ class Agent:
                     model_output="".join(raw_parts),
                     usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
                     duration_s=duration,
+                    tool_durations=state.tool_durations,  # [report]
                 )
             yield StepEnd(
                 step=step,
@@ -460,7 +463,7 @@ class Agent:
         state.tool_calls += len(calls)
         for call, task in zip(calls, tasks, strict=True):
             if task.done() and not task.cancelled():
-                result = task.result()[0]
+                result, state.tool_durations[call.id] = task.result()  # [report] per-tool timing
             else:
                 result = ToolResult(content=prompts.render_note("run_timeout"), is_error=True)
             new_messages.append(

@@ -29,10 +29,18 @@ class TranscriptError(ValueError):
 
 @dataclass(frozen=True)
 class RecordedStep:
-    """One finished step: the model's text as it came, and the messages the step added."""
+    """One finished step: the model's text as it came, and the messages the step added.
+
+    `usage`, `duration_s` and `tool_durations` (seconds per call id) are what the step line recorded, for
+    reports; older transcripts have no `tool_durations`.
+    """
 
     model_output: str
     messages: list[Message]
+    step: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    duration_s: float | None = None
+    tool_durations: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,6 +58,10 @@ class TranscriptRecord:
     end: dict[str, Any] | None = None
     # byte offset just past the last complete line: where a resumed run appends
     valid_length: int = 0
+    created: float | None = None
+    # records this reader does not interpret itself (`resume`, `condensation`, types added later), each with
+    # the number of steps recorded before it, so a report can show them where they happened
+    other_records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def model_outputs(self) -> list[str]:
@@ -119,17 +131,19 @@ class TranscriptWriter:
         model_output: str,
         usage: dict[str, int],
         duration_s: float,
+        tool_durations: dict[str, float] | None = None,
     ) -> None:
-        self.write(
-            {
-                "type": "step",
-                "step": step,
-                "model_output": model_output,
-                "messages": [_dump(m) for m in messages],
-                "usage": usage,
-                "duration_s": round(duration_s, 4),
-            }
-        )
+        record: dict[str, Any] = {
+            "type": "step",
+            "step": step,
+            "model_output": model_output,
+            "messages": [_dump(m) for m in messages],
+            "usage": usage,
+            "duration_s": round(duration_s, 4),
+        }
+        if tool_durations:
+            record["tool_durations"] = {k: round(v, 4) for k, v in tool_durations.items()}
+        self.write(record)
 
     def end(self, *, stop_reason: str, answer: str, steps: int, usage: dict[str, int]) -> None:
         self.write(
@@ -188,21 +202,40 @@ def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
     recorded: list[RecordedStep] = []
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     end_record: dict[str, Any] | None = None
+    others: list[tuple[int, dict[str, Any]]] = []
     for record in records[1:]:
         kind = record.get("type")
         if kind == "step":
             step_messages = [message_from_dict(m) for m in record.get("messages", [])]
             messages.extend(step_messages)
-            recorded.append(RecordedStep(str(record.get("model_output", "")), step_messages))
             steps = int(record.get("step", steps + 1))
+            raw_usage, raw_durations = record.get("usage"), record.get("tool_durations")
+            step_usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
+            durations: dict[str, Any] = raw_durations if isinstance(raw_durations, dict) else {}
+            duration = record.get("duration_s")
+            recorded.append(
+                RecordedStep(
+                    str(record.get("model_output", "")),
+                    step_messages,
+                    step=steps,
+                    usage={k: int(v) for k, v in step_usage.items() if isinstance(v, int | float)},
+                    duration_s=float(duration) if isinstance(duration, int | float) else None,
+                    tool_durations={
+                        str(k): float(v) for k, v in durations.items() if isinstance(v, int | float)
+                    },
+                )
+            )
             for key in usage:
-                usage[key] += int(record.get("usage", {}).get(key, 0))
+                usage[key] += int(step_usage.get(key, 0))
             end_record = None
         elif kind == "resume":
             messages.extend(message_from_dict(m) for m in record.get("messages", []))
+            others.append((len(recorded), record))
             end_record = None
         elif kind == "run_end":
             end_record = record
+        else:
+            others.append((len(recorded), record))
     return TranscriptRecord(
         path=file_path,
         run_id=str(start.get("run_id", "")),
@@ -214,4 +247,6 @@ def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
         recorded_steps=recorded,
         end=end_record,
         valid_length=valid_length,
+        created=float(start["created"]) if isinstance(start.get("created"), int | float) else None,
+        other_records=others,
     )
