@@ -10,5 +10,5 @@ if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import phoenix.server.mai
 fi
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install --progress-bar off --upgrade pip
-"$VENV/bin/python" -m pip install --progress-bar off "arize-phoenix>=12"
+"$VENV/bin/python" -m pip install --progress-bar off "arize-phoenix>=20,<22"
 "$VENV/bin/python" -c "import phoenix.server.main; import phoenix; print('Phoenix', phoenix.__version__, 'in $VENV')"
