@@ -2,8 +2,8 @@
 back through its REST API.
 
 Phoenix pins its own web stack, so it lives in a venv of its own (`.ci/install_phoenix.sh`); the test finds
-its python at $QWQ_AGENT_PHOENIX_PYTHON, else /work/venvs/phoenix/bin/python, and is skipped (saying how to
-install it) when neither exists. Phoenix runs with its working directory in a temporary folder, its own
+its python at $QWQ_AGENT_PHOENIX_PYTHON, else in the venv $QWQ_AGENT_PHOENIX_VENV (default /work/venvs/phoenix),
+and is skipped, saying how to install it, when there is none. Phoenix runs with its working directory in a temporary folder, its own
 telemetry and every external fetch switched off, and is stopped at the end.
 """
 
@@ -34,7 +34,9 @@ from agent import Agent
 from agent.models import ScriptedModel, completion_text, tool_call_text
 
 REPO = Path(__file__).resolve().parents[2]
-PHOENIX_PYTHON = os.environ.get("QWQ_AGENT_PHOENIX_PYTHON", "/work/venvs/phoenix/bin/python")
+PHOENIX_PYTHON = os.environ.get("QWQ_AGENT_PHOENIX_PYTHON") or str(
+    Path(os.environ.get("QWQ_AGENT_PHOENIX_VENV", "/work/venvs/phoenix")) / "bin" / "python"
+)
 
 pytestmark = [
     pytest.mark.slow,
