@@ -184,6 +184,7 @@ class StepView:
     tokens_label: str
     thinking: Folded | None
     thinking_words: int
+    thinking_preview: str
     content: Folded | None
     calls: list[CallView]
     notes: list[NoteView]
@@ -310,11 +311,18 @@ def _step_view(
         tokens_label=f"{number(prompt)} in · {number(completion)} out",
         thinking=fold(thinking, lines=10_000, chars=KEEP_CHARS) if thinking else None,
         thinking_words=len(thinking.split()),
+        thinking_preview=_preview(thinking),
         content=fold(content, lines=40, chars=4000) if content else None,
         calls=calls,
         notes=notes,
         is_final=is_last and stop_reason == "final_answer" and not calls,
     )
+
+
+def _preview(text: str, limit: int = 150) -> str:
+    """The start of a text on one line, for a collapsed section's title."""
+    line = " ".join(clean(text[: limit * 4]).split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 def _when(timestamp: float | None) -> str:

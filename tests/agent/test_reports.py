@@ -147,7 +147,11 @@ def test_run_report_shows_task_steps_calls_errors_timing_and_tokens(tmp_path: Pa
     assert "ValueError: nothing to shout" in text
     assert "FIVE" in text
     # reasoning is there, folded away
-    assert re.search(r'<details class="reasoning"><summary>Reasoning · 9 words</summary>', html)
+    assert re.search(
+        r'<details class="reasoning"><summary>Reasoning · 9 words <span class="preview">First the sum, and I try '
+        r"an empty shout.</span></summary>",
+        html,
+    )
     # one token bar per step, widths scaled to the largest step
     bars = re.findall(r'<span class="tokbar"[^>]*><span class="p" style="width: ([\d.]+)%"></span>'
                       r'<span class="c" style="width: ([\d.]+)%"></span>', html)  # fmt: skip
