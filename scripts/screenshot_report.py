@@ -26,7 +26,8 @@ from agent.reports.browser import png_stats, screenshot  # noqa: E402
 
 FILES = {
     "notes/todo.md": "# To do\n\n- fix the parser\n- write the report\n- measure the sandbox\n",
-    "notes/ideas.md": "\n".join(f"- idea {i}: try a different prompt for task {i}" for i in range(1, 15)) + "\n",
+    "notes/ideas.md": "\n".join(f"- idea {i}: try a different prompt for task {i}" for i in range(1, 15))
+    + "\n",
     "src/loop.py": "\n".join(f"def step_{i}(state):\n    return state + {i}\n" for i in range(40)),
     "src/tools.py": "\n".join(f"TOOL_{i} = {i}" for i in range(25)) + "\n",
 }
@@ -89,7 +90,9 @@ def main() -> None:
         os.chdir(work)  # so the page names the transcript runs/..., not a temporary path
         try:
             agent = Agent(ScriptedModel(OUTPUTS), make_tools(work / "project"), transcript_dir="runs")
-            result = agent.run_sync("Which file of the project is the largest, and how many lines does it have?")
+            result = agent.run_sync(
+                "Which file of the project is the largest, and how many lines does it have?"
+            )
             assert result.stop_reason.value == "final_answer", result.stop_reason
             assert result.transcript_path is not None
             page = write_report(result.transcript_path, work / "report.html")
