@@ -412,10 +412,20 @@ class TaskView:
     run: RunView | None = None
     run_note: str = ""
     harness_error: bool = False
+    expected: bool | None = None
+    """For `--check-harness` rows: whether the check came out as it must (canonical passed, broken failed)."""
 
     @property
     def failed(self) -> bool:
+        if self.expected is not None:
+            return not self.expected or self.harness_error
         return self.passed is False or self.harness_error
+
+    @property
+    def succeeded(self) -> bool:
+        if self.expected is not None:
+            return self.expected and not self.harness_error
+        return bool(self.passed) and not self.harness_error
 
     @property
     def stuck(self) -> bool:
@@ -425,7 +435,7 @@ class TaskView:
     @property
     def classes(self) -> str:
         names = ["task"]
-        names.append("is-failed" if self.failed else "is-passed" if self.passed else "is-unknown")
+        names.append("is-failed" if self.failed else "is-passed" if self.succeeded else "is-unknown")
         if self.stuck:
             names.append("is-stuck")
         return " ".join(names)
@@ -434,7 +444,10 @@ class TaskView:
     def result_label(self) -> str:
         if self.harness_error:
             return "error"
-        return {True: "passed", False: "failed", None: "–"}[self.passed]
+        label = {True: "passed", False: "failed", None: "–"}[self.passed]
+        if self.expected is not None:
+            label += " as it must" if self.expected else " (wrong)"
+        return label
 
     @property
     def anchor(self) -> str:
@@ -578,6 +591,9 @@ def task_view(index: int, row: dict[str, Any]) -> TaskView:
         error=clean(str(error)) if error else "",
         transcript=clean(str(transcript)) if isinstance(transcript, str) else "",
         harness_error=bool(row.get("harness_error")),
+        expected=bool(row["ok"])
+        if shape == "eval" and label != "agent" and isinstance(row.get("ok"), bool)
+        else None,
     )
 
 
@@ -657,7 +673,7 @@ def results_view(
     has_verdicts = bool(judged)
     counts = {
         "all": len(tasks),
-        "passed": sum(1 for t in tasks if t.passed and not t.harness_error),
+        "passed": sum(1 for t in tasks if t.succeeded),
         "failed": sum(1 for t in tasks if t.failed),
         "stuck": sum(1 for t in tasks if t.stuck),
     }
@@ -702,6 +718,9 @@ def results_view(
             harness.append(
                 (f"{variant} failed", f"{sum(1 for t in group if t.passed is False)} / {len(group)}")
             )
+    checks = [t for t in tasks if t.expected is not None or (t.kind not in ("agent", "") and t.harness_error)]
+    if checks:
+        harness.append(("checks as expected", f"{sum(1 for t in checks if t.succeeded)} / {len(checks)}"))
     pass_rate = f"{100.0 * passed / len(judged):.1f}%" if judged else "–"
     return ResultsView(
         title=clean(title),

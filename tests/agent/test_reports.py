@@ -404,3 +404,40 @@ def test_histogram_bins_are_round_and_count_everything() -> None:
     assert len(wide.bars) <= 21
     assert sum(b.count for b in wide.bars) == len(range(0, 100_000, 7))
     assert max(b.passed_height + b.failed_height for b in wide.bars) == pytest.approx(wide.height - 20)
+
+
+def test_harness_rows_count_checks_that_came_out_as_they_must() -> None:
+    def check(task: int, kind: str, variant: str | None, passed: bool) -> dict[str, Any]:
+        expected = kind == "canonical"
+        return {
+            "task_id": f"HumanEval/{task}",
+            "kind": kind,
+            "variant": variant,
+            "passed": passed,
+            "expected_pass": expected,
+            "ok": passed == expected,
+            "error": None,
+            "duration_s": 0.4,
+        }
+
+    rows = [
+        check(0, "canonical", None, True),
+        check(0, "broken", "raise", False),
+        check(0, "broken", "exit", True),  # a broken solution that passed: the harness is wrong
+        check(1, "canonical", None, True),
+        check(1, "broken", "raise", False),
+    ]
+    html = render_results_report(rows)
+    page = assert_inert(html)
+    assert '<div class="big-number">4 / 5</div>' in html
+    assert [t["class"] for t in page.with_class("task", "tr")] == [
+        "task is-passed",
+        "task is-passed",
+        "task is-failed",
+        "task is-passed",
+        "task is-passed",
+    ]
+    assert "failed as it must" in page.text
+    assert "passed (wrong)" in page.text
+    assert "Failed · 1" in page.text
+    assert "broken:raise failed" in page.text
