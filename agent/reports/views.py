@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.messages import AssistantMessage, ToolMessage, UserMessage
+from agent.messages import AssistantMessage, ToolMessage
 from agent.transcript import TranscriptRecord
 
 __all__ = [
@@ -737,15 +737,6 @@ def results_view(
         tasks=tasks,
         harness=harness,
     )
-
-
-def message_text(message: Any) -> str:
-    """The text of a message for places that show one line of it."""
-    if isinstance(message, UserMessage | ToolMessage):
-        return message.content
-    if isinstance(message, AssistantMessage):
-        return message.content or message.thinking
-    return str(getattr(message, "content", ""))
 
 
 def resolve_transcript(path: str, results_path: Path | None) -> Path | None:
