@@ -145,4 +145,4 @@ def test_eval_writes_its_report(tmp_path: Path) -> None:
     assert f"<code>{second.task_id}</code>" in html
     # each row links to its run's section, which holds the run read from its transcript
     assert re.findall(r'href="#(run-\d)"', html) == ["run-0", "run-1"]
-    assert html.count("I write it.") == 2
+    assert html.count('<span class="preview">I write it.</span>') == 2  # each run's first step
