@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import prompts
+from agent import telemetry
 from agent.events import Event, FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted, TurnRestarted
 from agent.messages import AssistantMessage, Message, NoteMessage, SystemMessage, ToolMessage, UserMessage
 from agent.models._turns import ToolChoice
@@ -111,6 +112,7 @@ class _Turn:
     raw: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    opens_thinking: bool = True
 
 
 ToolLike = Tool[..., Any] | Callable[..., Any]
@@ -152,6 +154,10 @@ class Agent:
     model closed its turn right after writing them); calls followed by more reasoning are never run.
     `lenient_calls`: also run calls written in the forms real models use instead of `<tool_call>` (a
     `<tools>` block, a fenced JSON block, a bare JSON line...) when they name one of the tools.
+    `tracer_provider`: an OpenTelemetry tracer provider to trace runs with (see `agent.telemetry`; without
+    one, runs are traced only when OpenTelemetry is configured globally or through OTEL_EXPORTER_OTLP_ENDPOINT).
+    `capture_content`: put prompts, completions, tool arguments and results in the spans (off: they may be
+    sensitive).
     """
 
     def __init__(
@@ -174,6 +180,8 @@ class Agent:
         transcript_dir: str | Path | None = None,
         promote_trailing_drafts: bool = True,
         lenient_calls: bool = True,
+        tracer_provider: Any = None,
+        capture_content: bool = False,
     ) -> None:
         self.model = model
         self.toolbox = _as_toolbox(tools, tool_timeout)
@@ -201,6 +209,8 @@ class Agent:
         self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
         self.promote_trailing_drafts = promote_trailing_drafts
         self.lenient_calls = lenient_calls
+        self.tracer_provider = tracer_provider  # read by agent.telemetry.trace_run
+        self.capture_content = capture_content
 
     # ----------------------------------------------------------------- public API
 
@@ -323,6 +333,7 @@ class AgentRun:
         self.transcript_path: Path | None = writer.path if writer is not None else None
         """Where the transcript goes; the file itself appears with the run's first finished step."""
         self.result: RunResult | None = None
+        self._trace: telemetry.RunTrace = telemetry.NULL_TRACE
 
     @property
     def run_id(self) -> str:
@@ -349,6 +360,12 @@ class AgentRun:
     # ----------------------------------------------------------------- the loop
 
     async def _drive(self) -> AsyncIterator[Event]:
+        """`_drive_untraced` inside the run's trace (a no-op unless tracing is configured)."""
+        with telemetry.trace_run(self.agent, self._state) as self._trace:
+            async for event in self._drive_untraced():
+                yield event
+
+    async def _drive_untraced(self) -> AsyncIterator[Event]:
         """Run the steps, then record how the run ended, whatever happened."""
         state, writer = self._state, self._writer
         try:
@@ -387,6 +404,7 @@ class AgentRun:
         while (reason := self._budget_exhausted()) is None:
             step = state.steps + 1
             started = time.monotonic()
+            self._trace.start_step(step)
             turn = _Turn(completion=Completion(), raw="")
             async for event in self._generate(step, turn):
                 yield event
@@ -439,9 +457,10 @@ class AgentRun:
         raw: list[str] = []
         try:
             async with asyncio.timeout(self._time_left()):
-                async for chunk in agent.model.stream(request):
+                async for chunk in self._trace.model_stream(agent.model.stream(request), request):
                     if parser is None or (chunk.opens_thinking is not None and not raw):
                         parser = self._parser(chunk.opens_thinking)
+                        turn.opens_thinking = chunk.opens_thinking is not False
                     if chunk.text:
                         raw.append(chunk.text)
                         for parsed in parser.feed(chunk.text):
@@ -525,14 +544,14 @@ class AgentRun:
         state.messages.extend(new_messages)
         state.steps = step
         if self._writer is not None:
-            calls = new_messages[0].tool_calls if isinstance(new_messages[0], AssistantMessage) else []
             self._writer.step(
                 step=step,
                 messages=new_messages,
                 model_output=turn.raw,
                 usage={"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens},
                 duration_s=duration,
-                tool_durations=[durations.get(c.id, 0.0) for c in calls] if durations else None,
+                tool_durations=durations,
+                opens_thinking=turn.opens_thinking,
             )
             await self._writer.durable()  # a killed run loses no finished step
 
@@ -589,7 +608,7 @@ class AgentRun:
 
         async def timed(call: ToolCall) -> tuple[ToolResult, float]:
             began = time.monotonic()
-            result = await toolbox.call(call)
+            result = await self._trace.tool_call(call, toolbox.call(call))
             return result, time.monotonic() - began
 
         for call in calls:

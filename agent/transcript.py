@@ -96,15 +96,18 @@ class TranscriptLockedError(TranscriptError):
 class RecordedStep:
     """One finished step: the model's text as it came, the messages the step added, and what it cost.
 
-    `tool_durations` holds one entry per executed call, in call order (empty for transcripts written before
-    durations were recorded).
+    `usage`, `duration_s` and `tool_durations` (seconds per call id) are what the step line recorded, for
+    replays and reports; older transcripts have no `tool_durations`.
     """
 
     model_output: str
     messages: list[Message]
+    step: int = 0
     usage: dict[str, int] = field(default_factory=dict)
-    duration_s: float = 0.0
-    tool_durations: list[float] = field(default_factory=list)
+    duration_s: float | None = None
+    tool_durations: dict[str, float] = field(default_factory=dict)
+    opens_thinking: bool = True
+    """Whether the model's output started inside its reasoning (False for models whose format opens none)."""
 
 
 @dataclass
@@ -124,6 +127,10 @@ class TranscriptRecord:
     `run_end` line is missing or torn, one made from that step (with `"inferred": True`)."""
     # byte offset just past the last complete line: where a resumed run appends
     valid_length: int = 0
+    created: float | None = None
+    # records this reader does not interpret itself (`resume`, `condensation`, types added later), each with
+    # the number of steps recorded before it, so a report can show them where they happened
+    other_records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def model_outputs(self) -> list[str]:
@@ -306,7 +313,8 @@ class TranscriptWriter:
         model_output: str,
         usage: dict[str, int],
         duration_s: float,
-        tool_durations: list[float] | None = None,
+        tool_durations: dict[str, float] | None = None,
+        opens_thinking: bool = True,
     ) -> None:
         record: dict[str, Any] = {
             "type": "step",
@@ -317,7 +325,9 @@ class TranscriptWriter:
             "duration_s": round(duration_s, 4),
         }
         if tool_durations:
-            record["tool_durations"] = [round(d, 4) for d in tool_durations]
+            record["tool_durations"] = {k: round(v, 4) for k, v in tool_durations.items()}
+        if not opens_thinking:
+            record["opens_thinking"] = False
         self.write(record)
 
     def end(
@@ -566,23 +576,32 @@ def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
         recorded: list[RecordedStep] = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         end_record: dict[str, Any] | None = None
+        others: list[tuple[int, dict[str, Any]]] = []
         for line_number, record in records[1:]:
             number = line_number  # named in the error below if this record is not valid
             kind = record.get("type")
             if kind == "step":
                 step_messages = [message_from_dict(m) for m in record.get("messages", [])]
                 messages.extend(step_messages)
+                steps = int(record.get("step", steps + 1))
                 step_usage = {key: int(record.get("usage", {}).get(key, 0)) for key in usage}
+                duration = record.get("duration_s")
+                durations = record.get("tool_durations")
                 recorded.append(
                     RecordedStep(
                         str(record.get("model_output", "")),
                         step_messages,
+                        step=steps,
                         usage=step_usage,
-                        duration_s=float(record.get("duration_s", 0.0)),
-                        tool_durations=[float(d) for d in record.get("tool_durations", [])],
+                        duration_s=float(duration) if isinstance(duration, int | float) else None,
+                        tool_durations={
+                            str(k): float(v)
+                            for k, v in (durations.items() if isinstance(durations, dict) else ())
+                            if isinstance(v, int | float)
+                        },
+                        opens_thinking=record.get("opens_thinking") is not False,
                     )
                 )
-                steps = int(record.get("step", steps + 1))
                 for key in usage:
                     usage[key] += step_usage[key]
                 end_record = None
@@ -593,9 +612,12 @@ def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
                     end_record.update(steps=steps, usage=dict(usage), inferred=True)
             elif kind == "resume":
                 messages.extend(message_from_dict(m) for m in record.get("messages", []))
+                others.append((len(recorded), record))
                 end_record = None
             elif kind == "run_end":
                 end_record = record
+            else:
+                others.append((len(recorded), record))
         config = start.get("config", {})
         if not isinstance(config, dict):
             raise TypeError("config is not an object")
@@ -615,4 +637,6 @@ def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
         recorded_steps=recorded,
         end=end_record,
         valid_length=valid_length,
+        created=float(start["created"]) if isinstance(start.get("created"), int | float) else None,
+        other_records=others,
     )

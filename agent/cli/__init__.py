@@ -20,6 +20,7 @@ COMMANDS["sandbox"] = ("agent.cli.sandbox", "build, check and clean up the Docke
 COMMANDS["solve"] = ("agent.cli.solve", "solve a coding problem: write, test and run a solution in a sandbox")
 COMMANDS["eval"] = ("agent.cli.eval", "evaluate on HumanEval (pass@1); --check-harness tests the checker")
 COMMANDS["models"] = ("agent.cli.models", "check a model or server: chat template, context, speed")
+COMMANDS["report"] = ("agent.cli.report", "write an HTML report of a run transcript, an eval or a batch")
 
 
 class _VersionAction(argparse.Action):

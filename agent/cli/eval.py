@@ -117,6 +117,12 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     parser.add_argument(
         "--quiet", "-q", action="store_true", help="no line per finished check, only the summary"
     )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="also write an HTML report of the rows (what `qwq-agent report OUTPUT -o FILE` writes)",
+    )
     add_model_arguments(parser)
 
 
@@ -304,6 +310,16 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
     return summary
 
 
+def _write_report(rows: Path, out: Path, console: Any) -> None:
+    """The HTML report of the rows; a report that cannot be written is said, never fails the evaluation."""
+    from agent.reports import ReportError, write_report
+
+    try:
+        console.print(f"report: {write_report(rows, out)}")
+    except (ReportError, OSError) as exc:
+        console.print(f"[red]no report written to {out}: {exc}[/]")
+
+
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -324,10 +340,19 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from agent import telemetry
+
     try:
         problems = _select(load_humaneval(args.problems), args.limit, args.tasks, args.check_harness)
         ensure_sandbox_image(args.image, lambda line: err.print(line))
-        summary = asyncio.run(_evaluate(args, problems, err))
+        # one parent span for every run of the evaluation, when tracing is configured (agent.telemetry)
+        mode = "harness" if args.check_harness else "agent"
+        with telemetry.workflow(
+            "humaneval", attributes={"qwq_agent.eval.mode": mode, "qwq_agent.eval.problems": len(problems)}
+        ) as span:
+            summary = asyncio.run(_evaluate(args, problems, err))
+            span.set("qwq_agent.eval.passed", summary.passed)
+            span.set("qwq_agent.eval.pass_at_1", summary.pass_at_1)
     except KeyboardInterrupt:
         err.print(f"interrupted: finished rows are in {args.output}; continue with --resume")
         return 130
@@ -343,6 +368,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"rows written so far are in {args.output}; continue with --resume", file=sys.stderr)
         return code
     Console().print(_summary_table(summary, args.output))
+    if args.report is not None:
+        _write_report(args.output, args.report, err)
     if summary.mode == "harness":
         return 0 if summary.harness_ok else 1
     return 1 if summary.harness_errors else 0

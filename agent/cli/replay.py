@@ -50,7 +50,7 @@ def recorded_events(record: TranscriptRecord) -> list[Event]:
     steps = record.recorded_steps
     for number, step in enumerate(steps, start=1):
         messages = step.messages
-        parser = StreamParser()
+        parser = StreamParser(prompt_opened_think=step.opens_thinking)
         events.extend(parser.feed(step.model_output))
         events.extend(parser.finish())
         assistant = next((m for m in messages if isinstance(m, AssistantMessage)), None)
@@ -58,16 +58,16 @@ def recorded_events(record: TranscriptRecord) -> list[Event]:
         observations = [m for m in messages if isinstance(m, ToolMessage)]
         events.extend(ToolCallStarted(step=number, call=c) for c in calls)
         durations = step.tool_durations
-        for index, (call, observation) in enumerate(zip(calls, observations, strict=False)):
+        for call, observation in zip(calls, observations, strict=False):
             result = ToolResult(content=observation.content, is_error=observation.is_error)
-            duration = durations[index] if index < len(durations) else 0.0
+            duration = durations.get(call.id, 0.0)
             events.append(ToolCallFinished(step=number, call=call, result=result, duration_s=duration))
         events.append(
             StepEnd(
                 step=number,
                 prompt_tokens=step.usage.get("prompt_tokens", 0),
                 completion_tokens=step.usage.get("completion_tokens", 0),
-                duration_s=step.duration_s,
+                duration_s=step.duration_s or 0.0,
             )
         )
     if record.end is not None:
