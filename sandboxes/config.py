@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ExecResult", "SandboxConfig"]
@@ -41,6 +43,10 @@ class SandboxConfig(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     log_driver: str = "none"
     """The runner's protocol goes over stdout, which Docker would otherwise also write to disk as logs."""
+    runtime: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """The engine's OCI runtime: None for the engine's default (normally `runc`), or a runtime registered with
+    the engine, such as `"runsc"` (gVisor: the code talks to a kernel in user space, not to the host's).
+    `qwq-agent sandbox doctor` lists the runtimes the engine has; docs/security.md says when to choose runsc."""
 
 
 class ExecResult(BaseModel):
@@ -70,3 +76,13 @@ class ExecResult(BaseModel):
     stderr_bytes: int = 0
     oom_killed: bool = False
     cancelled: bool = False
+    signal: int | None = None
+    """The signal that ended the Python process (`crashed`) or the shell command, when one did."""
+    crashed: bool = False
+    """The Python process died during the call (os._exit, a signal, out of memory) and was restarted."""
+    lost_before: bool = False
+    """The state had been lost before this call: the Python process had died, or (with `sandbox_replaced`)
+    the container had and was replaced; the call itself ran normally in the fresh one."""
+    lost_cause: Literal["unresponsive", "died", "protocol", "closed"] | None = None
+    """Why the sandbox was lost during this call: its runner stopped answering, died, or sent something that is
+    not the protocol (all three: the container was replaced), or the sandbox was closed meanwhile."""

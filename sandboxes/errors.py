@@ -37,4 +37,12 @@ class SandboxStartError(SandboxError):
 
 
 class SandboxFileError(SandboxError):
-    """A file operation the model asked for cannot be done (outside the workspace, missing, too large)."""
+    """A file operation the model asked for cannot be done (outside the workspace, missing, too large).
+
+    `lost_cause` is set when the operation failed because the sandbox itself was lost (replaced or closed;
+    the values of `ExecResult.lost_cause`), so a tool can tell the model that its files are gone.
+    """
+
+    def __init__(self, message: str, *, lost_cause: str | None = None) -> None:
+        super().__init__(message)
+        self.lost_cause = lost_cause
