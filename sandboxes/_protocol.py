@@ -218,8 +218,7 @@ def validate_answer(answer: Mapping[str, Any], spec: Mapping[str, Check]) -> Ans
         missing = sorted(expected - answer.keys())
         extra = sorted(answer.keys() - expected)
         raise ProtocolError(
-            f"unexpected fields in an answer (missing: {', '.join(missing) or '-'}; "
-            f"extra: {len(extra)})"
+            f"unexpected fields in an answer (missing: {', '.join(missing) or '-'}; extra: {len(extra)})"
         )
     clean: Answer = {"id": answer["id"], "ok": ok}
     for name, check in fields.items():

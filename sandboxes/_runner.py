@@ -360,8 +360,8 @@ def text_stream(fd: int) -> Any:
     return open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
 
 
-def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
-    """The worker's loop: read a cell, run it in the persistent namespace, answer; never returns."""
+def worker_setup(out_w: int, err_w: int) -> None:
+    """A fresh worker's signals (Ctrl-C raises KeyboardInterrupt again) and its stdin, stdout and stderr."""
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -374,6 +374,11 @@ def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
     os.close(out_w)
     os.close(err_w)
     child_setup()
+
+
+def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
+    """The worker's loop: read a cell, run it in the persistent namespace, answer; never returns."""
+    worker_setup(out_w, err_w)
     me = os.getpid()
 
     def streams() -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import signal as _signal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ExecResult", "SandboxConfig"]
+__all__ = ["ExecResult", "SandboxConfig", "signal_name"]
 
 
 class SandboxConfig(BaseModel):
@@ -86,3 +87,16 @@ class ExecResult(BaseModel):
     lost_cause: Literal["unresponsive", "died", "protocol", "closed"] | None = None
     """Why the sandbox was lost during this call: its runner stopped answering, died, or sent something that is
     not the protocol (all three: the container was replaced), or the sandbox was closed meanwhile."""
+
+    @property
+    def signal_name(self) -> str | None:
+        """`signal` by name ("SIGSEGV"), or None."""
+        return None if self.signal is None else signal_name(self.signal)
+
+
+def signal_name(number: int) -> str:
+    """ "SIGKILL" for 9; "signal 99" for a number this platform has no name for."""
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -16,7 +16,6 @@ import concurrent.futures
 import contextlib
 import itertools
 import secrets
-import signal
 import threading
 import time
 import weakref
@@ -26,9 +25,9 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from sandboxes._channel import DEFAULT_MAX_FRAME, Channel, ChannelClosed, ChannelTimeout
-from sandboxes._protocol import Answer, Check, ProtocolError, answer_spec, clean_text, validate_answer
 from sandboxes._engine import get_client, owner_labels, remove_container, remove_dead_leftovers
-from sandboxes.config import ExecResult, SandboxConfig
+from sandboxes._protocol import Answer, Check, ProtocolError, answer_spec, clean_text, validate_answer
+from sandboxes.config import ExecResult, SandboxConfig, signal_name
 from sandboxes.errors import (
     DockerUnavailableError,
     ImageNotFoundError,
@@ -86,13 +85,6 @@ _LOST_SUMMARY: dict[LostCause, str] = {
 
 def _base64_length(size: int) -> int:
     return 4 * ((size + 2) // 3)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 class DockerSandbox:
@@ -508,13 +500,17 @@ class DockerSandbox:
         error: str | None = a["error"]  # the exception, if the cell raised one
         if timed_out or cancelled:
             what = f"timed out after {timeout:g} s" if timed_out else "cancelled"
-            how = "killed: interpreter restarted, variables lost" if state_lost else "interrupted: variables kept"
+            how = (
+                "killed: interpreter restarted, variables lost"
+                if state_lost
+                else "interrupted: variables kept"
+            )
             error = f"{what} ({how})"
         elif crashed:
             if oom:
                 cause = f"ran out of memory (limit {self.config.memory})"
             elif sig is not None:
-                cause = f"was killed by {_signal_name(sig)}"
+                cause = f"was killed by {signal_name(sig)}"
             else:
                 cause = f"exited with status {a['exit_code']}"
             error = f"the Python process {cause}; it was restarted: variables lost, files kept"
@@ -554,7 +550,7 @@ class DockerSandbox:
         elif cancelled:
             error = "cancelled: the command and everything it started were killed"
         elif sig is not None:
-            error = f"the command was killed by {_signal_name(sig)}"
+            error = f"the command was killed by {signal_name(sig)}"
         elif exit_code:
             error = f"exit status {exit_code}"
         if error is not None and a["oom_killed"]:

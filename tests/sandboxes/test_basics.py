@@ -61,7 +61,7 @@ def test_shell_runs_in_workspace_as_non_root(sb: DockerSandbox) -> None:
     assert r.stderr == "oops\n"
     assert r.exit_code == 3
     assert not r.ok
-    assert r.error == "Exit status 3."
+    assert r.error == "exit status 3"
 
 
 def test_files_round_trip_and_are_shared_with_python_and_shell(sb: DockerSandbox) -> None:

@@ -54,11 +54,12 @@ async def test_python_error_shows_the_traceback(box: Toolbox) -> None:
 async def test_timeout_and_state_loss_are_explained(box: Toolbox) -> None:
     text, is_error = await call(box, "python", code="import time; time.sleep(100)")
     assert is_error
-    assert "Timed out after 3 s" in text
-    assert "variables are kept" in text
+    assert "ran longer than 3 seconds" in text
+    assert "variables and imports are kept" in text
     text, is_error = await call(box, "python", code="import os; os._exit(1)")
     assert is_error
-    assert "variables and imports were lost" in text
+    assert "exited with status 1" in text
+    assert "variables, imports and functions from earlier calls are gone" in text
 
 
 async def test_shell_and_files(box: Toolbox) -> None:
@@ -90,6 +91,6 @@ async def test_long_output_is_cut_for_the_model(box: Toolbox) -> None:
 
 
 def test_format_of_an_empty_failed_result() -> None:
-    result = format_exec_result(ExecResult(ok=False, error="Exit status 1.", exit_code=1))
+    result = format_exec_result(ExecResult(ok=False, error="exit status 1", exit_code=1), kind="shell")
     assert result.content == "[error]\nExit status 1."
     assert result.is_error
