@@ -22,6 +22,9 @@ class SandboxConfig(BaseModel):
     memory: str = "1g"
     cpus: float = Field(default=1.0, gt=0)
     pids_limit: int = Field(default=256, ge=16)
+    """Processes and threads in the container. Under runsc the engine also counts gVisor's own threads (about
+    60, and about 9 more per process in the sandbox, measured with Debian's runsc), so the engine is given
+    `pids_limit * 10 + 100` there; a fork bomb then ends the whole sandbox, which is replaced."""
     workspace_size: str = "256m"
     tmp_size: str = "64m"
     network: bool = False

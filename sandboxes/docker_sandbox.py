@@ -83,6 +83,11 @@ _LOST_SUMMARY: dict[LostCause, str] = {
 }
 
 
+def _engine_pids_limit(cfg: SandboxConfig) -> int:
+    """The pids limit for the engine: gVisor runs each sandboxed process on several host threads of its own."""
+    return cfg.pids_limit * 10 + 100 if cfg.runtime == "runsc" else cfg.pids_limit
+
+
 def _base64_length(size: int) -> int:
     return 4 * ((size + 2) // 3)
 
@@ -202,7 +207,7 @@ class DockerSandbox:
             },
             "shm_size": "64m",
             "ipc_mode": "private",
-            "pids_limit": cfg.pids_limit,
+            "pids_limit": _engine_pids_limit(cfg),
             "mem_limit": cfg.memory,
             "memswap_limit": cfg.memory,
             "nano_cpus": int(cfg.cpus * 1e9),
