@@ -12,6 +12,12 @@ a table named after a command (`[run]`, `[solve]`, `[eval]`) to that command onl
     tools = "python,shell"
     max-steps = 30
 
+    [sandbox]
+    runtime = "runsc"
+
+`[sandbox]` is not a command's table: it holds sandbox settings for every command that starts sandboxes
+(`run`, `solve`, `eval`, `sandbox doctor`); its keys are the `--sandbox-*` options without the prefix.
+
 Precedence: the command line, then the environment (`QWQ_AGENT_MODEL`, `QWQ_AGENT_BASE_URL`,
 `QWQ_AGENT_MODEL_NAME`), then this file, then built-in defaults.
 """
@@ -24,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ConfigFileError", "apply_config", "find_config"]
+
+SANDBOX_TABLE = "sandbox"
+SANDBOX_SETTINGS = ("runtime",)
 
 ENV_CONFIG = "QWQ_AGENT_CONFIG"
 # The environment outranks the file for the choice of model: when any of these variables is set, the file's
@@ -64,6 +73,8 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
         raise ConfigFileError(f"cannot read the config file {path}: {exc}") from exc
     values: dict[str, Any] = {}
     for table in ("defaults", command):
+        if table == SANDBOX_TABLE:
+            continue  # sandbox settings, applied below, not the options of `qwq-agent sandbox`
         section = data.get(table, {})
         if not isinstance(section, dict):
             raise ConfigFileError(f"{path}: [{table}] must be a table of option = value")
@@ -88,4 +99,36 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
                 raise ConfigFileError(f"{path}: {dest.replace('_', '-')} = {value!r}: {exc}") from exc
         defaults[dest] = value
     parser.set_defaults(**defaults)
+    _apply_sandbox_table(parser, data.get(SANDBOX_TABLE, {}), path)
     return path
+
+
+def _parser_tree(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """`parser` and every sub-command parser below it (`sandbox doctor` is two levels down)."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += _parser_tree(child)
+    return found
+
+
+def _apply_sandbox_table(parser: argparse.ArgumentParser, table: Any, path: Path) -> None:
+    """Set the `--sandbox-*` defaults of every (sub-)parser that has them from the file's `[sandbox]`."""
+    if not isinstance(table, dict):
+        raise ConfigFileError(f"{path}: [{SANDBOX_TABLE}] must be a table of setting = value")
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in SANDBOX_SETTINGS:
+            raise ConfigFileError(
+                f"{path}: [{SANDBOX_TABLE}] has no setting {key}; settings: {', '.join(SANDBOX_SETTINGS)}"
+            )
+        dest = f"sandbox_{name}"
+        for target in _parser_tree(parser):
+            action = next((a for a in target._actions if a.dest == dest), None)
+            if action is None:
+                continue
+            if action.choices is not None and value not in action.choices:
+                choices = ", ".join(str(c) for c in action.choices)
+                raise ConfigFileError(f"{path}: [{SANDBOX_TABLE}] {key} = {value!r}: choose from {choices}")
+            target.set_defaults(**{dest: value})

@@ -28,6 +28,7 @@ from agent.evals.solve import SolveOptions, solve, solve_in_sandbox
 
 if TYPE_CHECKING:
     from agent.models.base import Model
+    from sandboxes import SandboxConfig
     from sandboxes.pool import SandboxPool
 
 __all__ = [
@@ -223,11 +224,12 @@ async def run_agent_eval(
     pool: SandboxPool | None = None,
     skip: set[tuple[str, str, str]] | None = None,
     on_row: RowCallback | None = None,
+    sandbox_config: SandboxConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Let the agent solve each problem in its own sandbox, then check its solution file in a fresh one.
 
     `pool`: where the agents' sandboxes come from (warm, each used by one run only); else each is started
-    when its problem begins.
+    when its problem begins, with `sandbox_config`.
     """
     skip = skip or set()
     rows: list[dict[str, Any]] = []
@@ -236,7 +238,9 @@ async def run_agent_eval(
         async def run() -> None:
             started = time.monotonic()
             try:
-                row = await _agent_row(problem, model_for(problem), checker, options, image, pool)
+                row = await _agent_row(
+                    problem, model_for(problem), checker, options, image, pool, sandbox_config
+                )
             except Exception as exc:
                 if _fatal(exc):
                     raise
@@ -261,9 +265,10 @@ async def _agent_row(
     options: SolveOptions,
     image: str | None,
     pool: SandboxPool | None,
+    sandbox_config: SandboxConfig | None = None,
 ) -> dict[str, Any]:
     if pool is None:
-        outcome = await solve(problem, model, options, image=image)
+        outcome = await solve(problem, model, options, image=image, config=sandbox_config)
     else:
         sandbox = await pool.aacquire()
         try:
