@@ -176,9 +176,8 @@ def _doctor(runtime: str | None = None) -> int:
         line(False, f"the sandbox runner failed: {result.error}")
         return 1
     python, _, kernel = result.stdout.strip().partition(" ")
-    line(
-        True, f"a sandbox starts ({runtime or 'default runtime'}) and runs Python {python} on kernel {kernel}"
-    )
+    where = f"runtime {runtime or 'of the engine'}, kernel {kernel}"
+    line(True, f"a sandbox starts and runs Python {python} ({where})")
     return 0 if not leftovers else 1
 
 

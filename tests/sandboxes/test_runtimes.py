@@ -78,7 +78,7 @@ def test_doctor_lists_the_runtimes_and_checks_the_one_asked_for(
         assert "apt-get install runsc" in out
     else:
         assert main(["sandbox", "doctor", "--sandbox-runtime", "runsc"]) == 0
-        assert "(runsc) and runs Python 3" in capsys.readouterr().out
+        assert "(runtime runsc, kernel 4.4.0)" in capsys.readouterr().out
     assert _doctor("nosuch") == 1
     out = capsys.readouterr().out
     assert "[!!] runtime nosuch is not registered with the engine" in out
