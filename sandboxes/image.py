@@ -95,7 +95,7 @@ def choose_method(client: Any = None) -> Literal["dockerfile", "debootstrap"]:
 
 def _deb822_sources() -> list[tuple[str, list[str]]]:
     """(URI, suites) of the enabled `deb` entries in /etc/apt/sources.list.d/*.sources."""
-    found = []
+    found: list[tuple[str, list[str]]] = []
     for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
         text = Path(path).read_text(errors="replace")
         for stanza in text.split("\n\n"):
@@ -114,7 +114,7 @@ def _deb822_sources() -> list[tuple[str, list[str]]]:
 
 def _one_line_sources() -> list[tuple[str, list[str]]]:
     """(URI, [suite]) of the `deb` lines in /etc/apt/sources.list and sources.list.d/*.list."""
-    found = []
+    found: list[tuple[str, list[str]]] = []
     for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
         try:
             lines = Path(path).read_text(errors="replace").splitlines()
