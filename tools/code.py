@@ -32,10 +32,8 @@ _NATIVE_FAULTS = {"SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT"}
 def _python_notes(result: ExecResult, timeout_s: dict[str, str], memory: str) -> list[str]:
     notes = []
     if result.timed_out or result.cancelled:
-        if result.state_lost:
-            notes.append(render_note("state_lost", **timeout_s))
-        else:
-            notes.append(render_note("python_interrupted", **timeout_s))
+        limit = timeout_s if result.timed_out else {}  # a cancelled call did not run out of time
+        notes.append(render_note("state_lost" if result.state_lost else "python_interrupted", **limit))
     elif result.crashed:
         if result.oom_killed:
             notes.append(render_note("python_out_of_memory", memory=memory))
