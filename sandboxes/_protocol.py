@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
+    "REFUSALS",
     "Answer",
     "Check",
     "ProtocolError",
@@ -200,7 +201,19 @@ def answer_spec(op: str, *, max_output: int = 0, value_limit: int = 0, max_data:
     return specs[op]
 
 
-_FAILURE: dict[str, Check] = {"error": text(_MAX_SHORT + _MAX_PATH)}
+def one_of(*values: str) -> Check:
+    def check(value: Any) -> str:
+        if value not in values:
+            raise ProtocolError("not one of the values of the protocol")
+        result: str = value
+        return result
+
+    return check
+
+
+REFUSALS = ("bad_path", "outside_workspace", "not_a_file", "too_large")
+"""Why the runner refused a file operation (`SandboxFileError.reason`)."""
+_FAILURE: dict[str, Check] = {"error": text(_MAX_SHORT + _MAX_PATH), "reason": optional(one_of(*REFUSALS))}
 
 
 def validate_answer(answer: Mapping[str, Any], spec: Mapping[str, Check]) -> Answer:

@@ -27,7 +27,6 @@ import ast
 import base64
 import builtins
 import contextlib
-import errno
 import fcntl
 import io
 import json
@@ -738,7 +737,7 @@ class Supervisor:
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
         if os.path.realpath(parent) != parent:
-            raise PermissionError(f"{req['path']}: the path leaves {WORKSPACE}")
+            raise Refused("outside_workspace", f"only files under {WORKSPACE} can be used: {parent}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(path, flags, 0o644)
         try:
@@ -757,9 +756,9 @@ class Supervisor:
             info = os.fstat(fd)
             size = info.st_size
             if not stat.S_ISREG(info.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "not a regular file", req["path"])
+                raise Refused("not_a_file", f"not a regular file: {path}")
             if size > limit:
-                raise OSError(errno.EFBIG, f"the file has {size} bytes, more than the limit of {limit}")
+                raise Refused("too_large", f"the file has {size} bytes, more than the limit of {limit}")
             chunks = []
             while True:
                 chunk = os.read(fd, CHUNK * 16)
@@ -842,19 +841,31 @@ def failure(request: dict[str, Any], exc: Exception) -> dict[str, Any]:
     """The answer to a request whose operation raised: the error in a line (paths cut, so it stays short)."""
     if isinstance(exc, OSError) and exc.strerror:
         message = f"{exc.strerror}: {cap_text(str(request.get('path', '')), MAX_PATH_IN_ERROR)}"
+    elif isinstance(exc, (OSError, Refused)):
+        message = str(exc)
     else:
-        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc)
-    return {"id": request.get("id"), "ok": False, "error": cap_text(message, MAX_ERROR)}
+        message = f"{type(exc).__name__}: {exc}"
+    reason = exc.reason if isinstance(exc, Refused) else None
+    return {"id": request.get("id"), "ok": False, "error": cap_text(message, MAX_ERROR), "reason": reason}
+
+
+class Refused(Exception):
+    """A file operation the runner will not do. `reason` names the case for the host, which words it for the
+    model (the sentences live in the host's templates; this file must stay standard-library only)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def confine(path: str) -> str:
     """An absolute path inside the workspace for `path` (relative paths start there); anything else is refused."""
     if not isinstance(path, str) or not path or "\x00" in path:
-        raise ValueError("the path must be a non-empty string")
+        raise Refused("bad_path", "the path must be a non-empty string without NUL")
     full = os.path.normpath(os.path.join(WORKSPACE, path))
     real = os.path.realpath(full)
     if real != WORKSPACE and not real.startswith(WORKSPACE + "/"):
-        raise PermissionError(errno.EACCES, f"only files under {WORKSPACE} can be used", path)
+        raise Refused("outside_workspace", f"only files under {WORKSPACE} can be used: {cap_text(path, 300)}")
     return real
 
 

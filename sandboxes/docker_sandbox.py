@@ -448,7 +448,7 @@ class DockerSandbox:
         except _Lost as lost:
             raise SandboxFileError(lost.message, lost_cause=lost.cause) from None
         if not answer["ok"]:
-            raise SandboxFileError(answer["error"] or "the file operation failed")
+            raise SandboxFileError(answer["error"] or "the file operation failed", reason=answer["reason"])
         return answer
 
     # ------------------------------------------------------------------ async

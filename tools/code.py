@@ -123,10 +123,20 @@ def format_exec_result(
     return ToolResult(content=clean_text(text), is_error=not result.ok)
 
 
-def _file_error(exc: SandboxFileError) -> ToolError:
+def _file_error(exc: SandboxFileError, path: str, limit: int) -> ToolError:
+    """What the model reads when a file operation failed: our note for our refusals, else the system's error."""
+    path = clean_text(path)
     if exc.lost_cause is not None:
         return ToolError(render_note(f"sandbox_{exc.lost_cause}"))
-    return ToolError(clean_text(str(exc)))
+    if exc.reason == "outside_workspace":
+        return ToolError(render_note("file_outside_workspace", path=path, workspace=WORKSPACE))
+    if exc.reason == "too_large":
+        return ToolError(render_note("file_too_large", path=path, limit=f"{limit:,}"))
+    if exc.reason == "not_a_file":
+        return ToolError(render_note("file_not_a_file", path=path))
+    if exc.reason == "bad_path":
+        return ToolError(render_note("file_bad_path"))
+    return ToolError(clean_text(str(exc)))  # from the file system, e.g. "No such file or directory: x"
 
 
 def code_tools(
@@ -163,14 +173,14 @@ def code_tools(
         try:
             where = await sandbox.awrite_file(path, content)
         except SandboxFileError as exc:
-            raise _file_error(exc) from None
+            raise _file_error(exc, path, cfg.max_read_bytes) from None
         return render_note("file_written", size=f"{len(content.encode('utf-8')):,}", path=where)
 
     async def read_file(path: str) -> str:
         try:
             data = await sandbox.aread_file(path)
         except SandboxFileError as exc:
-            raise _file_error(exc) from None
+            raise _file_error(exc, path, cfg.max_read_bytes) from None
         if b"\x00" in data[:8192]:
             return render_note("file_binary", path=clean_text(path), size=f"{len(data):,}")
         text = truncate_middle(data.decode("utf-8", errors="replace"), max_output_chars)

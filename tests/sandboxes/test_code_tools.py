@@ -75,7 +75,14 @@ async def test_shell_and_files(box: Toolbox) -> None:
     assert "Exit status 2." in text
     text, is_error = await call(box, "read_file", path="/etc/passwd")
     assert is_error
-    assert "only files under /workspace" in text
+    assert text == "/etc/passwd is outside /workspace: only files under /workspace can be read or written."
+    text, is_error = await call(box, "read_file", path="pkg")
+    assert is_error
+    assert text == "pkg is not a regular file (a directory?); list directories with the shell tool."
+    text, is_error = await call(box, "read_file", path="")
+    assert (text, is_error) == ("The path must be a non-empty string without NUL characters.", True)
+    text, is_error = await call(box, "read_file", path="nope.txt")
+    assert (text, is_error) == ("No such file or directory: nope.txt", True)
     await call(box, "python", code="open('b.bin', 'wb').write(bytes(100))")
     assert await call(box, "read_file", path="b.bin") == (
         "b.bin is a binary file of 100 bytes; inspect it with the python tool.",

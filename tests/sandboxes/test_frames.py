@@ -80,7 +80,13 @@ def check(body: bytes, spec: dict[str, Any] = PYTHON) -> dict[str, Any]:
 def test_a_valid_answer_passes_unchanged() -> None:
     assert check(encode(python_answer())) == python_answer()
     assert check(encode(shell_answer(exit_code=3)), SHELL)["exit_code"] == 3
-    assert check(b'{"id": 1, "ok": false, "error": "No such file"}', SPECS["read"])["error"] == "No such file"
+    failure = check(b'{"id": 1, "ok": false, "error": "No such file", "reason": null}', SPECS["read"])
+    assert failure == {"id": 1, "ok": False, "error": "No such file", "reason": None}
+    refusal = b'{"id": 1, "ok": false, "error": "only ...", "reason": "outside_workspace"}'
+    assert check(refusal, SPECS["read"])["reason"] == "outside_workspace"
+    for reason in (b'"other"', b"1", b'"' + b"x" * 100 + b'"'):
+        with pytest.raises(ProtocolError, match="reason"):
+            check(b'{"id": 1, "ok": false, "error": "e", "reason": ' + reason + b"}", SPECS["read"])
 
 
 # Values of every JSON type and size; each field of the python answer is tried with each of them.
