@@ -7,7 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ExecResult", "SandboxConfig", "signal_name"]
+__all__ = ["ExecResult", "LostCause", "SandboxConfig", "signal_name"]
+
+LostCause = Literal["unresponsive", "died", "protocol", "closed"]
+"""Why a sandbox was lost during a call (`ExecResult.lost_cause`, `SandboxFileError.lost_cause`)."""
 
 
 class SandboxConfig(BaseModel):
@@ -87,7 +90,7 @@ class ExecResult(BaseModel):
     lost_before: bool = False
     """The state had been lost before this call: the Python process had died, or (with `sandbox_replaced`)
     the container had and was replaced; the call itself ran normally in the fresh one."""
-    lost_cause: Literal["unresponsive", "died", "protocol", "closed"] | None = None
+    lost_cause: LostCause | None = None
     """Why the sandbox was lost during this call: its runner stopped answering, died, or sent something that is
     not the protocol (all three: the container was replaced), or the sandbox was closed meanwhile."""
 

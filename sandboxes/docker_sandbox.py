@@ -22,12 +22,12 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from sandboxes._channel import DEFAULT_MAX_FRAME, Channel, ChannelClosed, ChannelTimeout
 from sandboxes._engine import get_client, owner_labels, remove_container, remove_dead_leftovers
 from sandboxes._protocol import Answer, Check, ProtocolError, answer_spec, clean_text, validate_answer
-from sandboxes.config import ExecResult, SandboxConfig, signal_name
+from sandboxes.config import ExecResult, LostCause, SandboxConfig, signal_name
 from sandboxes.errors import (
     DockerUnavailableError,
     ImageNotFoundError,
@@ -72,7 +72,6 @@ class _Lost(Exception):
         super().__init__(self.message)
 
 
-LostCause = Literal["unresponsive", "died", "protocol", "closed"]
 # For developers (`ExecResult.error`, `SandboxFileError`); the model reads the notes tools.code renders instead.
 _LOST_SUMMARY: dict[LostCause, str] = {
     "unresponsive": "the sandbox stopped responding and was replaced: variables and files were lost",
