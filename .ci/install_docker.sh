@@ -108,8 +108,9 @@ if docker info >/dev/null 2>&1; then
     if [ -n "$changed" ] || ! runsc_registered; then
         pid="$(dockerd_pid)"
         if [ -z "$pid" ]; then
-            echo "runsc is in $DAEMON_JSON but dockerd's pid is unknown: restart the engine to load it" >&2
-            exit 1
+            # A remote engine (DOCKER_HOST) or one this script cannot signal: the runsc tests will skip, saying so.
+            echo "warning: runsc is in $DAEMON_JSON but no local dockerd to reload; restart the engine to load it" >&2
+            exit 0
         fi
         echo "asking dockerd (pid $pid) to reload its runtimes (SIGHUP)"
         $SUDO kill -HUP "$pid"
