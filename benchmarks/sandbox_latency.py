@@ -1,11 +1,14 @@
 """Sandbox latency: a warm call over the attached runner vs `docker exec` vs `docker run --rm`, all in one run.
 
-Also measures cold start (create + runner ready), acquiring from a warm `SandboxPool`, and throughput of trivial
-calls over 8 concurrent sandboxes. Needs the engine and the image (`qwq-agent sandbox build`).
+Also measures cold start (create + runner ready), acquiring from a warm `SandboxPool`, throughput of trivial
+calls over 8 concurrent sandboxes, and the runtimes side by side: warm calls and cold starts under gVisor's
+runsc against runc (skipped, saying so, when the engine has no runsc). Needs the engine and the image
+(`qwq-agent sandbox build`).
 
-    python benchmarks/sandbox_latency.py [--calls 500] [--exec-calls 30] [--run-calls 8]
+    python benchmarks/sandbox_latency.py [--calls 500] [--exec-calls 30] [--run-calls 8] [--runtimes runc,runsc]
 
 Targets (issue 3): warm p50 < 5 ms and >= 20x faster than exec; pool acquire < 20 ms.
+Target (issue 9): runsc warm p50 < 10 ms.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sandboxes import DockerSandbox, SandboxPool
+from sandboxes import DockerSandbox, SandboxConfig, SandboxPool
 from sandboxes._engine import get_client
 from sandboxes.image import DEFAULT_IMAGE, image_exists
 
@@ -47,6 +50,49 @@ def _row(name: str, samples: list[float]) -> tuple[str, float]:
         f"min={min(samples):8.2f} ms"
     )
     return name, p50
+
+
+def _runtime_figures(image: str, runtime: str, calls: int, cold: int) -> dict[str, list[float]]:
+    """Warm python and shell round trips and cold starts under one runtime (milliseconds)."""
+    config = SandboxConfig(runtime=runtime)
+    figures: dict[str, list[float]] = {}
+    cold_samples = []
+    for _ in range(cold):
+        start = time.perf_counter()
+        sandbox = DockerSandbox(image, config=config).start()
+        cold_samples.append((time.perf_counter() - start) * 1000)
+        sandbox.close()
+    with DockerSandbox(image, config=config) as sb:
+        for _ in range(20):
+            sb.run_python("print(1)")
+        figures["warm run_python('print(1)')"] = _time(lambda: sb.run_python("print(1)"), calls)
+        figures["warm run_shell('echo 1')"] = _time(lambda: sb.run_shell("echo 1"), max(calls // 5, 20))
+        figures["write_file + read_file (1 KiB)"] = _time(
+            lambda: sb.read_file(sb.write_file("f.txt", "x" * 1024)), max(calls // 5, 20)
+        )
+    figures["cold start (create + attach + start + ready)"] = cold_samples
+    return figures
+
+
+def _compare_runtimes(image: str, runtimes: list[str], calls: int, cold: int) -> dict[str, float]:
+    """Print each runtime's figures beside the first's (the baseline, measured in the same run)."""
+    print(f"\nruntimes side by side (baseline {runtimes[0]}; ratio = other / baseline)")
+    results = {runtime: _runtime_figures(image, runtime, calls, cold) for runtime in runtimes}
+    base = results[runtimes[0]]
+    header = "".join(f"{r + ' p50':>12}{r + ' p99':>12}" for r in runtimes)
+    ratios = "".join(f"{'p50 ' + r + '/' + runtimes[0]:>18}" for r in runtimes[1:])
+    print(f"  {'':<46}{header}{ratios}")
+    for name in base:
+        cells = "".join(
+            f"{statistics.median(results[r][name]):9.2f} ms{_pct(results[r][name], 0.99):9.2f} ms"
+            for r in runtimes
+        )
+        ratio = "".join(
+            f"{statistics.median(results[r][name]) / statistics.median(base[name]):17.1f}x"
+            for r in runtimes[1:]
+        )
+        print(f"  {name:<46}{cells}{ratio}")
+    return {r: statistics.median(results[r]["warm run_python('print(1)')"]) for r in runtimes}
 
 
 async def _throughput(image: str, sandboxes: int, seconds: float) -> tuple[int, float]:
@@ -79,6 +125,11 @@ def main() -> int:
     parser.add_argument("--run-calls", type=int, default=8, help="docker run --rm calls to time")
     parser.add_argument("--cold", type=int, default=5, help="cold starts to time")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of the throughput test")
+    parser.add_argument(
+        "--runtimes",
+        default="runc,runsc",
+        help="runtimes to compare, the first is the baseline (default: runc,runsc); '' skips the comparison",
+    )
     args = parser.parse_args()
 
     client = get_client()
@@ -148,6 +199,20 @@ def main() -> int:
         f"  warm p50 {warm[1]:.2f} ms (target < 5 ms); pool acquire p50 {acquire[1]:.3f} ms (target < 20 ms); "
         f"cold start p50 {cold[1]:.0f} ms"
     )
+
+    wanted = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    registered = set(client.info().get("Runtimes") or {})
+    missing = [r for r in wanted if r not in registered]
+    if missing:
+        print(
+            f"\nruntimes {', '.join(missing)} not registered with the engine: not compared "
+            "(`bash .ci/install_docker.sh` registers runsc)"
+        )
+    runtimes = [r for r in wanted if r in registered]
+    if len(runtimes) >= 1:
+        warm_by_runtime = _compare_runtimes(image, runtimes, args.calls, args.cold)
+        if "runsc" in warm_by_runtime:
+            print(f"  runsc warm p50 {warm_by_runtime['runsc']:.2f} ms (target < 10 ms)")
     return 0
 
 

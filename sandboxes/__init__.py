@@ -2,9 +2,11 @@
 
 `DockerSandbox` (one container per run: persistent Python namespace, shell, files), `SandboxPool` (warm
 containers), `SandboxConfig` (every limit, safe defaults), `ExecResult`; `sandboxes.image` builds the image.
+`clean_text` makes text from a sandbox safe to encode (lone surrogates become U+FFFD).
 Importing this package does not import the Docker SDK or contact the engine.
 """
 
+from sandboxes._protocol import clean_text
 from sandboxes.config import ExecResult, SandboxConfig
 from sandboxes.docker_sandbox import WORKSPACE, DockerSandbox
 from sandboxes.errors import (
@@ -31,4 +33,5 @@ __all__ = [
     "SandboxFileError",
     "SandboxPool",
     "SandboxStartError",
+    "clean_text",
 ]

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any
 
+from sandboxes._protocol import ProtocolError, decode_frame
+
 __all__ = ["DEFAULT_MAX_FRAME", "Channel", "ChannelClosed", "ChannelTimeout", "ProtocolError"]
 
 _FRAME = struct.Struct(">I")
@@ -29,10 +31,6 @@ class ChannelClosed(Exception):
 
 class ChannelTimeout(Exception):
     """No complete frame arrived before the deadline."""
-
-
-class ProtocolError(Exception):
-    """The bytes from the container are not frames of our protocol (a broken or tampered-with runner)."""
 
 
 class Channel:
@@ -109,13 +107,7 @@ class Channel:
             return None
         body = bytes(self._stdout[_FRAME.size : _FRAME.size + size])
         del self._stdout[: _FRAME.size + size]
-        try:
-            message = json.loads(body)
-        except ValueError as exc:
-            raise ProtocolError(f"a frame is not JSON: {exc}") from exc
-        if not isinstance(message, dict):
-            raise ProtocolError("a frame is not a JSON object")
-        return message
+        return decode_frame(body)
 
     def close(self) -> None:
         self.closed = True

@@ -27,7 +27,6 @@ import ast
 import base64
 import builtins
 import contextlib
-import errno
 import fcntl
 import io
 import json
@@ -47,6 +46,9 @@ WORKSPACE = "/workspace"
 HEADER = struct.Struct(">I")
 MAX_FRAME = 512 * 1024 * 1024
 CHUNK = 65536
+# Error messages are cut to this many characters (a path in them to the second): the host refuses longer ones.
+MAX_ERROR = 2000
+MAX_PATH_IN_ERROR = 300
 # After SIGINT, how long a cell may take to unwind (finally blocks, KeyboardInterrupt handlers) before SIGKILL.
 INTERRUPT_GRACE_S = 1.0
 
@@ -357,8 +359,8 @@ def text_stream(fd: int) -> Any:
     return open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
 
 
-def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
-    """The worker's loop: read a cell, run it in the persistent namespace, answer; never returns."""
+def worker_setup(out_w: int, err_w: int) -> None:
+    """A fresh worker's signals (Ctrl-C raises KeyboardInterrupt again) and its stdin, stdout and stderr."""
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -371,6 +373,11 @@ def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
     os.close(out_w)
     os.close(err_w)
     child_setup()
+
+
+def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
+    """The worker's loop: read a cell, run it in the persistent namespace, answer; never returns."""
+    worker_setup(out_w, err_w)
     me = os.getpid()
 
     def streams() -> None:
@@ -449,10 +456,7 @@ def run_cell(namespace: dict[str, Any], code: str, cell: int, value_limit: int) 
         text = repr(value)
     except BaseException as exc:
         text = f"<repr failed: {type(exc).__name__}: {exc}>"
-    if len(text) > value_limit:
-        half = value_limit // 2
-        text = f"{text[:half]}\n[... {len(text) - 2 * half} characters omitted ...]\n{text[-half:]}"
-    return {"error": None, "traceback": None, "value": text}
+    return {"error": None, "traceback": None, "value": cap_text(text, value_limit)}
 
 
 # ---------------------------------------------------------------------------------------------- the supervisor
@@ -460,6 +464,94 @@ def run_cell(namespace: dict[str, Any], code: str, cell: int, value_limit: int) 
 
 class Cancelled(Exception):
     """The host asked to stop the running call."""
+
+
+def cap_text(text: str, limit: int) -> str:
+    """`text`, or its head and tail around a note of how much was cut when it is longer than `limit`."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters omitted ...]\n{text[len(text) - half :]}"
+
+
+def as_text(value: Any, limit: int) -> str | None:
+    """A field of the worker's answer as the host expects it: None, or a string of about `limit` characters."""
+    if value is None:
+        return None
+    return cap_text(value if isinstance(value, str) else repr(value), limit)
+
+
+def read_worker_result(fd: int) -> Any:
+    """The worker's answer; None if it is not a frame (the worker died mid-write, or the cell forged one)."""
+    try:
+        return read_frame(fd)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+class Cell:
+    """One Python cell running in the worker: its deadline, its interruption, and what came back."""
+
+    def __init__(self, supervisor: Supervisor, worker: Worker, timeout: float, max_output: int) -> None:
+        self.supervisor = supervisor
+        self.worker = worker
+        self.deadline = time.monotonic() + timeout
+        self.out, self.err = Capture(max_output), Capture(max_output)
+        self.interrupted_at: float | None = None
+        self.timed_out = self.cancelled = self.died = False
+        self.result: Any = None
+
+    def wait(self) -> None:
+        """Until the worker answers or dies; at the deadline or on cancel it is interrupted, after a grace killed."""
+        while True:
+            now = time.monotonic()
+            if self.interrupted_at is None:
+                self.timed_out = self.timed_out or now >= self.deadline
+                if self.timed_out or self.cancelled:
+                    now = self.interrupt()
+            elif now >= self.interrupted_at + INTERRUPT_GRACE_S:
+                self.died = True
+                return
+            end = self.deadline if self.interrupted_at is None else self.interrupted_at + INTERRUPT_GRACE_S
+            if self.poll(max(end - now, 0)):
+                return
+
+    def interrupt(self) -> float:
+        """KeyboardInterrupt in the worker; returns when that was sent."""
+        pid = self.worker.pid
+        # First everything the cell started (a fork bomb's copies would starve the worker of CPU while it
+        # unwinds), then the worker itself. Freezing the group first stops them forking while they are killed.
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGSTOP)
+        sweep({pid})
+        self.interrupted_at = time.monotonic()
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGINT)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
+        return self.interrupted_at
+
+    def poll(self, wait: float) -> bool:
+        """Handle what becomes ready within `wait` seconds; True once the cell is over (answered or died)."""
+        sup, worker = self.supervisor, self.worker
+        fds = [sup.proto_in, worker.res_r, worker.out_r, worker.err_r, sup.wake_r]
+        ready, _, _ = select.select(fds, [], [], wait)
+        if sup.wake_r in ready:
+            sup.clear_wakeups()
+        if worker.out_r in ready:
+            drain(worker.out_r, self.out)
+        if worker.err_r in ready:
+            drain(worker.err_r, self.err)
+        if sup.proto_in in ready and sup.host_cancelled():
+            self.cancelled = True
+        if worker.res_r in ready:
+            self.result = read_worker_result(worker.res_r)
+            self.died = self.result is None
+            return True
+        if sup.wake_r in ready and not worker.alive():
+            self.died = True
+            return True
+        return False
 
 
 class Supervisor:
@@ -509,107 +601,68 @@ class Supervisor:
 
     # -- operations
 
+    def host_cancelled(self) -> bool:
+        """Read the frame the host sent during a call; True if it asks to cancel the call."""
+        try:
+            self.host_message()
+        except Cancelled:
+            return True
+        return False
+
+    def ready_worker(self) -> tuple[Worker, bool]:
+        """The live worker, forking a fresh one if it died between calls (then True: the state was lost)."""
+        worker = self.worker
+        if worker is not None and worker.alive():
+            return worker, False
+        if worker is not None:
+            worker.kill()
+        return self.new_worker(), worker is not None
+
+    def finish_cell(self, cell: Cell) -> tuple[bool, int | None, int | None]:
+        """After a cell: (state lost, exit code, signal). A dead worker is collected and a fresh one forked."""
+        worker = cell.worker
+        drain(worker.out_r, cell.out)
+        drain(worker.err_r, cell.err)
+        if not cell.died and worker.alive():
+            sweep({worker.pid})
+            return False, None, None
+        worker.kill()  # collects it if needed and closes its pipes
+        exit_code, exit_signal = describe_status(worker.status or 0)
+        if cell.interrupted_at is not None and exit_signal == signal.SIGKILL and cell.result is None:
+            exit_signal = None  # we killed it ourselves: not a crash
+        fresh = self.new_worker()
+        sweep({fresh.pid})
+        return True, exit_code, exit_signal
+
     def op_python(self, req: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
-        timeout = float(req.get("timeout", 30.0))
-        out, err = Capture(int(req["max_output"])), Capture(int(req["max_output"]))
-        notes = []
-        worker = self.worker
-        if worker is None or not worker.alive():
-            if worker is not None:
-                worker.kill()
-                notes.append("state_lost_before")
-            worker = self.new_worker()
+        max_output, value_limit = int(req["max_output"]), int(req["value_limit"])
+        worker, lost_before = self.ready_worker()
         self.cell += 1
         ooms_before = oom_kills()
-        write_frame(worker.req_w, {"code": req["code"], "cell": self.cell, "value_limit": req["value_limit"]})
-        deadline = started + timeout
-        interrupted_at: float | None = None
-        timed_out = cancelled = False
-        result: Any = None
-        died = False
-        while True:
-            now = time.monotonic()
-            if interrupted_at is None and now >= deadline:
-                timed_out = True
-            if (timed_out or cancelled) and interrupted_at is None:
-                # First everything the cell started (a fork bomb's copies would starve the worker of CPU
-                # while it unwinds), then interrupt the worker itself.
-                # Freezing the group first stops them forking while they are killed.
-                with contextlib.suppress(OSError):
-                    os.killpg(worker.pid, signal.SIGSTOP)
-                sweep({worker.pid})
-                now = interrupted_at = time.monotonic()
-                with contextlib.suppress(OSError):
-                    os.kill(worker.pid, signal.SIGINT)
-                with contextlib.suppress(OSError):
-                    os.kill(worker.pid, signal.SIGCONT)
-            if interrupted_at is not None and now >= interrupted_at + INTERRUPT_GRACE_S:
-                died = True
-                break
-            wait = (interrupted_at + INTERRUPT_GRACE_S if interrupted_at is not None else deadline) - now
-            ready, _, _ = select.select(
-                [self.proto_in, worker.res_r, worker.out_r, worker.err_r, self.wake_r], [], [], max(wait, 0)
-            )
-            if self.wake_r in ready:
-                self.clear_wakeups()
-            if worker.out_r in ready:
-                drain(worker.out_r, out)
-            if worker.err_r in ready:
-                drain(worker.err_r, err)
-            if self.proto_in in ready:
-                try:
-                    self.host_message()
-                except Cancelled:
-                    cancelled = True
-            if worker.res_r in ready:
-                try:
-                    result = read_frame(worker.res_r)
-                except (ValueError, UnicodeDecodeError):
-                    result = None
-                if result is None:
-                    died = True
-                break
-            if self.wake_r in ready and not worker.alive():
-                died = True
-                break
-        drain(worker.out_r, out)
-        drain(worker.err_r, err)
-        state_lost = False
-        exit_code: int | None = None
-        exit_signal: int | None = None
-        if died or not worker.alive():
-            if worker.status is None:
-                worker.kill()
-            else:
-                worker.kill()  # closes its pipes; the process is already collected
-            exit_code, exit_signal = describe_status(worker.status or 0)
-            if interrupted_at is not None and exit_signal == signal.SIGKILL and result is None:
-                exit_signal = None  # we killed it ourselves: not a crash
-            state_lost = True
-            self.new_worker()
-            sweep({self.worker.pid} if self.worker else set())
-        else:
-            sweep({worker.pid})
-        result = result if isinstance(result, dict) else {}
-        ooms = oom_kills() - ooms_before
+        write_frame(worker.req_w, {"code": req["code"], "cell": self.cell, "value_limit": value_limit})
+        cell = Cell(self, worker, float(req.get("timeout", 30.0)), max_output)
+        cell.wait()
+        state_lost, exit_code, exit_signal = self.finish_cell(cell)
+        # The worker runs the model's code, which can write an answer of its own: take nothing in it on trust.
+        result = cell.result if isinstance(cell.result, dict) else {}
         return {
-            "stdout": out.text(),
-            "stderr": err.text(),
-            "stdout_bytes": out.total,
-            "stderr_bytes": err.total,
-            "truncated": out.truncated or err.truncated,
-            "value": result.get("value"),
-            "error": result.get("error"),
-            "traceback": result.get("traceback"),
-            "timed_out": timed_out,
-            "cancelled": cancelled,
-            "state_lost": state_lost or "state_lost_before" in notes,
-            "lost_before": "state_lost_before" in notes,
-            "crashed": state_lost and interrupted_at is None,
-            "exit_code": exit_code if state_lost else None,
-            "signal": exit_signal if state_lost else None,
-            "oom_killed": ooms > 0,
+            "stdout": cell.out.text(),
+            "stderr": cell.err.text(),
+            "stdout_bytes": cell.out.total,
+            "stderr_bytes": cell.err.total,
+            "truncated": cell.out.truncated or cell.err.truncated,
+            "value": as_text(result.get("value"), value_limit),
+            "error": as_text(result.get("error"), max_output),
+            "traceback": as_text(result.get("traceback"), max_output),
+            "timed_out": cell.timed_out,
+            "cancelled": cell.cancelled,
+            "state_lost": state_lost or lost_before,
+            "lost_before": lost_before,
+            "crashed": state_lost and cell.interrupted_at is None,
+            "exit_code": exit_code,
+            "signal": exit_signal,
+            "oom_killed": oom_kills() > ooms_before,
             "duration_s": time.monotonic() - started,
         }
 
@@ -629,8 +682,8 @@ class Supervisor:
                 start_new_session=True,
                 preexec_fn=child_setup,
             )
-        except OSError as exc:
-            return {"error": f"could not start {shell}: {exc}", "duration_s": time.monotonic() - started}
+        except (OSError, ValueError) as exc:  # ValueError: a command that cannot be encoded (lone surrogates)
+            return shell_answer(out, err, error=f"could not start {shell}: {exc}", started=started)
         assert proc.stdout is not None
         assert proc.stderr is not None
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
@@ -667,19 +720,16 @@ class Supervisor:
         proc.stderr.close()
         sweep({self.worker.pid} if self.worker is not None and self.worker.alive() else set())
         killed = timed_out or cancelled
-        return {
-            "stdout": out.text(),
-            "stderr": err.text(),
-            "stdout_bytes": out.total,
-            "stderr_bytes": err.total,
-            "truncated": out.truncated or err.truncated,
-            "exit_code": None if killed or code < 0 else code,
-            "signal": -code if code < 0 and not killed else None,
-            "timed_out": timed_out,
-            "cancelled": cancelled,
-            "oom_killed": oom_kills() > ooms_before,
-            "duration_s": time.monotonic() - started,
-        }
+        return shell_answer(
+            out,
+            err,
+            started=started,
+            exit_code=None if killed or code < 0 else code,
+            exit_signal=-code if code < 0 and not killed else None,
+            timed_out=timed_out,
+            cancelled=cancelled,
+            oom_killed=oom_kills() > ooms_before,
+        )
 
     def op_write(self, req: dict[str, Any]) -> dict[str, Any]:
         path = confine(req["path"])
@@ -687,7 +737,7 @@ class Supervisor:
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
         if os.path.realpath(parent) != parent:
-            raise PermissionError(f"{req['path']}: the path leaves {WORKSPACE}")
+            raise Refused("outside_workspace", f"only files under {WORKSPACE} can be used: {parent}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(path, flags, 0o644)
         try:
@@ -706,9 +756,9 @@ class Supervisor:
             info = os.fstat(fd)
             size = info.st_size
             if not stat.S_ISREG(info.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "not a regular file", req["path"])
+                raise Refused("not_a_file", f"not a regular file: {path}")
             if size > limit:
-                raise OSError(errno.EFBIG, f"the file has {size} bytes, more than the limit of {limit}")
+                raise Refused("too_large", f"the file has {size} bytes, more than the limit of {limit}")
             chunks = []
             while True:
                 chunk = os.read(fd, CHUNK * 16)
@@ -736,7 +786,7 @@ class Supervisor:
         while True:
             try:
                 request = self.pending.pop(0) if self.pending else read_frame(self.proto_in)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
                 request = None
             if request is None:
                 self.shutdown()
@@ -749,31 +799,73 @@ class Supervisor:
                 self.shutdown()
             handler = getattr(self, f"op_{op}", None)
             response: dict[str, Any]
-            if handler is None:
-                response = {"id": request.get("id"), "ok": False, "error": f"unknown op {op!r}"}
-            else:
-                try:
-                    response = dict(handler(request), id=request.get("id"), ok=True)
-                except OSError as exc:
-                    message = f"{exc.strerror or exc}: {req_path(request)}" if exc.strerror else str(exc)
-                    response = {"id": request.get("id"), "ok": False, "error": message}
-                except Exception as exc:
-                    response = {"id": request.get("id"), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            try:
+                if handler is None:
+                    raise ValueError(f"unknown op {str(op)[:100]!r}")
+                response = dict(handler(request), id=request.get("id"), ok=True)
+            except Exception as exc:
+                response = failure(request, exc)
             write_frame(self.proto_out, response)
 
 
-def req_path(request: dict[str, Any]) -> str:
-    return str(request.get("path", ""))
+def shell_answer(
+    out: Capture,
+    err: Capture,
+    *,
+    started: float,
+    error: str | None = None,
+    exit_code: int | None = None,
+    exit_signal: int | None = None,
+    timed_out: bool = False,
+    cancelled: bool = False,
+    oom_killed: bool = False,
+) -> dict[str, Any]:
+    """The answer to a shell call: always the same fields, which the host checks one by one."""
+    return {
+        "stdout": out.text(),
+        "stderr": err.text(),
+        "stdout_bytes": out.total,
+        "stderr_bytes": err.total,
+        "truncated": out.truncated or err.truncated,
+        "error": error,
+        "exit_code": exit_code,
+        "signal": exit_signal,
+        "timed_out": timed_out,
+        "cancelled": cancelled,
+        "oom_killed": oom_killed,
+        "duration_s": time.monotonic() - started,
+    }
+
+
+def failure(request: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    """The answer to a request whose operation raised: the error in a line (paths cut, so it stays short)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        message = f"{exc.strerror}: {cap_text(str(request.get('path', '')), MAX_PATH_IN_ERROR)}"
+    elif isinstance(exc, (OSError, Refused)):
+        message = str(exc)
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    reason = exc.reason if isinstance(exc, Refused) else None
+    return {"id": request.get("id"), "ok": False, "error": cap_text(message, MAX_ERROR), "reason": reason}
+
+
+class Refused(Exception):
+    """A file operation the runner will not do. `reason` names the case for the host, which words it for the
+    model (the sentences live in the host's templates; this file must stay standard-library only)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def confine(path: str) -> str:
     """An absolute path inside the workspace for `path` (relative paths start there); anything else is refused."""
     if not isinstance(path, str) or not path or "\x00" in path:
-        raise ValueError("the path must be a non-empty string")
+        raise Refused("bad_path", "the path must be a non-empty string without NUL")
     full = os.path.normpath(os.path.join(WORKSPACE, path))
     real = os.path.realpath(full)
     if real != WORKSPACE and not real.startswith(WORKSPACE + "/"):
-        raise PermissionError(errno.EACCES, f"only files under {WORKSPACE} can be used", path)
+        raise Refused("outside_workspace", f"only files under {WORKSPACE} can be used: {cap_text(path, 300)}")
     return real
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import signal as _signal
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ExecResult", "SandboxConfig"]
+__all__ = ["ExecResult", "LostCause", "SandboxConfig", "signal_name"]
+
+LostCause = Literal["unresponsive", "died", "protocol", "closed"]
+"""Why a sandbox was lost during a call (`ExecResult.lost_cause`, `SandboxFileError.lost_cause`)."""
 
 
 class SandboxConfig(BaseModel):
@@ -19,6 +25,9 @@ class SandboxConfig(BaseModel):
     memory: str = "1g"
     cpus: float = Field(default=1.0, gt=0)
     pids_limit: int = Field(default=256, ge=16)
+    """Processes and threads in the container. Under runsc the engine also counts gVisor's own threads (about
+    60, and about 9 more per process in the sandbox, measured with Debian's runsc), so the engine is given
+    `pids_limit * 10 + 100` there; a fork bomb then ends the whole sandbox, which is replaced."""
     workspace_size: str = "256m"
     tmp_size: str = "64m"
     network: bool = False
@@ -41,6 +50,10 @@ class SandboxConfig(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     log_driver: str = "none"
     """The runner's protocol goes over stdout, which Docker would otherwise also write to disk as logs."""
+    runtime: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """The engine's OCI runtime: None for the engine's default (normally `runc`), or a runtime registered with
+    the engine, such as `"runsc"` (gVisor: the code talks to a kernel in user space, not to the host's).
+    `qwq-agent sandbox doctor` lists the runtimes the engine has; docs/security.md says when to choose runsc."""
 
 
 class ExecResult(BaseModel):
@@ -70,3 +83,26 @@ class ExecResult(BaseModel):
     stderr_bytes: int = 0
     oom_killed: bool = False
     cancelled: bool = False
+    signal: int | None = None
+    """The signal that ended the Python process (`crashed`) or the shell command, when one did."""
+    crashed: bool = False
+    """The Python process died during the call (os._exit, a signal, out of memory) and was restarted."""
+    lost_before: bool = False
+    """The state had been lost before this call: the Python process had died, or (with `sandbox_replaced`)
+    the container had and was replaced; the call itself ran normally in the fresh one."""
+    lost_cause: LostCause | None = None
+    """Why the sandbox was lost during this call: its runner stopped answering, died, or sent something that is
+    not the protocol (all three: the container was replaced), or the sandbox was closed meanwhile."""
+
+    @property
+    def signal_name(self) -> str | None:
+        """`signal` by name ("SIGSEGV"), or None."""
+        return None if self.signal is None else signal_name(self.signal)
+
+
+def signal_name(number: int) -> str:
+    """ "SIGKILL" for 9; "signal 99" for a number this platform has no name for."""
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -16,7 +16,6 @@ import concurrent.futures
 import contextlib
 import itertools
 import secrets
-import signal
 import threading
 import time
 import weakref
@@ -25,9 +24,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sandboxes._channel import DEFAULT_MAX_FRAME, Channel, ChannelClosed, ChannelTimeout, ProtocolError
+from sandboxes._channel import DEFAULT_MAX_FRAME, Channel, ChannelClosed, ChannelTimeout
 from sandboxes._engine import get_client, owner_labels, remove_container, remove_dead_leftovers
-from sandboxes.config import ExecResult, SandboxConfig
+from sandboxes._protocol import Answer, Check, ProtocolError, answer_spec, clean_text, validate_answer
+from sandboxes.config import ExecResult, LostCause, SandboxConfig, signal_name
 from sandboxes.errors import (
     DockerUnavailableError,
     ImageNotFoundError,
@@ -45,6 +45,7 @@ _RUNNER_PATH = Path(__file__).with_name("_runner.py")
 _runner_source: str | None = None
 _LIVE: weakref.WeakSet[DockerSandbox] = weakref.WeakSet()
 _ids = itertools.count(1)
+_PING = answer_spec("ping")
 
 
 def _runner() -> str:
@@ -63,37 +64,31 @@ def _close_all() -> None:
 
 
 class _Lost(Exception):
-    """The container had to be replaced during a call."""
+    """The call's sandbox was lost: replaced after its runner hung, died or broke the protocol, or closed."""
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.timed_out = timed_out
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+    def __init__(self, cause: LostCause, detail: str = "") -> None:
+        self.cause = cause
+        self.message = _LOST_SUMMARY[cause] + (f" ({detail})" if detail else "")
+        super().__init__(self.message)
 
 
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ProtocolError("expected a string in the runner's answer")
-    return value
+# For developers (`ExecResult.error`, `SandboxFileError`); the model reads the notes tools.code renders instead.
+_LOST_SUMMARY: dict[LostCause, str] = {
+    "unresponsive": "the sandbox stopped responding and was replaced: variables and files were lost",
+    "died": "the sandbox's supervisor died and the sandbox was replaced: variables and files were lost",
+    "protocol": "the sandbox's runner sent data that is not its protocol and the sandbox was replaced: "
+    "variables and files were lost",
+    "closed": "the sandbox was closed while the call was running",
+}
 
 
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else _str(value)
+def _engine_pids_limit(cfg: SandboxConfig) -> int:
+    """The pids limit for the engine: gVisor runs each sandboxed process on several host threads of its own."""
+    return cfg.pids_limit * 10 + 100 if cfg.runtime == "runsc" else cfg.pids_limit
 
 
-def _int(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError("expected an integer in the runner's answer")
-    return value
+def _base64_length(size: int) -> int:
+    return 4 * ((size + 2) // 3)
 
 
 class DockerSandbox:
@@ -211,7 +206,7 @@ class DockerSandbox:
             },
             "shm_size": "64m",
             "ipc_mode": "private",
-            "pids_limit": cfg.pids_limit,
+            "pids_limit": _engine_pids_limit(cfg),
             "mem_limit": cfg.memory,
             "memswap_limit": cfg.memory,
             "nano_cpus": int(cfg.cpus * 1e9),
@@ -220,6 +215,8 @@ class DockerSandbox:
             "ulimits": [Ulimit(name="core", soft=0, hard=0), Ulimit(name="nofile", soft=1024, hard=1024)],
             "log_config": LogConfig(type=cfg.log_driver),
         }
+        if cfg.runtime is not None:
+            host_config["runtime"] = cfg.runtime
         return {
             "name": f"qwq-sandbox-{secrets.token_hex(6)}",
             "command": ["python3", "-I", "-c", _runner()],
@@ -257,9 +254,9 @@ class DockerSandbox:
             channel = Channel(attached, max_frame=max_frame)
             client.api.start(container)
             channel.send({"op": "ping", "id": 0})
-            answer = channel.recv(time.monotonic() + self.config.start_timeout)
-            if answer.get("ok") is not True:
-                raise SandboxStartError(f"the runner did not start: {answer.get('error')}")
+            answer = validate_answer(channel.recv(time.monotonic() + self.config.start_timeout), _PING)
+            if not answer["ok"]:
+                raise SandboxStartError(f"the runner did not start: {answer['error']}")
         except BaseException as exc:
             if channel is not None:
                 channel.close()
@@ -286,6 +283,19 @@ class DockerSandbox:
             )
         if isinstance(exc, DockerUnavailableError):
             return exc
+        runtime = self.config.runtime
+        if runtime is not None and "runtime" in str(exc).lower():
+            install = (
+                "install gVisor (Debian: `apt-get install runsc`) and register it in /etc/docker/daemon.json "
+                '(`"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]}}`), '
+                "then reload the engine (`kill -HUP $(pidof dockerd)`); "
+                if runtime == "runsc"
+                else ""
+            )
+            return SandboxStartError(
+                f"The Docker engine has no runtime {runtime!r} ({exc}): {install}"
+                "`qwq-agent sandbox doctor` lists the runtimes the engine has."
+            )
         return SandboxStartError(f"Docker could not create the sandbox container: {exc}")
 
     def _drop_container(self) -> None:
@@ -308,53 +318,55 @@ class DockerSandbox:
 
     # ------------------------------------------------------------------ calls
 
-    def _call(self, request: dict[str, Any], wait_s: float) -> dict[str, Any]:
-        """Send one request and return its answer; raises `_Lost` after replacing a dead or hung container."""
+    def _call(self, request: dict[str, Any], wait_s: float, spec: dict[str, Check]) -> tuple[Answer, bool]:
+        """Send one request; returns its checked answer and whether the container was replaced before it ran.
+
+        Raises `_Lost` after replacing a container whose runner hung, died or answered anything but an answer
+        of `spec` (a runner failing a `python` or `shell` call counts as broken too).
+        """
         with self._lock:
             if self._container is None:
                 self.start()
-            channel = self._channel
-            assert channel is not None
             request = {**request, "id": next(_ids)}
-            try:
-                channel.send(request)
-            except ChannelClosed:
-                # Died between calls, so this request never ran: replace and send it once more.
-                self._replace()
-                channel = self._channel
-                assert channel is not None
-                channel.send(request)
-                request["_lost_before"] = True
+            channel, replaced_before = self._send(request)
             try:
                 answer = self._answer_to(channel, request["id"], time.monotonic() + wait_s)
+                answer = validate_answer(answer, spec)
+                if not answer["ok"] and request["op"] in ("python", "shell"):
+                    raise ProtocolError(f"the runner failed: {answer['error'][:300]}")
             except KeyboardInterrupt:
                 # Ctrl-C on the host: stop the code in the sandbox too; its late answer is skipped next time.
                 self.cancel()
                 raise
             except ChannelTimeout:
                 self._replace()
-                raise _Lost(
-                    "The sandbox stopped responding and was replaced by a fresh one: "
-                    "all variables and files were lost.",
-                    timed_out=True,
-                ) from None
+                raise _Lost("unresponsive") from None
             except (ChannelClosed, ProtocolError) as exc:
                 if self._closed:
-                    raise _Lost("The sandbox was closed while the call was running.") from None
+                    raise _Lost("closed") from None
                 self._replace()
-                cause = (
-                    "sent data that is not its protocol (was its output written to?)"
-                    if isinstance(exc, ProtocolError)
-                    else "process died (was it killed?)"
-                )
-                raise _Lost(
-                    f"The sandbox's supervisor {cause} and the sandbox was replaced by a fresh one: "
-                    f"all variables and files were lost. ({exc})"
-                ) from None
-            if request.get("_lost_before"):
-                answer["lost_before"] = True
-                answer["replaced_before"] = True
-            return answer
+                raise _Lost("protocol" if isinstance(exc, ProtocolError) else "died", str(exc)) from None
+            return answer, replaced_before
+
+    def _send(self, request: dict[str, Any]) -> tuple[Channel, bool]:
+        """Send `request`; a runner that died between calls is replaced first (the request had not run)."""
+        channel = self._channel
+        assert channel is not None
+        try:
+            channel.send(request)
+            return channel, False
+        except ChannelClosed:
+            pass
+        self._replace()
+        channel = self._channel
+        assert channel is not None
+        try:
+            channel.send(request)
+        except ChannelClosed as exc:  # the fresh container died at once
+            if not self._closed:
+                self._replace()
+            raise _Lost("closed" if self._closed else "died", str(exc)) from None
+        return channel, True
 
     @staticmethod
     def _answer_to(channel: Channel, request_id: int, deadline: float) -> dict[str, Any]:
@@ -378,70 +390,64 @@ class DockerSandbox:
         """Run a cell in the persistent namespace (like a notebook: a trailing expression's repr is `value`)."""
         timeout = timeout or self.config.default_timeout
         started = time.monotonic()
+        cfg = self.config
         request = {
             "op": "python",
             "code": code,
             "timeout": timeout,
-            "max_output": self.config.max_output_bytes,
-            "value_limit": self.config.max_value_chars,
+            "max_output": cfg.max_output_bytes,
+            "value_limit": cfg.max_value_chars,
         }
+        spec = answer_spec("python", max_output=cfg.max_output_bytes, value_limit=cfg.max_value_chars)
         try:
-            answer = self._call(request, timeout + self.config.kill_grace)
+            answer, replaced_before = self._call(request, timeout + cfg.kill_grace, spec)
         except _Lost as lost:
             return self._lost_result(lost, started)
-        try:
-            return self._python_result(answer, timeout)
-        except ProtocolError as exc:
-            self._replace()
-            return self._lost_result(
-                _Lost(f"The sandbox answered nonsense and was replaced ({exc})."), started
-            )
+        return self._python_result(answer, timeout, replaced_before)
 
     def run_shell(self, cmd: str, timeout: float | None = None) -> ExecResult:
         """Run `bash -c cmd` (or `sh`) in the workspace; everything it started is killed when it ends."""
         timeout = timeout or self.config.default_timeout
         started = time.monotonic()
-        request = {"op": "shell", "cmd": cmd, "timeout": timeout, "max_output": self.config.max_output_bytes}
+        max_output = self.config.max_output_bytes
+        request = {"op": "shell", "cmd": cmd, "timeout": timeout, "max_output": max_output}
+        spec = answer_spec("shell", max_output=max_output)
         try:
-            answer = self._call(request, timeout + self.config.kill_grace)
+            answer, replaced_before = self._call(request, timeout + self.config.kill_grace, spec)
         except _Lost as lost:
             return self._lost_result(lost, started)
-        try:
-            return self._shell_result(answer, timeout)
-        except ProtocolError as exc:
-            self._replace()
-            return self._lost_result(
-                _Lost(f"The sandbox answered nonsense and was replaced ({exc})."), started
-            )
+        return self._shell_result(answer, timeout, replaced_before)
 
     def write_file(self, path: str, data: str | bytes) -> str:
-        """Write a file under /workspace (parents created); returns its absolute path in the sandbox."""
-        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        """Write a file under /workspace (parents created); returns its absolute path in the sandbox.
+
+        Text is written as UTF-8; a lone surrogate in it (which UTF-8 cannot encode) is written as U+FFFD.
+        """
+        raw = clean_text(data).encode("utf-8") if isinstance(data, str) else bytes(data)
         request = {"op": "write", "path": path, "data": base64.b64encode(raw).decode("ascii")}
-        answer = self._file_call(request)
-        return _str(answer.get("path"))
+        answer = self._file_call(request, answer_spec("write"))
+        path_written: str = answer["path"]
+        return path_written
 
     def read_file(self, path: str) -> bytes:
         """The bytes of a file under /workspace (at most `config.max_read_bytes`)."""
-        request = {"op": "read", "path": path, "max_bytes": self.config.max_read_bytes}
-        answer = self._file_call(request)
-        try:
-            return base64.b64decode(_str(answer.get("data")), validate=True)
-        except ValueError as exc:
-            raise ProtocolError(f"bad file data: {exc}") from exc
+        limit = self.config.max_read_bytes
+        request = {"op": "read", "path": path, "max_bytes": limit}
+        answer = self._file_call(request, answer_spec("read", max_data=_base64_length(limit)))
+        data: bytes = answer["data"]
+        return data
 
     def reset(self) -> None:
         """Start a fresh Python namespace (files in the workspace stay)."""
-        answer = self._file_call({"op": "reset"})
-        del answer
+        self._file_call({"op": "reset"}, answer_spec("reset"))
 
-    def _file_call(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _file_call(self, request: dict[str, Any], spec: dict[str, Check]) -> Answer:
         try:
-            answer = self._call(request, 60.0)
+            answer, _ = self._call(request, 60.0, spec)
         except _Lost as lost:
-            raise SandboxFileError(lost.message) from None
-        if answer.get("ok") is not True:
-            raise SandboxFileError(str(answer.get("error") or "the file operation failed"))
+            raise SandboxFileError(lost.message, lost_cause=lost.cause) from None
+        if not answer["ok"]:
+            raise SandboxFileError(answer["error"] or "the file operation failed", reason=answer["reason"])
         return answer
 
     # ------------------------------------------------------------------ async
@@ -484,104 +490,96 @@ class DockerSandbox:
         return ExecResult(
             ok=False,
             error=lost.message,
-            timed_out=lost.timed_out,
+            timed_out=lost.cause == "unresponsive",
             state_lost=True,
             sandbox_replaced=not self._closed,
+            lost_cause=lost.cause,
             duration_s=time.monotonic() - started,
         )
 
-    def _python_result(self, a: dict[str, Any], timeout: float) -> ExecResult:
-        if a.get("ok") is not True:
-            raise ProtocolError(str(a.get("error")))
-        error = _opt_str(a.get("error"))
-        timed_out = a.get("timed_out") is True
-        cancelled = a.get("cancelled") is True
-        state_lost = a.get("state_lost") is True
-        crashed = a.get("crashed") is True
-        oom = a.get("oom_killed") is True
-        exit_code, sig = _int(a.get("exit_code")), _int(a.get("signal"))
+    def _python_result(self, a: Answer, timeout: float, replaced_before: bool) -> ExecResult:
+        timed_out, cancelled, crashed = a["timed_out"], a["cancelled"], a["crashed"]
+        state_lost, oom = a["state_lost"], a["oom_killed"]
+        sig: int | None = a["signal"]
+        error: str | None = a["error"]  # the exception, if the cell raised one
         if timed_out or cancelled:
-            what = f"Timed out after {timeout:g} s" if timed_out else "Cancelled"
-            if state_lost:
-                error = f"{what}: the Python process was killed and restarted, so all variables were lost."
-            else:
-                error = f"{what}: the code was interrupted with KeyboardInterrupt; variables are kept."
+            what = f"timed out after {timeout:g} s" if timed_out else "cancelled"
+            how = (
+                "killed: interpreter restarted, variables lost"
+                if state_lost
+                else "interrupted: variables kept"
+            )
+            error = f"{what} ({how})"
         elif crashed:
-            if oom or sig == signal.SIGKILL:
-                cause = (
-                    f"it ran out of memory (limit {self.config.memory})" if oom else "it was killed (SIGKILL)"
-                )
-                error = f"The Python process died: {cause}."
+            if oom:
+                cause = f"ran out of memory (limit {self.config.memory})"
             elif sig is not None:
-                error = f"The Python process died from {_signal_name(sig)} (a crash in native code?)."
+                cause = f"was killed by {signal_name(sig)}"
             else:
-                error = (
-                    f"The Python process exited with status {exit_code} (os._exit or sys.exit in a thread?)."
-                )
-            error += " It was restarted: all variables and imports were lost (files in /workspace are kept)."
-        if a.get("lost_before") is True and not crashed:
-            note = "Note: the Python state had been lost before this call; it ran in a fresh interpreter."
-            error = note if error is None else f"{error} {note}"
-        ok = not (timed_out or cancelled or crashed) and _opt_str(a.get("error")) is None
+                cause = f"exited with status {a['exit_code']}"
+            error = f"the Python process {cause}; it was restarted: variables lost, files kept"
+        lost_before = (a["lost_before"] or replaced_before) and not crashed
+        if lost_before:
+            note = "the Python state had been lost before this call (it ran in a fresh interpreter)"
+            error = note if error is None else f"{error}; {note}"
         return ExecResult(
-            stdout=_str(a.get("stdout")),
-            stderr=_str(a.get("stderr")),
+            stdout=a["stdout"],
+            stderr=a["stderr"],
+            ok=not (timed_out or cancelled or crashed) and a["error"] is None,
+            error=error,
+            timed_out=timed_out,
+            duration_s=a["duration_s"],
+            value=a["value"],
+            traceback=a["traceback"],
+            exit_code=a["exit_code"] if crashed else None,
+            state_lost=state_lost or lost_before,
+            sandbox_replaced=replaced_before,
+            truncated=a["truncated"],
+            stdout_bytes=a["stdout_bytes"],
+            stderr_bytes=a["stderr_bytes"],
+            oom_killed=oom,
+            cancelled=cancelled,
+            signal=sig if crashed else None,
+            crashed=crashed,
+            lost_before=lost_before,
+        )
+
+    def _shell_result(self, a: Answer, timeout: float, replaced_before: bool) -> ExecResult:
+        timed_out, cancelled = a["timed_out"], a["cancelled"]
+        exit_code: int | None = a["exit_code"]
+        sig: int | None = a["signal"]
+        error: str | None = a["error"]  # the shell could not even be started
+        if timed_out:
+            error = f"timed out after {timeout:g} s: the command and everything it started were killed"
+        elif cancelled:
+            error = "cancelled: the command and everything it started were killed"
+        elif sig is not None:
+            error = f"the command was killed by {signal_name(sig)}"
+        elif exit_code:
+            error = f"exit status {exit_code}"
+        if error is not None and a["oom_killed"]:
+            error += f"; a process ran out of memory (limit {self.config.memory}) and was killed"
+        ok = error is None
+        if replaced_before:
+            note = "the sandbox had died before this call and was replaced: variables and files were lost"
+            error = note if error is None else f"{error}; {note}"
+        return ExecResult(
+            stdout=a["stdout"],
+            stderr=a["stderr"],
             ok=ok,
             error=error,
             timed_out=timed_out,
-            duration_s=float(a.get("duration_s") or 0.0),
-            value=_opt_str(a.get("value")),
-            traceback=_opt_str(a.get("traceback")),
-            exit_code=exit_code if crashed else None,
-            state_lost=state_lost,
-            sandbox_replaced=a.get("replaced_before") is True,
-            truncated=a.get("truncated") is True,
-            stdout_bytes=_int(a.get("stdout_bytes")) or 0,
-            stderr_bytes=_int(a.get("stderr_bytes")) or 0,
-            oom_killed=oom,
-            cancelled=cancelled,
-        )
-
-    def _shell_result(self, a: dict[str, Any], timeout: float) -> ExecResult:
-        if a.get("ok") is not True:
-            raise ProtocolError(str(a.get("error")))
-        if a.get("error") is not None:  # the shell could not even be started
-            return ExecResult(ok=False, error=_str(a.get("error")))
-        timed_out = a.get("timed_out") is True
-        cancelled = a.get("cancelled") is True
-        exit_code, sig = _int(a.get("exit_code")), _int(a.get("signal"))
-        error: str | None = None
-        if timed_out:
-            error = f"Timed out after {timeout:g} s: the command and everything it started were killed."
-        elif cancelled:
-            error = "Cancelled: the command and everything it started were killed."
-        elif sig is not None:
-            error = f"The command was killed by {_signal_name(sig)}."
-        elif exit_code:
-            error = f"Exit status {exit_code}."
-        if error is not None and a.get("oom_killed") is True:
-            error += f" A process ran out of memory (limit {self.config.memory}) and was killed."
-        note = None
-        if a.get("replaced_before") is True:
-            note = (
-                "Note: the sandbox had died before this call and was replaced: variables and files were lost."
-            )
-            error = note if error is None else f"{error} {note}"
-        return ExecResult(
-            stdout=_str(a.get("stdout")),
-            stderr=_str(a.get("stderr")),
-            ok=error is None or (note is not None and error == note),
-            error=error,
-            timed_out=timed_out,
-            duration_s=float(a.get("duration_s") or 0.0),
+            duration_s=a["duration_s"],
             exit_code=exit_code,
-            state_lost=note is not None,
-            sandbox_replaced=note is not None,
-            truncated=a.get("truncated") is True,
-            stdout_bytes=_int(a.get("stdout_bytes")) or 0,
-            stderr_bytes=_int(a.get("stderr_bytes")) or 0,
-            oom_killed=a.get("oom_killed") is True,
+            state_lost=replaced_before,
+            sandbox_replaced=replaced_before,
+            truncated=a["truncated"],
+            stdout_bytes=a["stdout_bytes"],
+            stderr_bytes=a["stderr_bytes"],
+            oom_killed=a["oom_killed"],
             cancelled=cancelled,
+            signal=sig,
+            lost_before=replaced_before,
         )
 
     def __repr__(self) -> str:

@@ -37,4 +37,15 @@ class SandboxStartError(SandboxError):
 
 
 class SandboxFileError(SandboxError):
-    """A file operation the model asked for cannot be done (outside the workspace, missing, too large)."""
+    """A file operation the model asked for cannot be done (outside the workspace, missing, too large).
+
+    `reason` names a refusal of the sandbox's own (`"bad_path"`, `"outside_workspace"`, `"not_a_file"`,
+    `"too_large"`); None for errors of the file system ("No such file or directory"). `lost_cause` is set when
+    the operation failed because the sandbox itself was lost (replaced or closed; the values of
+    `ExecResult.lost_cause`), so a tool can tell the model that its files are gone.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, lost_cause: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.lost_cause = lost_cause

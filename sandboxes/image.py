@@ -93,9 +93,9 @@ def choose_method(client: Any = None) -> Literal["dockerfile", "debootstrap"]:
     return "debootstrap"
 
 
-def apt_mirror(suite: str = SUITE) -> str | None:
-    """The Debian mirror this host's apt uses for `suite` (never any other host), or None if there is none."""
-    candidates: list[tuple[str, list[str]]] = []
+def _deb822_sources() -> list[tuple[str, list[str]]]:
+    """(URI, suites) of the enabled `deb` entries in /etc/apt/sources.list.d/*.sources."""
+    found: list[tuple[str, list[str]]] = []
     for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
         text = Path(path).read_text(errors="replace")
         for stanza in text.split("\n\n"):
@@ -106,8 +106,15 @@ def apt_mirror(suite: str = SUITE) -> str | None:
                 key, _, value = line.partition(":")
                 fields[key.strip().lower()] = value.strip()
             if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
-                for uri in fields.get("uris", "").split():
-                    candidates.append((uri, fields.get("suites", "").split()))
+                found.extend(
+                    (uri, fields.get("suites", "").split()) for uri in fields.get("uris", "").split()
+                )
+    return found
+
+
+def _one_line_sources() -> list[tuple[str, list[str]]]:
+    """(URI, [suite]) of the `deb` lines in /etc/apt/sources.list and sources.list.d/*.list."""
+    found: list[tuple[str, list[str]]] = []
     for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
         try:
             lines = Path(path).read_text(errors="replace").splitlines()
@@ -118,8 +125,13 @@ def apt_mirror(suite: str = SUITE) -> str | None:
             if len(parts) >= 3 and parts[0] == "deb":
                 rest = [p for p in parts[1:] if not p.startswith("[")]
                 if len(rest) >= 2:
-                    candidates.append((rest[0], [rest[1]]))
-    for uri, suites in candidates:
+                    found.append((rest[0], [rest[1]]))
+    return found
+
+
+def apt_mirror(suite: str = SUITE) -> str | None:
+    """The Debian mirror this host's apt uses for `suite` (never any other host), or None if there is none."""
+    for uri, suites in [*_deb822_sources(), *_one_line_sources()]:
         if suite in suites and uri.startswith(("http://", "https://")):
             return uri
     return None

@@ -2,17 +2,21 @@
 
 The descriptions tell the model what it cannot see: what persists between calls, where files live, the limits,
 and that nothing can be downloaded or installed. Results are compact text: output first, then the value, the
-error and any note (timed out, state lost), each labelled only when more than one part is present.
+error and any note (timed out, state lost), each labelled only when more than one part is present. Every
+sentence of ours in them is a note template (`prompts/templates/notes/`), chosen from the result's fields; the
+sandbox's own `ExecResult.error` is a summary for developers and reaches the model only when it is the code's
+own error. All text is made UTF-8-safe (no lone surrogates) before it leaves here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from sandboxes import WORKSPACE, DockerSandbox, ExecResult, SandboxFileError
+from prompts import render_note
+from sandboxes import WORKSPACE, DockerSandbox, ExecResult, SandboxFileError, clean_text
 from tools.base import Tool
 from tools.errors import ToolError
-from tools.serialize import truncate_middle
+from tools.serialize import NO_OUTPUT, truncate_middle
 from tools.types import ToolResult
 
 __all__ = ["code_tools", "format_exec_result"]
@@ -21,10 +25,80 @@ DEFAULT_MAX_OUTPUT_CHARS = 8_000
 # Extra seconds the toolbox allows beyond the sandbox's own timeout, so the sandbox's message (what was killed,
 # what was lost) reaches the model instead of the toolbox's generic timeout.
 _TOOLBOX_GRACE_S = 20.0
+# Signals that mean the interpreter itself faulted (in native code), not that something killed it.
+_NATIVE_FAULTS = {"SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT"}
 
 
-def format_exec_result(result: ExecResult, max_chars: int = DEFAULT_MAX_OUTPUT_CHARS) -> ToolResult:
-    """The text the model reads for a `run_python`/`run_shell` result, at most about `max_chars` long."""
+def _python_notes(result: ExecResult, timeout_s: dict[str, str], memory: str) -> list[str]:
+    notes = []
+    if result.timed_out or result.cancelled:
+        limit = timeout_s if result.timed_out else {}  # a cancelled call did not run out of time
+        notes.append(render_note("state_lost" if result.state_lost else "python_interrupted", **limit))
+    elif result.crashed:
+        if result.oom_killed:
+            notes.append(render_note("python_out_of_memory", memory=memory))
+        elif result.signal is not None:
+            name = result.signal_name
+            notes.append(
+                render_note("python_native_crash" if name in _NATIVE_FAULTS else "python_killed", signal=name)
+            )
+        else:
+            notes.append(render_note("python_exited", status=result.exit_code))
+        notes.append(render_note("state_lost"))
+    elif result.lost_before:
+        notes.append(render_note("python_fresh_interpreter"))
+    return notes
+
+
+def _shell_notes(result: ExecResult, timeout_s: dict[str, str], memory: str) -> list[str]:
+    notes = []
+    if result.timed_out and timeout_s:
+        notes.append(render_note("shell_timed_out", **timeout_s))
+    elif result.timed_out or result.cancelled:
+        notes.append(render_note("shell_cancelled"))
+    elif result.signal is not None:
+        notes.append(render_note("shell_killed", signal=result.signal_name))
+    elif result.exit_code:
+        notes.append(render_note("shell_exit_status", status=result.exit_code))
+    if notes and result.oom_killed:
+        notes.append(render_note("shell_out_of_memory", memory=memory))
+    return notes
+
+
+def _notes(
+    result: ExecResult, kind: Literal["python", "shell"], timeout: float | None, memory: str
+) -> list[str]:
+    """Our sentences about what happened to the call (timed out, crashed, state lost), from the result's fields."""
+    if result.lost_cause is not None:
+        return [render_note(f"sandbox_{result.lost_cause}")]
+    timeout_s = {} if timeout is None else {"timeout_s": f"{timeout:g}"}
+    notes = (_python_notes if kind == "python" else _shell_notes)(result, timeout_s, memory)
+    if result.sandbox_replaced:
+        notes.append(render_note("sandbox_replaced_before"))
+    return notes
+
+
+def format_exec_result(
+    result: ExecResult,
+    max_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    *,
+    kind: Literal["python", "shell"] = "python",
+    timeout: float | None = None,
+    memory: str = "",
+) -> ToolResult:
+    """The text the model reads for a `run_python` (`kind="python"`) or `run_shell` result, about `max_chars` long.
+
+    `timeout` (the call's limit in seconds) and `memory` (the sandbox's memory limit) go into the notes that
+    explain a timeout or an out-of-memory kill.
+    """
+    notes = _notes(result, kind, timeout, memory)
+    own_error = None
+    if result.traceback and not result.ok:
+        own_error = result.traceback.rstrip(
+            "\n"
+        )  # the code's exception, or the KeyboardInterrupt of a timeout
+    elif result.error and not notes and not result.ok:
+        own_error = result.error  # e.g. the shell could not be started
     parts: list[tuple[str, str]] = []
     if result.stdout:
         parts.append(("stdout", result.stdout))
@@ -32,16 +106,13 @@ def format_exec_result(result: ExecResult, max_chars: int = DEFAULT_MAX_OUTPUT_C
         parts.append(("stderr", result.stderr))
     if result.value is not None:
         parts.append(("value", result.value))
-    if result.traceback and not result.ok:
-        parts.append(("error", result.traceback.rstrip("\n")))
-    elif result.error:
-        parts.append(("error", result.error))
-    if result.traceback and result.error and result.error not in result.traceback:
-        parts.append(("note", result.error))  # e.g. the traceback of a KeyboardInterrupt plus why it came
-    if result.exit_code and not result.error:
-        parts.append(("exit status", str(result.exit_code)))
+    if own_error:
+        parts.append(("error", own_error))
+    if notes:
+        label = "error" if not result.ok and not own_error else "note"
+        parts.append((label, " ".join(notes)))
     if not parts:
-        return ToolResult(content="(no output)", is_error=not result.ok)
+        return ToolResult(content=NO_OUTPUT, is_error=not result.ok)
     budget = max(max_chars // len(parts), 200)
     if len(parts) == 1 and parts[0][0] in ("stdout", "value"):
         text = truncate_middle(parts[0][1].rstrip("\n"), max_chars)
@@ -49,15 +120,23 @@ def format_exec_result(result: ExecResult, max_chars: int = DEFAULT_MAX_OUTPUT_C
         text = "\n".join(
             f"[{label}]\n{truncate_middle(body.rstrip(chr(10)), budget)}" for label, body in parts
         )
-    return ToolResult(content=text, is_error=not result.ok)
+    return ToolResult(content=clean_text(text), is_error=not result.ok)
 
 
-def _limits(sandbox: DockerSandbox) -> str:
-    cfg = sandbox.config
-    return (
-        f"Limits: {cfg.memory} of memory, {cfg.cpus:g} CPU, {cfg.workspace_size} of disk in {WORKSPACE}; "
-        "there is no network access, so nothing can be downloaded or installed (no pip install)."
-    )
+def _file_error(exc: SandboxFileError, path: str, limit: int) -> ToolError:
+    """What the model reads when a file operation failed: our note for our refusals, else the system's error."""
+    path = clean_text(path)
+    if exc.lost_cause is not None:
+        return ToolError(render_note(f"sandbox_{exc.lost_cause}"))
+    if exc.reason == "outside_workspace":
+        return ToolError(render_note("file_outside_workspace", path=path, workspace=WORKSPACE))
+    if exc.reason == "too_large":
+        return ToolError(render_note("file_too_large", path=path, limit=f"{limit:,}"))
+    if exc.reason == "not_a_file":
+        return ToolError(render_note("file_not_a_file", path=path))
+    if exc.reason == "bad_path":
+        return ToolError(render_note("file_bad_path"))
+    return ToolError(clean_text(str(exc)))  # from the file system, e.g. "No such file or directory: x"
 
 
 def code_tools(
@@ -70,43 +149,52 @@ def code_tools(
 
     `timeout` is the seconds one call may run (default: the sandbox's `default_timeout`).
     """
-    limit = timeout or sandbox.config.default_timeout
-    limits = _limits(sandbox)
-    toolbox_timeout = limit + sandbox.config.kill_grace + _TOOLBOX_GRACE_S
+    cfg = sandbox.config
+    limit = timeout or cfg.default_timeout
+    limits = render_note(
+        "sandbox_limits",
+        memory=cfg.memory,
+        cpus=f"{cfg.cpus:g}",
+        disk=cfg.workspace_size,
+        workspace=WORKSPACE,
+    )
+    toolbox_timeout = limit + cfg.kill_grace + _TOOLBOX_GRACE_S
 
     async def python(code: str) -> ToolResult:
-        return format_exec_result(await sandbox.arun_python(code, timeout=limit), max_output_chars)
+        result = await sandbox.arun_python(code, timeout=limit)
+        return format_exec_result(result, max_output_chars, kind="python", timeout=limit, memory=cfg.memory)
 
     async def shell(command: str) -> ToolResult:
-        return format_exec_result(await sandbox.arun_shell(command, timeout=limit), max_output_chars)
+        result = await sandbox.arun_shell(command, timeout=limit)
+        return format_exec_result(result, max_output_chars, kind="shell", timeout=limit, memory=cfg.memory)
 
     async def write_file(path: str, content: str) -> str:
+        content = clean_text(content)  # what the sandbox writes, so the size reported is the size written
         try:
             where = await sandbox.awrite_file(path, content)
         except SandboxFileError as exc:
-            raise ToolError(str(exc)) from None
-        return f"Wrote {len(content.encode('utf-8')):,} bytes to {where}."
+            raise _file_error(exc, path, cfg.max_read_bytes) from None
+        return render_note("file_written", size=f"{len(content.encode('utf-8')):,}", path=where)
 
     async def read_file(path: str) -> str:
         try:
             data = await sandbox.aread_file(path)
         except SandboxFileError as exc:
-            raise ToolError(str(exc)) from None
+            raise _file_error(exc, path, cfg.max_read_bytes) from None
         if b"\x00" in data[:8192]:
-            return f"{path} is a binary file of {len(data):,} bytes; inspect it with the python tool."
-        return truncate_middle(data.decode("utf-8", errors="replace"), max_output_chars) or "(empty file)"
+            return render_note("file_binary", path=clean_text(path), size=f"{len(data):,}")
+        text = truncate_middle(data.decode("utf-8", errors="replace"), max_output_chars)
+        return text or render_note("file_empty")
+
+    def path_parameter() -> dict[str, Any]:
+        return {"path": {"type": "string", "description": render_note("param_path", workspace=WORKSPACE)}}
 
     python_tool = Tool.from_schema(
         "python",
-        "Run Python 3 code in a sandbox, like a cell of a Jupyter notebook. Variables, functions and imports "
-        "persist between calls; the value of the last expression is shown, as is everything printed. "
-        f"The working directory is {WORKSPACE}; files written there can be used by the shell tool too. "
-        "Available: the standard library and numpy. "
-        f"A call may run {limit:g} seconds; then it is interrupted (if the interpreter must be restarted, you "
-        f"are told that variables were lost). Long output is cut in the middle. {limits}",
+        render_note("tool_python", workspace=WORKSPACE, timeout_s=f"{limit:g}", limits=limits),
         {
             "type": "object",
-            "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+            "properties": {"code": {"type": "string", "description": render_note("param_code")}},
             "required": ["code"],
         },
         python,
@@ -114,12 +202,10 @@ def code_tools(
     )
     shell_tool = Tool.from_schema(
         "shell",
-        f"Run a bash command in the sandbox, in {WORKSPACE}, as a non-root user; stdout, stderr and the exit "
-        "status are shown. Each call is a fresh shell (cd and variables do not carry over), and processes "
-        f"it starts in the background are stopped when it ends. A call may run {limit:g} seconds. {limits}",
+        render_note("tool_shell", workspace=WORKSPACE, timeout_s=f"{limit:g}", limits=limits),
         {
             "type": "object",
-            "properties": {"command": {"type": "string", "description": "The bash command line to run."}},
+            "properties": {"command": {"type": "string", "description": render_note("param_command")}},
             "required": ["command"],
         },
         shell,
@@ -127,13 +213,12 @@ def code_tools(
     )
     write_tool = Tool.from_schema(
         "write_file",
-        f"Create or overwrite a text file in the sandbox. Paths are relative to {WORKSPACE} (the only writable "
-        "place); missing parent directories are created.",
+        render_note("tool_write_file", workspace=WORKSPACE),
         {
             "type": "object",
             "properties": {
-                "path": {"type": "string", "description": f"File path, relative to {WORKSPACE}."},
-                "content": {"type": "string", "description": "The complete new content of the file."},
+                **path_parameter(),
+                "content": {"type": "string", "description": render_note("param_content")},
             },
             "required": ["path", "content"],
         },
@@ -142,12 +227,8 @@ def code_tools(
     )
     read_tool = Tool.from_schema(
         "read_file",
-        f"Read a text file from the sandbox. Paths are relative to {WORKSPACE}; long files are cut in the middle.",
-        {
-            "type": "object",
-            "properties": {"path": {"type": "string", "description": f"File path, relative to {WORKSPACE}."}},
-            "required": ["path"],
-        },
+        render_note("tool_read_file", workspace=WORKSPACE),
+        {"type": "object", "properties": path_parameter(), "required": ["path"]},
         read_file,
         timeout=120,
     )

@@ -20,18 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.models.base import Model
+    from sandboxes import SandboxConfig
 
 __all__ = [
     "DEFAULT_GGUF_FILE",
     "DEFAULT_REPO",
     "ConfigurationError",
     "add_model_arguments",
+    "add_sandbox_arguments",
     "build_model",
     "ensure_sandbox_image",
     "load_now",
     "load_script",
     "one_line",
     "report_error",
+    "sandbox_config",
 ]
 
 DEFAULT_REPO = "Qwen/QwQ-32B-GGUF"
@@ -323,6 +326,28 @@ def load_now(model: Model, note: Callable[[str], None]) -> None:
         load()
     except ModelError as exc:
         raise ConfigurationError(str(exc)) from exc
+
+
+SANDBOX_RUNTIMES = ("runc", "runsc")
+
+
+def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of the commands that start sandboxes (also settable in the config file's `[sandbox]`)."""
+    group = parser.add_argument_group("sandbox")
+    group.add_argument(
+        "--sandbox-runtime",
+        choices=SANDBOX_RUNTIMES,
+        help="the engine's container runtime: runc, or runsc (gVisor: a kernel in user space between the code "
+        "and the host's; must be registered with the engine, see `qwq-agent sandbox doctor`) "
+        "(default: the engine's default, normally runc)",
+    )
+
+
+def sandbox_config(args: argparse.Namespace) -> SandboxConfig:
+    """The `SandboxConfig` the sandbox options name (the hardened defaults for everything else)."""
+    from sandboxes import SandboxConfig
+
+    return SandboxConfig(runtime=getattr(args, "sandbox_runtime", None))
 
 
 def ensure_sandbox_image(image: str | None, note: Callable[[str], None]) -> None:

@@ -13,6 +13,12 @@ that has the option (the others leave it out), a table named after a command (`[
     tools = "python,shell"
     max-steps = 30
 
+    [sandbox]
+    runtime = "runsc"
+
+`[sandbox]` is not a command's table: it holds sandbox settings for every command that starts sandboxes
+(`run`, `solve`, `eval`, `sandbox doctor`); its keys are the `--sandbox-*` options without the prefix.
+
 Precedence: the command line, then the environment (`QWQ_AGENT_MODEL`, `QWQ_AGENT_BASE_URL`,
 `QWQ_AGENT_MODEL_NAME`), then this file, then built-in defaults.
 """
@@ -26,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ConfigFileError", "apply_config", "find_config"]
+
+SANDBOX_TABLE = "sandbox"
+SANDBOX_SETTINGS = ("runtime",)
 
 ENV_CONFIG = "QWQ_AGENT_CONFIG"
 # The environment outranks the file for the choice of model: when any of these variables is set, the file's
@@ -102,6 +111,8 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
     shared: dict[str, Any] = {}
     own: dict[str, Any] = {}
     for table, into in (("defaults", shared), (command, own)):
+        if table == SANDBOX_TABLE:
+            continue  # sandbox settings, applied below, not the options of `qwq-agent sandbox`
         section = data.get(table, {})
         if not isinstance(section, dict):
             raise ConfigFileError(f"{path}: [{table}] must be a table of option = value")
@@ -135,4 +146,26 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
             defaults[dest] = value
             actions[dest].help = _help_with_default(actions[dest].help, value, path)
         each.set_defaults(**defaults)
+    _apply_sandbox_table(parser, data.get(SANDBOX_TABLE, {}), path)
     return path
+
+
+def _apply_sandbox_table(parser: argparse.ArgumentParser, table: Any, path: Path) -> None:
+    """Set the `--sandbox-*` defaults of every (sub-)parser that has them from the file's `[sandbox]`."""
+    if not isinstance(table, dict):
+        raise ConfigFileError(f"{path}: [{SANDBOX_TABLE}] must be a table of setting = value")
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in SANDBOX_SETTINGS:
+            raise ConfigFileError(
+                f"{path}: [{SANDBOX_TABLE}] has no setting {key}; settings: {', '.join(SANDBOX_SETTINGS)}"
+            )
+        dest = f"sandbox_{name}"
+        for target in _parsers(parser):
+            action = next((a for a in target._actions if a.dest == dest), None)
+            if action is None:
+                continue
+            if action.choices is not None and value not in action.choices:
+                choices = ", ".join(str(c) for c in action.choices)
+                raise ConfigFileError(f"{path}: [{SANDBOX_TABLE}] {key} = {value!r}: choose from {choices}")
+            target.set_defaults(**{dest: value})

@@ -34,7 +34,7 @@ __all__ = ["add_parser", "main"]
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
-    from agent.cli.common import add_model_arguments
+    from agent.cli.common import add_model_arguments, add_sandbox_arguments
 
     parser = sub.add_parser(
         name,
@@ -93,6 +93,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         help="fresh containers kept started ahead of need (default: --concurrency, at least 2; 0: none)",
     )
     parser.add_argument("--image", help="sandbox image (default: the one `qwq-agent sandbox build` makes)")
+    add_sandbox_arguments(parser)
     parser.add_argument(
         "--transcript-dir",
         type=Path,
@@ -223,6 +224,7 @@ def _summary_table(summary: EvalSummary, output: Path) -> Any:
 
 
 async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: Any) -> EvalSummary:
+    from agent.cli.common import sandbox_config
     from agent.evals.checking import Checker
     from agent.evals.humaneval import (
         BROKEN_VARIANTS,
@@ -237,7 +239,8 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
     results = ResultsFile(args.output)
     skip = done_keys(results.read()) if args.resume else set()
     results.open_for_append()
-    checker = Checker(image=args.image, timeout=args.check_timeout)
+    config = sandbox_config(args)
+    checker = Checker(image=args.image, timeout=args.check_timeout, config=config)
     variants = [v.strip() for v in args.broken.split(",") if v.strip()]
     unknown = [v for v in variants if v not in BROKEN_VARIANTS]
     if unknown:
@@ -287,7 +290,7 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
             if warm > 0:
                 from sandboxes.pool import SandboxPool
 
-                pool = await stack.enter_async_context(SandboxPool(warm, image=args.image))
+                pool = await stack.enter_async_context(SandboxPool(warm, config, image=args.image))
                 await stack.enter_async_context(checker.warm(warm))
             await run_agent_eval(
                 problems,
@@ -301,6 +304,7 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
                 skip=skip,
                 on_row=on_row,
                 max_model_failures=args.max_model_failures,
+                sandbox_config=config,
             )
         mode = "agent"
     summary = summarize(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.cli.view import View
     from agent.models.base import Model
+    from sandboxes import SandboxConfig
     from tools.base import Tool
 
 __all__ = ["ALL_TOOLS", "DEFAULT_TOOLS", "add_parser", "main", "open_tools"]
@@ -29,7 +30,7 @@ DEFAULT_TOOLS = ",".join(ALL_TOOLS)
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
-    from agent.cli.common import add_model_arguments
+    from agent.cli.common import add_model_arguments, add_sandbox_arguments
 
     parser = sub.add_parser(
         name,
@@ -61,6 +62,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     output.add_argument("--quiet", "-q", action="store_true", help="print only the final answer")
     output.add_argument("--json", action="store_true", help="print events as JSON lines")
     parser.add_argument("--hide-thinking", action="store_true", help="do not show the reasoning")
+    add_sandbox_arguments(parser)
 
 
 def _selected_tools(spec: str) -> list[str]:
@@ -95,6 +97,7 @@ async def open_tools(
     *,
     mcp_config: Path | None = None,
     allow_private: bool = False,
+    sandbox_config: SandboxConfig | None = None,
 ) -> list[Tool[..., Any]]:
     """Start what the named tools need (a sandbox, MCP servers) on `stack`, which closes them at the end."""
     selected: list[Tool[..., Any]] = []
@@ -104,7 +107,7 @@ async def open_tools(
         from tools.code import code_tools
 
         await asyncio.to_thread(ensure_sandbox_image, None, view.note)
-        sandbox = await stack.enter_async_context(DockerSandbox())
+        sandbox = await stack.enter_async_context(DockerSandbox(config=sandbox_config))
         selected += [t for t in code_tools(sandbox) if t.name in names]
     if "web_fetch" in names:
         from tools.web import web_tools
@@ -121,7 +124,7 @@ async def open_tools(
 async def _run(
     args: argparse.Namespace, model: Model, names: list[str], view: View, progress: _Progress
 ) -> int:
-    from agent.cli.common import ConfigurationError, one_line
+    from agent.cli.common import ConfigurationError, one_line, sandbox_config
     from agent.loop import Agent, StopReason
     from agent.models.errors import ModelConfigurationError
 
@@ -132,6 +135,7 @@ async def _run(
             view,
             mcp_config=args.mcp_config,
             allow_private=args.allow_private,
+            sandbox_config=sandbox_config(args),
         )
         try:
             agent = Agent(

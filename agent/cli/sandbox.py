@@ -33,7 +33,12 @@ def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentP
         "--mirror", default=None, help="Debian mirror for debootstrap (default: the one apt uses)"
     )
     build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
-    actions.add_parser("doctor", help="check the engine, permissions and image; say what to run")
+    doctor = actions.add_parser(
+        "doctor", help="check the engine, its runtimes, permissions and image; say what to run"
+    )
+    from agent.cli.common import add_sandbox_arguments
+
+    add_sandbox_arguments(doctor)
     clean = actions.add_parser("clean", help="remove sandbox containers left behind")
     clean.add_argument(
         "--all", action="store_true", help="remove every sandbox container, also those of running processes"
@@ -50,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
         if command == "build":
             return _build(args)
         if command == "doctor":
-            return _doctor()
+            return _doctor(getattr(args, "sandbox_runtime", None))
         if command == "clean":
             return _clean(all_containers=bool(args.all))
     except KeyboardInterrupt:
@@ -128,8 +133,38 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _doctor() -> int:
-    """Check each prerequisite in order and stop at the first that fails, saying what to run."""
+# How to add gVisor to a Debian/Ubuntu engine; docs/security.md says when it is worth it.
+_RUNSC_HOW = (
+    "   to add gVisor: sudo apt-get install runsc, then in /etc/docker/daemon.json add\n"
+    '   "runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]}}\n'
+    "   and reload the engine: sudo kill -HUP $(pidof dockerd)   (see docs/security.md)"
+)
+
+
+def _runtimes(client: Any, wanted: str | None, line: Any) -> bool:
+    """List the engine's runtimes; False if `wanted` is not among them."""
+    info = client.info()
+    names = sorted(info.get("Runtimes") or {})
+    default = info.get("DefaultRuntime") or "runc"
+    shown = ", ".join(f"{n} (default)" if n == default else n for n in names)
+    if wanted is not None and wanted not in names:
+        line(False, f"runtime {wanted} is not registered with the engine (it has: {shown})")
+        if wanted == "runsc":
+            print(_RUNSC_HOW)
+        return False
+    line(True, f"runtimes: {shown}")
+    if "runsc" not in names:
+        print("   gVisor (runsc) is not registered: sandboxes use the host's kernel through runc.")
+        print(_RUNSC_HOW)
+    return True
+
+
+def _doctor(runtime: str | None = None) -> int:
+    """Check each prerequisite in order and stop at the first that fails, saying what to run.
+
+    `runtime` (`--sandbox-runtime`, or `[sandbox] runtime` in the config file) is the one the trial sandbox
+    uses; it must be registered with the engine.
+    """
     from sandboxes._engine import find_containers, get_client, owner_alive
     from sandboxes.errors import DockerUnavailableError
     from sandboxes.image import DEFAULT_IMAGE, apt_mirror, image_exists, registry_reachable
@@ -169,6 +204,8 @@ def _doctor() -> int:
             print("   run: sudo systemctl start docker   (or start dockerd)")
         return 1
     line(True, f"Docker engine {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})")
+    if not _runtimes(client, runtime, line):
+        return 1
     if not image_exists(DEFAULT_IMAGE, client=client):
         line(False, f"sandbox image {DEFAULT_IMAGE} is missing")
         if registry_reachable():
@@ -190,17 +227,20 @@ def _doctor() -> int:
     else:
         line(True, "no leftover sandbox containers")
     try:
-        from sandboxes import DockerSandbox
+        from sandboxes import DockerSandbox, SandboxConfig
 
-        with DockerSandbox() as sandbox:
-            result = sandbox.run_python("import sys; print(sys.version.split()[0])", timeout=30)
+        with DockerSandbox(config=SandboxConfig(runtime=runtime)) as sandbox:
+            code = "import platform, sys; print(sys.version.split()[0], platform.release())"
+            result = sandbox.run_python(code, timeout=30)
     except Exception as exc:
         line(False, f"a sandbox did not start: {exc}")
         return 1
     if not result.ok:
         line(False, f"the sandbox runner failed: {result.error}")
         return 1
-    line(True, f"a sandbox starts and runs Python {result.stdout.strip()}")
+    python, _, kernel = result.stdout.strip().partition(" ")
+    where = f"runtime {runtime or 'of the engine'}, kernel {kernel}"
+    line(True, f"a sandbox starts and runs Python {python} ({where})")
     return 0 if not leftovers else 1
 
 

@@ -30,7 +30,7 @@ __all__ = ["add_parser", "main"]
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
-    from agent.cli.common import add_model_arguments
+    from agent.cli.common import add_model_arguments, add_sandbox_arguments
 
     parser = sub.add_parser(
         name,
@@ -47,6 +47,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     )
     parser.add_argument("--output", "-o", type=Path, metavar="FILE", help="copy the final solution file here")
     parser.add_argument("--image", help="sandbox image (default: the one `qwq-agent sandbox build` makes)")
+    add_sandbox_arguments(parser)
     parser.add_argument("--transcript-dir", type=Path, default=Path("runs"), help="default: ./runs")
     parser.add_argument(
         "--keep-thinking",
@@ -108,6 +109,7 @@ def _report(outcome: SolveOutcome, check: CheckResult | None, output: Path | Non
 
 
 async def _solve(args: argparse.Namespace, problem: Problem, model: Model, view: View) -> int:
+    from agent.cli.common import sandbox_config
     from agent.evals.checking import Checker
     from agent.evals.solve import SolveOptions, solve
     from agent.loop import StopReason
@@ -121,12 +123,15 @@ async def _solve(args: argparse.Namespace, problem: Problem, model: Model, view:
         keep_thinking=args.keep_thinking,
     )
     try:
-        outcome = await solve(problem, model, options, image=args.image, on_event=view.handle)
+        outcome = await solve(
+            problem, model, options, image=args.image, on_event=view.handle, config=sandbox_config(args)
+        )
     finally:
         view.close()
     check = None
     if outcome.solution is not None and problem.checkable:
-        check = await Checker(image=args.image, timeout=args.check_timeout).check(problem, outcome.solution)
+        checker = Checker(image=args.image, timeout=args.check_timeout, config=sandbox_config(args))
+        check = await checker.check(problem, outcome.solution)
     if outcome.solution is not None and args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(outcome.solution, encoding="utf-8")

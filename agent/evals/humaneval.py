@@ -28,6 +28,7 @@ from agent.evals.solve import SolveOptions, solve, solve_in_sandbox
 
 if TYPE_CHECKING:
     from agent.models.base import Model
+    from sandboxes import SandboxConfig
     from sandboxes.pool import SandboxPool
 
 __all__ = [
@@ -234,11 +235,12 @@ async def run_agent_eval(
     skip: set[tuple[str, str, str]] | None = None,
     on_row: RowCallback | None = None,
     max_model_failures: int | None = DEFAULT_MAX_MODEL_FAILURES,
+    sandbox_config: SandboxConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Let the agent solve each problem in its own sandbox, then check its solution file in a fresh one.
 
     `pool`: where the agents' sandboxes come from (warm, each used by one run only); else each is started
-    when its problem begins. `max_model_failures`: after that many problems in a row on which the model
+    when its problem begins, with `sandbox_config`. `max_model_failures`: after that many problems in a row on which the model
     failed (server down, stream cut), raise `EvalStoppedError` instead of trying the rest (None or 0: never).
     """
     from agent.models.errors import ModelError
@@ -252,7 +254,9 @@ async def run_agent_eval(
             nonlocal failures_in_a_row
             started = time.monotonic()
             try:
-                row = await _agent_row(problem, model_for(problem), checker, options, image, pool)
+                row = await _agent_row(
+                    problem, model_for(problem), checker, options, image, pool, sandbox_config
+                )
             except Exception as exc:
                 if _fatal(exc):
                     raise
@@ -284,9 +288,10 @@ async def _agent_row(
     options: SolveOptions,
     image: str | None,
     pool: SandboxPool | None,
+    sandbox_config: SandboxConfig | None = None,
 ) -> dict[str, Any]:
     if pool is None:
-        outcome = await solve(problem, model, options, image=image)
+        outcome = await solve(problem, model, options, image=image, config=sandbox_config)
     else:
         sandbox = await pool.aacquire()
         try:

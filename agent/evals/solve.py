@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from agent.events import Event
     from agent.loop import RunResult
     from agent.models.base import KeepThinking, Model
-    from sandboxes import DockerSandbox, ExecResult
+    from sandboxes import DockerSandbox, ExecResult, SandboxConfig
 
 __all__ = [
     "SOLUTION_FILE",
@@ -185,11 +185,12 @@ async def solve(
     *,
     image: str | None = None,
     on_event: Callable[[Event], None] | None = None,
+    config: SandboxConfig | None = None,
 ) -> SolveOutcome:
-    """`solve_in_sandbox` in a new sandbox of its own, removed afterwards."""
+    """`solve_in_sandbox` in a new sandbox of its own (`config`: its limits and runtime), removed afterwards."""
     from sandboxes import DockerSandbox
 
-    async with DockerSandbox(image=image) as sandbox:
+    async with DockerSandbox(image=image, config=config) as sandbox:
         return await solve_in_sandbox(problem, model, sandbox, options, on_event=on_event)
 
 

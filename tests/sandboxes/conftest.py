@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,31 @@ def _no_leftover_containers() -> Iterator[None]:
 @pytest.fixture
 def sb(sandbox_image: str) -> Iterator[DockerSandbox]:
     with DockerSandbox(sandbox_image, config=TIGHT) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def engine_runtimes(docker_client: Any) -> set[str]:
+    """The OCI runtimes registered with the engine (`runc`, and `runsc` where gVisor is installed)."""
+    return set(docker_client.info().get("Runtimes") or {})
+
+
+@pytest.fixture(params=["runc", "runsc"])
+def runtime(request: pytest.FixtureRequest, engine_runtimes: set[str]) -> str:
+    """Each runtime in turn; runsc is skipped, saying why, only where the engine does not have it."""
+    name: str = request.param
+    if name not in engine_runtimes:
+        pytest.skip(
+            f"the Docker engine has no runtime {name!r} (it has {', '.join(sorted(engine_runtimes))}); "
+            "`bash .ci/install_docker.sh` installs gVisor's runsc and registers it"
+        )
+    return name
+
+
+@pytest.fixture
+def sb_on_runtime(sandbox_image: str, runtime: str) -> Iterator[DockerSandbox]:
+    """A sandbox with the TIGHT limits under each runtime in turn (runc, runsc)."""
+    with DockerSandbox(sandbox_image, config=TIGHT.model_copy(update={"runtime": runtime})) as sandbox:
         yield sandbox
 
 

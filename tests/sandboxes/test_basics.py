@@ -61,7 +61,7 @@ def test_shell_runs_in_workspace_as_non_root(sb: DockerSandbox) -> None:
     assert r.stderr == "oops\n"
     assert r.exit_code == 3
     assert not r.ok
-    assert r.error == "Exit status 3."
+    assert r.error == "exit status 3"
 
 
 def test_files_round_trip_and_are_shared_with_python_and_shell(sb: DockerSandbox) -> None:
@@ -81,17 +81,27 @@ def test_programs_in_the_workspace_can_be_executed(sb: DockerSandbox) -> None:
 
 
 def test_file_errors_are_for_the_model(sb: DockerSandbox, healthy: Callable[[DockerSandbox], None]) -> None:
-    with pytest.raises(SandboxFileError, match="No such file"):
+    with pytest.raises(SandboxFileError, match="No such file") as caught:
         sb.read_file("missing.txt")
-    with pytest.raises(SandboxFileError, match="only files under /workspace"):
+    assert caught.value.reason is None
+    with pytest.raises(SandboxFileError, match="only files under /workspace") as caught:
         sb.read_file("/etc/passwd")
+    assert caught.value.reason == "outside_workspace"
     with pytest.raises(SandboxFileError, match="only files under /workspace"):
         sb.write_file("../etc/evil", "x")
     sb.run_shell("ln -s /etc /workspace/etc_link")
     with pytest.raises(SandboxFileError, match="only files under /workspace"):
         sb.read_file("etc_link/passwd")
-    with pytest.raises(SandboxFileError, match="not a regular file"):
+    with pytest.raises(SandboxFileError, match="only files under /workspace"):
+        sb.write_file("etc_link/evil", "x")
+    with pytest.raises(SandboxFileError, match="not a regular file") as caught:
         sb.read_file(".")
+    assert caught.value.reason == "not_a_file"
+    with DockerSandbox(sb.image, config=sb.config.model_copy(update={"max_read_bytes": 10})) as small:
+        small.write_file("big.bin", b"x" * 100)
+        with pytest.raises(SandboxFileError, match="more than the limit of 10") as caught:
+            small.read_file("big.bin")
+    assert caught.value.reason == "too_large"
     healthy(sb)
 
 

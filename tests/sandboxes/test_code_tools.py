@@ -54,11 +54,12 @@ async def test_python_error_shows_the_traceback(box: Toolbox) -> None:
 async def test_timeout_and_state_loss_are_explained(box: Toolbox) -> None:
     text, is_error = await call(box, "python", code="import time; time.sleep(100)")
     assert is_error
-    assert "Timed out after 3 s" in text
-    assert "variables are kept" in text
+    assert "ran longer than 3 seconds" in text
+    assert "variables and imports are kept" in text
     text, is_error = await call(box, "python", code="import os; os._exit(1)")
     assert is_error
-    assert "variables and imports were lost" in text
+    assert "exited with status 1" in text
+    assert "variables, imports and functions from earlier calls are gone" in text
 
 
 async def test_shell_and_files(box: Toolbox) -> None:
@@ -74,7 +75,14 @@ async def test_shell_and_files(box: Toolbox) -> None:
     assert "Exit status 2." in text
     text, is_error = await call(box, "read_file", path="/etc/passwd")
     assert is_error
-    assert "only files under /workspace" in text
+    assert text == "/etc/passwd is outside /workspace: only files under /workspace can be read or written."
+    text, is_error = await call(box, "read_file", path="pkg")
+    assert is_error
+    assert text == "pkg is not a regular file (a directory?); list directories with the shell tool."
+    text, is_error = await call(box, "read_file", path="")
+    assert (text, is_error) == ("The path must be a non-empty string without NUL characters.", True)
+    text, is_error = await call(box, "read_file", path="nope.txt")
+    assert (text, is_error) == ("No such file or directory: nope.txt", True)
     await call(box, "python", code="open('b.bin', 'wb').write(bytes(100))")
     assert await call(box, "read_file", path="b.bin") == (
         "b.bin is a binary file of 100 bytes; inspect it with the python tool.",
@@ -90,6 +98,93 @@ async def test_long_output_is_cut_for_the_model(box: Toolbox) -> None:
 
 
 def test_format_of_an_empty_failed_result() -> None:
-    result = format_exec_result(ExecResult(ok=False, error="Exit status 1.", exit_code=1))
+    result = format_exec_result(ExecResult(ok=False, error="exit status 1", exit_code=1), kind="shell")
     assert result.content == "[error]\nExit status 1."
     assert result.is_error
+
+
+def _note(**fields: object) -> str:
+    kind = "shell" if fields.pop("shell", False) else "python"
+    result = ExecResult(**fields)  # type: ignore[arg-type]
+    return format_exec_result(result, kind=kind, timeout=7, memory="256m").content  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"ok": False, "timed_out": True}, "ran longer than 7 seconds and was interrupted"),
+        ({"ok": False, "timed_out": True, "state_lost": True}, "ran longer than 7 seconds and was stopped"),
+        ({"ok": False, "cancelled": True}, "The code was interrupted with KeyboardInterrupt"),
+        (
+            {"ok": False, "crashed": True, "oom_killed": True, "state_lost": True},
+            "out of memory (the limit is 256m)",
+        ),
+        ({"ok": False, "crashed": True, "signal": 11, "state_lost": True}, "crashed with SIGSEGV"),
+        ({"ok": False, "crashed": True, "signal": 9, "state_lost": True}, "was killed by SIGKILL"),
+        ({"ok": False, "crashed": True, "exit_code": 3, "state_lost": True}, "exited with status 3"),
+        (
+            {"lost_before": True, "state_lost": True},
+            "[note]\nNote: the Python interpreter had been restarted",
+        ),
+        ({"ok": False, "lost_cause": "unresponsive"}, "stopped responding and was replaced"),
+        ({"ok": False, "lost_cause": "died"}, "died (was it killed?)"),
+        ({"ok": False, "lost_cause": "protocol"}, "did not understand"),
+        ({"ok": False, "lost_cause": "closed"}, "was closed while the call was running"),
+        ({"shell": True, "ok": False, "timed_out": True}, "ran longer than 7 seconds: it and everything"),
+        ({"shell": True, "ok": False, "cancelled": True}, "The call was cancelled"),
+        ({"shell": True, "ok": False, "signal": 15}, "The command was killed by SIGTERM."),
+        (
+            {"shell": True, "ok": False, "exit_code": 137, "oom_killed": True},
+            "Exit status 137. A process ran out",
+        ),
+        (
+            {"shell": True, "sandbox_replaced": True, "lost_before": True},
+            "sandbox had stopped before this call",
+        ),
+    ],
+)
+def test_the_model_reads_our_notes_not_the_developers_summary(
+    fields: dict[str, object], expected: str
+) -> None:
+    text = _note(**fields, error="developer summary")
+    assert expected in text
+    assert "developer summary" not in text
+
+
+def test_the_codes_own_error_is_shown_with_its_traceback() -> None:
+    result = ExecResult(ok=False, error="ValueError: x", traceback="Traceback ...\nValueError: x\n")
+    assert format_exec_result(result).content == "[error]\nTraceback ...\nValueError: x"
+    result = ExecResult(ok=False, error="could not start /bin/bash: no such file")
+    assert (
+        format_exec_result(result, kind="shell").content == "[error]\ncould not start /bin/bash: no such file"
+    )
+
+
+def test_observations_built_by_hand_never_carry_lone_surrogates() -> None:
+    bad = "a\ud800b\udc80"
+    result = ExecResult(ok=False, stdout=bad, stderr=bad, value=bad, error=bad, traceback=bad)
+    content = format_exec_result(result).content
+    content.encode("utf-8")
+    assert content.count("\ufffd") == 8
+
+
+async def test_code_tools_observations_always_encode(box: Toolbox) -> None:
+    d800, dc80 = chr(0xD800), chr(0xDC80)
+    for name, arguments in [
+        ("python", {"code": r"print('\ud800'); raise ValueError('\ud800 \udc80')"}),
+        ("python", {"code": f"x = '{d800}'"}),
+        ("shell", {"command": "printf 'a\\355\\240\\200'; exit 1"}),
+        ("shell", {"command": f"echo {d800}"}),
+        ("write_file", {"path": f"s{dc80}.txt", "content": f"c{d800}"}),
+        ("read_file", {"path": f"s{dc80}.txt"}),
+        ("read_file", {"path": f"missing{dc80}"}),
+        ("write_file", {"path": f"bin{d800}", "content": "\x00\x01"}),
+        ("read_file", {"path": f"bin{d800}"}),
+    ]:
+        text, _ = await call(box, name, **arguments)
+        text.encode("utf-8")
+    assert await call(box, "write_file", path=f"s{dc80}.txt", content=f"c{d800}") == (
+        "Wrote 4 bytes to /workspace/s\ufffd.txt.",
+        False,
+    )
+    assert await call(box, "read_file", path=f"s{dc80}.txt") == ("c\ufffd", False)

@@ -13,7 +13,7 @@ import pytest
 
 from sandboxes import SandboxConfig
 from sandboxes._channel import Channel, ChannelClosed, ProtocolError
-from sandboxes._runner import Capture, confine
+from sandboxes._runner import Capture, Refused, confine
 
 
 def test_capture_keeps_head_and_tail_and_counts_everything() -> None:
@@ -42,14 +42,16 @@ def test_confine_accepts_workspace_paths(path: str, expected: str) -> None:
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "../x", "/workspace/../etc", "/", "/workspacex/a"])
 def test_confine_refuses_everything_else(path: str) -> None:
-    with pytest.raises(PermissionError):
+    with pytest.raises(Refused, match="only files under /workspace") as refused:
         confine(path)
+    assert refused.value.reason == "outside_workspace"
 
 
 def test_confine_refuses_empty_and_nul() -> None:
     for path in ("", "a\x00b"):
-        with pytest.raises(ValueError, match="non-empty"):
+        with pytest.raises(Refused, match="non-empty") as refused:
             confine(path)
+        assert refused.value.reason == "bad_path"
 
 
 def _mux(stream: int, payload: bytes) -> bytes:
