@@ -37,57 +37,62 @@ Work = Callable[[Sink], ModelChunk | None]
 """The blocking part; returns the last chunk (usage, finish reason) or None when it was stopped."""
 
 
-async def stream_from_thread(work: Work, *, name: str = "model-worker") -> AsyncIterator[ModelChunk]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
-    stop = threading.Event()
-    pending: list[str] = []
-    guard = threading.Lock()
-    scheduled = False
+class _Bridge:
+    """The worker's side (`emit`, `put`, called from the thread) and the loop's side (`queue`)."""
 
-    def flush() -> None:  # on the event loop
-        nonlocal scheduled
-        with guard:
-            text = "".join(pending)
-            pending.clear()
-            scheduled = False
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.pending: list[str] = []
+        self.guard = threading.Lock()
+        self.scheduled = False
+
+    def flush(self) -> None:  # on the event loop
+        with self.guard:
+            text = "".join(self.pending)
+            self.pending.clear()
+            self.scheduled = False
         if text:
-            queue.put_nowait(ModelChunk(text=text))
+            self.queue.put_nowait(ModelChunk(text=text))
 
-    def deliver(item: object) -> None:  # on the event loop: text still pending goes first
-        flush()
-        queue.put_nowait(item)
+    def deliver(self, item: object) -> None:  # on the event loop: text still pending goes first
+        self.flush()
+        self.queue.put_nowait(item)
 
-    def put(item: object) -> None:
+    def put(self, item: object) -> None:  # from the worker: at once
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
-            loop.call_soon_threadsafe(deliver, item)
+            self.loop.call_soon_threadsafe(self.deliver, item)
 
-    def emit(text: str) -> None:
-        nonlocal scheduled
-        with guard:
-            pending.append(text)
-            if scheduled:
+    def emit(self, text: str) -> None:  # from the worker: batched
+        with self.guard:
+            self.pending.append(text)
+            if self.scheduled:
                 return
-            scheduled = True
+            self.scheduled = True
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(loop.call_later, FLUSH_INTERVAL, flush)
+            self.loop.call_soon_threadsafe(self.loop.call_later, FLUSH_INTERVAL, self.flush)
+
+
+async def stream_from_thread(work: Work, *, name: str = "model-worker") -> AsyncIterator[ModelChunk]:
+    bridge = _Bridge(asyncio.get_running_loop())
+    stop = threading.Event()
 
     def run() -> None:
         try:
-            last = work(Sink(text=emit, chunk=put, stop=stop))
+            last = work(Sink(text=bridge.emit, chunk=bridge.put, stop=stop))
             if last is not None:
-                put(last)
+                bridge.put(last)
         except BaseException as exc:
-            put(exc if isinstance(exc, ModelError) else ModelError(f"generation failed: {exc!r}"))
+            bridge.put(exc if isinstance(exc, ModelError) else ModelError(f"generation failed: {exc!r}"))
             if not isinstance(exc, Exception):
                 raise
         finally:
-            put(_END)
+            bridge.put(_END)
 
     threading.Thread(target=run, name=name, daemon=True).start()
     try:
         while True:
-            item = await queue.get()
+            item = await bridge.queue.get()
             if item is _END:
                 return
             if isinstance(item, BaseException):

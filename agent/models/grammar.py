@@ -123,6 +123,23 @@ class _Converter:
             raise GrammarError(f"{hint}: the schema `false` admits no value")
         if not isinstance(schema, Mapping):
             raise GrammarError(f"{hint}: a schema must be an object, got {type(schema).__name__}")
+        fixed = self._fixed_values(schema, hint)
+        if fixed is not None:
+            return fixed
+        combined = self._combination(schema, hint)
+        if combined is not None:
+            return combined
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            alts = [self.visit({**schema, "type": t}, f"{hint}-{t}") for t in kind]
+            return "(" + " | ".join(alts) + ")"
+        expr = self._typed(schema, kind, hint)
+        if schema.get("nullable") is True and kind != "null":
+            return f"({expr} | {self.primitive('null')})"
+        return expr
+
+    def _fixed_values(self, schema: Mapping[str, Any], hint: str) -> str | None:
+        """`$ref`, `const` and `enum`: values named rather than typed."""
         if "$ref" in schema:
             return self._ref(str(schema["$ref"]))
         if "const" in schema:
@@ -132,6 +149,10 @@ class _Converter:
             if not values:
                 raise GrammarError(f"{hint}: an empty enum admits no value")
             return "(" + " | ".join(_literal(_json_text(v)) for v in values) + ")"
+        return None
+
+    def _combination(self, schema: Mapping[str, Any], hint: str) -> str | None:
+        """`anyOf`/`oneOf` (alternatives, each merged with the sibling keywords) and `allOf` (merged)."""
         for key in ("anyOf", "oneOf"):
             if key in schema:
                 base = {k: v for k, v in schema.items() if k != key}
@@ -140,26 +161,18 @@ class _Converter:
                     for i, alt in enumerate(schema[key])
                 ]
                 return "(" + " | ".join(alts) + ")"
-        if "allOf" in schema:
-            merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-            for part in schema["allOf"]:
-                part = self._deref(part)
-                for k, v in part.items():
-                    if k == "properties":
-                        merged["properties"] = {**merged.get("properties", {}), **v}
-                    elif k == "required":
-                        merged["required"] = [*merged.get("required", []), *v]
-                    else:
-                        merged.setdefault(k, v)
-            return self.visit(merged, hint)
-        kind = schema.get("type")
-        if isinstance(kind, list):
-            alts = [self.visit({**schema, "type": t}, f"{hint}-{t}") for t in kind]
-            return "(" + " | ".join(alts) + ")"
-        expr = self._typed(schema, kind, hint)
-        if schema.get("nullable") is True and kind != "null":
-            return f"({expr} | {self.primitive('null')})"
-        return expr
+        if "allOf" not in schema:
+            return None
+        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        for part in schema["allOf"]:
+            for k, v in self._deref(part).items():
+                if k == "properties":
+                    merged["properties"] = {**merged.get("properties", {}), **v}
+                elif k == "required":
+                    merged["required"] = [*merged.get("required", []), *v]
+                else:
+                    merged.setdefault(k, v)
+        return self.visit(merged, hint)
 
     def _typed(self, schema: Mapping[str, Any], kind: Any, hint: str) -> str:
         if kind == "object" or (kind is None and "properties" in schema):

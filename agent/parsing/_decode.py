@@ -196,45 +196,67 @@ def nesting_depth(text: str) -> int:
 
 
 def decode_block(inner: str, raw: str, *, closed: bool) -> Decoded:
+    """The calls (or malformed calls) in one block's text, and the repairs taken to read them.
+
+    Three stages: unwrap the text (a code fence), read the JSON values it holds, turn each into calls.
+    """
     notes: list[str] = []
+    text = _unfence(inner.strip(), notes)
+    problem = _screen(text, closed)
+    if problem is not None:
+        return Decoded([MalformedCall(raw=raw, error=problem)], [])
+    values, error = _read_values(text, notes)
+    if not values:
+        return Decoded([MalformedCall(raw=raw, error=_decode_sentence(error or "", closed))], [])
+    items = _calls_of(values, raw, notes)
+    if not closed and any(isinstance(item, ToolCall) for item in items):
+        notes.append(f"accepted the last {CALL_OPEN} although the output ended before {CALL_CLOSE}")
+    if error is not None:
+        # A second object was begun but is broken: the model meant another call, so tell it.
+        items.append(MalformedCall(raw=raw, error=_decode_sentence(error, closed)))
+    return Decoded(items, notes)
 
-    def fail(error: str) -> Decoded:
-        return Decoded([MalformedCall(raw=raw, error=error)], [])
 
-    def decode_error(detail: str) -> Decoded:
-        return fail((_e_json if closed else _e_truncated)(detail))
+def _decode_sentence(detail: str, closed: bool) -> str:
+    return (_e_json if closed else _e_truncated)(detail)
 
-    text = inner.strip()
-    if text.startswith("```"):
-        newline = text.find("\n")
-        text = text[newline + 1 :].rstrip() if newline >= 0 else ""
-        if text.endswith("```"):
-            text = text[:-3]
-        text = text.strip()
-        notes.append("removed a Markdown code fence around the call JSON")
+
+def _unfence(text: str, notes: list[str]) -> str:
+    """The text without a Markdown code fence around it (noted)."""
+    if not text.startswith("```"):
+        return text
+    newline = text.find("\n")
+    text = text[newline + 1 :].rstrip() if newline >= 0 else ""
+    if text.endswith("```"):
+        text = text[:-3]
+    notes.append("removed a Markdown code fence around the call JSON")
+    return text.strip()
+
+
+def _screen(text: str, closed: bool) -> str | None:
+    """Why `text` cannot hold calls at all (empty, not JSON, too deep), or None."""
     if not text:
-        return fail(_e_empty()) if closed else decode_error("the block was empty")
+        return _e_empty() if closed else _decode_sentence("the block was empty", closed)
     if text[0] not in "{[":
-        return fail(_e_not_json_start(json.dumps(text[:20], ensure_ascii=False)))
+        return _e_not_json_start(json.dumps(text[:20], ensure_ascii=False))
     if nesting_depth(text) > MAX_DEPTH:
-        return fail(_e_too_deep())
+        return _e_too_deep()
+    return None
 
+
+def _read_values(text: str, notes: list[str]) -> tuple[list[Any], str | None]:
+    """The JSON values written one after another in `text`, and the error that stopped the reading, if any."""
     values: list[Any] = []
     pos = 0
-    trailing_error: str | None = None
     while pos < len(text):
         if values and text[pos] != "{":
-            notes.append(
-                f"ignored text after the call JSON: {json.dumps(text[pos : pos + 40], ensure_ascii=False)}"
-            )
+            shown = json.dumps(text[pos : pos + 40], ensure_ascii=False)
+            notes.append(f"ignored text after the call JSON: {shown}")
             break
         try:
             value, pos, python = decode_value(text, pos)
         except _DecodeError as exc:
-            if not values:
-                return decode_error(str(exc))
-            trailing_error = str(exc)
-            break
+            return values, str(exc)
         if python:
             notes.append(
                 "read a Python literal (single quotes, True/False/None) as JSON with ast.literal_eval"
@@ -244,7 +266,11 @@ def decode_block(inner: str, raw: str, *, closed: bool) -> Decoded:
             pos += 1
     if len(values) > 1:
         notes.append(f"read {len(values)} JSON objects written in one {CALL_OPEN} block as separate calls")
+    return values, None
 
+
+def _calls_of(values: list[Any], raw: str, notes: list[str]) -> list[ToolCall | MalformedCall]:
+    """Each value as a call: an object, or an array of objects; anything else is malformed."""
     items: list[ToolCall | MalformedCall] = []
     for value in values:
         if isinstance(value, list) and value and all(isinstance(obj, dict) for obj in value):
@@ -255,12 +281,7 @@ def decode_block(inner: str, raw: str, *, closed: bool) -> Decoded:
         else:
             kind = "an array that is not a list of call objects" if isinstance(value, list) else _kind(value)
             items.append(MalformedCall(raw=raw, error=_e_not_object(kind)))
-    if not closed and any(isinstance(item, ToolCall) for item in items):
-        notes.append(f"accepted the last {CALL_OPEN} although the output ended before {CALL_CLOSE}")
-    if trailing_error is not None:
-        # A second object was begun but is broken: the model meant another call, so tell it.
-        items.append(MalformedCall(raw=raw, error=(_e_json if closed else _e_truncated)(trailing_error)))
-    return Decoded(items, notes)
+    return items
 
 
 def decode_value(text: str, pos: int) -> tuple[Any, int, bool]:
@@ -336,61 +357,79 @@ def _jsonable(value: Any) -> Any:
 _IGNORED_KEYS: Final = frozenset({"name", "type", "id", "function"})
 
 
-def _call_from_object(obj: dict[str, Any], raw: str, notes: list[str]) -> ToolCall | MalformedCall:
-    def fail(error: str) -> MalformedCall:
-        return MalformedCall(raw=raw, error=error)
+class _Refused(Exception):
+    """A call object that cannot be used; the message is the sentence for the model."""
 
-    if "name" not in obj and isinstance(obj.get("function"), dict):
-        obj = obj["function"]
-        notes.append('unwrapped an OpenAI-style {"function": {...}} call object')
+
+def _call_from_object(obj: dict[str, Any], raw: str, notes: list[str]) -> ToolCall | MalformedCall:
+    """One call object as a call: its name and its arguments object, read leniently with every liberty noted."""
+    try:
+        if "name" not in obj and isinstance(obj.get("function"), dict):
+            obj = obj["function"]
+            notes.append('unwrapped an OpenAI-style {"function": {...}} call object')
+        name = _name_of(obj, notes)
+        arguments = _arguments_of(obj, _short_json(name), notes)
+    except _Refused as exc:
+        return MalformedCall(raw=raw, error=str(exc))
+    return ToolCall(name=clean_text(name), arguments=clean_value(arguments))
+
+
+def _name_of(obj: dict[str, Any], notes: list[str]) -> str:
     if "name" not in obj:
-        return fail(_e_no_name())
+        raise _Refused(_e_no_name())
     name = obj["name"]
     if not isinstance(name, str) or not name.strip():
-        return fail(_e_bad_name(_short_json(name)))
+        raise _Refused(_e_bad_name(_short_json(name)))
     if name != name.strip():
         name = name.strip()
         notes.append(f"removed whitespace around the function name {_short_json(name)}")
-    quoted = _short_json(name)
+    return name
 
-    if "arguments" in obj:
-        arguments = obj["arguments"]
-    elif "parameters" in obj:
-        arguments = obj["parameters"]
-        notes.append(f'read "parameters" as "arguments" in the call to {quoted}')
+
+def _arguments_of(obj: dict[str, Any], quoted: str, notes: list[str]) -> dict[str, Any]:
+    """The arguments object, from `arguments` (or `parameters`), decoded when given as a JSON string."""
+    if "arguments" in obj or "parameters" in obj:
+        key = "arguments" if "arguments" in obj else "parameters"
+        if key == "parameters":
+            notes.append(f'read "parameters" as "arguments" in the call to {quoted}')
+        ignored = [k for k in obj if k not in _IGNORED_KEYS and k not in ("arguments", "parameters")]
+        if ignored:
+            notes.append(
+                f"ignored the keys {', '.join(_short_json(k) for k in ignored)} in the call to {quoted}"
+            )
+        arguments = obj[key]
     else:
-        extra = [key for key in obj if key not in _IGNORED_KEYS]
+        extra = [k for k in obj if k not in _IGNORED_KEYS]
         if extra:
-            return fail(_e_args_missing(quoted, ", ".join(_short_json(k) for k in extra)))
+            raise _Refused(_e_args_missing(quoted, ", ".join(_short_json(k) for k in extra)))
         notes.append(f'the call to {quoted} had no "arguments"; used {{}}')
         arguments = {}
-
-    ignored = [key for key in obj if key not in _IGNORED_KEYS and key not in ("arguments", "parameters")]
-    if ignored and ("arguments" in obj or "parameters" in obj):
-        notes.append(f"ignored the keys {', '.join(_short_json(k) for k in ignored)} in the call to {quoted}")
     if arguments is None:
         notes.append(f'the call to {quoted} had "arguments": null; used {{}}')
-        arguments = {}
-    elif isinstance(arguments, str):
-        if not arguments.strip():
-            notes.append(f'the call to {quoted} had empty "arguments"; used {{}}')
-            arguments = {}
-        else:
-            if nesting_depth(arguments) > MAX_DEPTH:
-                return fail(_e_too_deep())
-            try:
-                decoded = _JSON.decode(arguments)
-            except json.JSONDecodeError as exc:
-                return fail(_e_args_string(quoted, f"{exc.msg} at column {exc.colno}"))
-            except (RecursionError, ValueError):
-                return fail(_e_args_string(quoted, "it could not be decoded"))
-            if not isinstance(decoded, dict):
-                return fail(_e_args_string(quoted, f"it held {_kind(decoded)}"))
-            notes.append(f'decoded the "arguments" of {quoted}, which were given as a JSON string')
-            arguments = decoded
+        return {}
+    if isinstance(arguments, str) and not arguments.strip():
+        notes.append(f'the call to {quoted} had empty "arguments"; used {{}}')
+        return {}
+    if isinstance(arguments, str):
+        arguments = _arguments_from_string(arguments, quoted)
+        notes.append(f'decoded the "arguments" of {quoted}, which were given as a JSON string')
     if not isinstance(arguments, dict):
-        return fail(_e_args_type(quoted, _kind(arguments)))
-    return ToolCall(name=clean_text(name), arguments=clean_value(arguments))
+        raise _Refused(_e_args_type(quoted, _kind(arguments)))
+    return arguments
+
+
+def _arguments_from_string(text: str, quoted: str) -> dict[str, Any]:
+    if nesting_depth(text) > MAX_DEPTH:
+        raise _Refused(_e_too_deep())
+    try:
+        decoded = _JSON.decode(text)
+    except json.JSONDecodeError as exc:
+        raise _Refused(_e_args_string(quoted, f"{exc.msg} at column {exc.colno}")) from None
+    except (RecursionError, ValueError):
+        raise _Refused(_e_args_string(quoted, "it could not be decoded")) from None
+    if not isinstance(decoded, dict):
+        raise _Refused(_e_args_string(quoted, f"it held {_kind(decoded)}"))
+    return decoded
 
 
 def _kind(value: Any) -> str:

@@ -327,46 +327,60 @@ class StreamParser:
         self._repairs.append(note)
 
     def _tag(self, tag: str, at: int) -> None:
-        mode = self._mode
-        if mode == _CONTENT and self._lenient is not None:
-            self._lenient.interrupt()
-        if mode == _THINK:
-            if tag == THINK_CLOSE:
-                self._close_thinking()
-            elif tag == CALL_OPEN:
-                self._open_block(_THINK)
-            elif tag == THINK_OPEN:
-                if self._thinking.started:
-                    self._text(tag)
-                # else: the model repeated the `<think>` the prompt already wrote
-            else:
-                self._end(tag, at)
-        elif mode == _CONTENT:
-            if tag == CALL_OPEN:
-                self._open_block(_CONTENT)
-            elif tag == CALL_CLOSE:
-                self._add_malformed(MalformedCall(raw=tag, error=e_stray_close()))
-            elif tag == THINK_OPEN:
-                if self._seen_think_close:
-                    self._repairs.append("the model reopened reasoning with <think> after </think>")
-                self._mode = _THINK
-            elif tag == THINK_CLOSE:
-                self._repairs.append("ignored a </think> that closed no reasoning")
-            else:
-                self._end(tag, at)
+        """A tag of the current mode (see `_TAGS`); whatever the mode does not handle ends the output."""
+        if self._mode == _THINK:
+            handled = self._tag_in_thinking(tag)
+        elif self._mode == _CONTENT:
+            if self._lenient is not None:
+                self._lenient.interrupt()
+            handled = self._tag_in_content(tag)
+        else:
+            handled = self._tag_in_block(tag)
+        if not handled:
+            self._end(tag, at)
+
+    def _tag_in_thinking(self, tag: str) -> bool:
+        if tag == THINK_CLOSE:
+            self._close_thinking()
+        elif tag == CALL_OPEN:
+            self._open_block(_THINK)
+        elif tag == THINK_OPEN:
+            if self._thinking.started:
+                self._text(tag)
+            # else: the model repeated the `<think>` the prompt already wrote
+        else:
+            return False
+        return True
+
+    def _tag_in_content(self, tag: str) -> bool:
+        if tag == CALL_OPEN:
+            self._open_block(_CONTENT)
         elif tag == CALL_CLOSE:
+            self._add_malformed(MalformedCall(raw=tag, error=e_stray_close()))
+        elif tag == THINK_OPEN:
+            if self._seen_think_close:
+                self._repairs.append("the model reopened reasoning with <think> after </think>")
+            self._mode = _THINK
+        elif tag == THINK_CLOSE:
+            self._repairs.append("ignored a </think> that closed no reasoning")
+        else:
+            return False
+        return True
+
+    def _tag_in_block(self, tag: str) -> bool:
+        if tag == CALL_CLOSE:
             self._close_block(closed=True)
         elif tag == CALL_OPEN:
             parent = self._parent
-            self._settle(
-                Decoded([MalformedCall(raw=CALL_OPEN + "".join(self._block), error=e_nested())], []), parent
-            )
+            nested = MalformedCall(raw=CALL_OPEN + "".join(self._block), error=e_nested())
+            self._settle(Decoded([nested], []), parent)
             self._open_block(parent)
         elif tag == THINK_CLOSE:
             self._close_block(closed=False)
             self._close_thinking()
         else:
-            self._end(tag, at)
+            return False
+        return True
 
     # -- blocks and endings ---------------------------------------------------------------------------------
 
