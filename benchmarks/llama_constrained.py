@@ -23,18 +23,8 @@ from agent.messages import UserMessage
 from agent.models import LlamaCppModel, ModelRequest
 from agent.models.tiny import write_tiny_qwen2_gguf
 from agent.parsing import parse_completion
+from agent.testing import add
 from tools import ToolArgumentsError, Toolbox, tool
-
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first addend
-        b: the second addend
-    """
-    return a + b
 
 
 @tool

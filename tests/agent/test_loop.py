@@ -33,6 +33,7 @@ from agent.models import (
     completion_text,
     tool_call_text,
 )
+from agent.testing import add
 from agent.transcript import read_transcript
 from tools import tool
 
@@ -44,17 +45,6 @@ def call(name: str, **arguments: object) -> str:
 
 
 turn = completion_text
-
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first addend
-        b: the second addend
-    """
-    return a + b
 
 
 @tool

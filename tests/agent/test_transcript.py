@@ -28,6 +28,7 @@ from agent.models import (
     completion_text,
     tool_call_text,
 )
+from agent.testing import add
 from agent.transcript import (
     MAX_DEPTH,
     TranscriptLockedError,
@@ -44,17 +45,6 @@ turn = completion_text
 
 def call(name: str, **arguments: object) -> str:
     return tool_call_text(name, arguments)
-
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first addend
-        b: the second addend
-    """
-    return a + b
 
 
 class FailingModel(ScriptedModel):

@@ -13,34 +13,12 @@ from agent.messages import AssistantMessage, Message, ToolMessage, UserMessage
 from agent.models import LlamaCppModel, ModelChunk, ModelRequest
 from agent.models.errors import ContextLengthError, ModelConfigurationError
 from agent.parsing import Completion, parse_completion
-from tools import Toolbox, tool
+from agent.testing import add, shout
+from tools import Toolbox
 
 pytestmark = pytest.mark.llama
 
 Factory = Callable[..., LlamaCppModel]
-
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first addend
-        b: the second addend
-    """
-    return a + b
-
-
-@tool
-def shout(text: str, times: int = 1, loud: bool = False) -> str:
-    """Repeat a text.
-
-    Args:
-        text: what to repeat
-        times: how often
-        loud: upper-case it
-    """
-    return (text.upper() if loud else text) * max(times, 0)
 
 
 TOOLS = [add, shout]

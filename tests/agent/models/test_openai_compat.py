@@ -29,19 +29,8 @@ from agent.models.errors import (
     ModelUnavailableError,
 )
 from agent.parsing import parse_completion
-from tools import Toolbox, tool
-
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first addend
-        b: the second addend
-    """
-    return a + b
-
+from agent.testing import add
+from tools import Toolbox
 
 TASK: list[Message] = [UserMessage(content="Add 2 and 3.")]
 
