@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.messages import AssistantMessage, Message, message_from_dict
+from prompts.errors import ConfigurationError
 
 __all__ = [
     "RecordedStep",
@@ -76,7 +77,7 @@ def _writer_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-class TranscriptError(ValueError):
+class TranscriptError(ConfigurationError, ValueError):
     """The file is not a qwq-agent transcript, is damaged beyond its last line, or cannot be written."""
 
 

@@ -6,6 +6,8 @@ observation. The others are for the developer (no engine, no image, a broken bui
 
 from __future__ import annotations
 
+from prompts.errors import ConfigurationError, RunError
+
 __all__ = [
     "DockerUnavailableError",
     "ImageBuildError",
@@ -16,19 +18,19 @@ __all__ = [
 ]
 
 
-class SandboxError(Exception):
-    """Base class of every error raised by `sandboxes`."""
+class SandboxError(RunError):
+    """Base class of every error raised by `sandboxes` (those the user must fix are also `ConfigurationError`)."""
 
 
-class DockerUnavailableError(SandboxError):
+class DockerUnavailableError(SandboxError, ConfigurationError):
     """The Docker engine cannot be reached (not installed, not running, or no permission on its socket)."""
 
 
-class ImageNotFoundError(SandboxError):
+class ImageNotFoundError(SandboxError, ConfigurationError):
     """The sandbox image is not on the engine; `qwq-agent sandbox build` makes the default one."""
 
 
-class ImageBuildError(SandboxError):
+class ImageBuildError(SandboxError, ConfigurationError):
     """Building the sandbox image failed; the message carries the failing step and its output tail."""
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from prompts.errors import ConfigurationError, RunError
+
 __all__ = ["ToolArgumentsError", "ToolDefinitionError", "ToolError", "UnknownToolError"]
 
 
-class ToolDefinitionError(ValueError):
+class ToolDefinitionError(ConfigurationError, ValueError):
     """A tool was defined wrongly; the developer must change the code (never shown to the model)."""
 
 
-class ToolArgumentsError(Exception):
+class ToolArgumentsError(RunError):
     """The model called a tool with arguments that do not fit its schema.
 
     `message` is the text shown to the model; `problems` lists the individual findings (one per argument path)
@@ -47,7 +49,7 @@ class UnknownToolError(ToolArgumentsError):
         self.suggestion = suggestion
 
 
-class ToolError(Exception):
+class ToolError(RunError):
     """Raise inside a tool to report a failure to the model in your own words.
 
     `Toolbox.call` turns it into an error result whose text is exactly `str(exc)`: no exception type, no

@@ -103,11 +103,11 @@ def _silence_stdout() -> None:
 def _main(argv: Sequence[str] | None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in arguments if not a.startswith("-")), None)
-    from agent.cli.config import ConfigFileError
+    from prompts.errors import ConfigurationError
 
     try:
         parser = build_parser(command if command in COMMANDS else None)
-    except ConfigFileError as exc:
+    except ConfigurationError as exc:
         print(f"qwq-agent: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(arguments)

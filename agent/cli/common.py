@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prompts.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from agent.models.base import Model
     from sandboxes import SandboxConfig
@@ -50,10 +52,6 @@ _HOW_TO_NAME = (
 )
 
 
-class ConfigurationError(Exception):
-    """The command line or environment names no usable model (the message says what to run instead)."""
-
-
 def report_error(command: str, error: BaseException) -> int | None:
     """Print `error` as one line and return the exit code for it, or None for an error no command expects.
 
@@ -61,27 +59,14 @@ def report_error(command: str, error: BaseException) -> int | None:
     missing Docker engine or image, a transcript that cannot be used); 1: something failed at run time (a
     server that went away, a sandbox that broke, a disk that filled up).
     """
-    from agent.cli.config import ConfigFileError
-    from agent.evals.problems import ProblemError
-    from agent.models.errors import ModelConfigurationError, ModelError
-    from agent.transcript import TranscriptError
-    from sandboxes import DockerUnavailableError, ImageNotFoundError, SandboxError
-    from tools.mcp import MCPConfigError, MCPServerError
+    from agent.models.errors import ModelError
+    from prompts.errors import RunError
+    from tools.mcp import MCPServerError
 
-    user_must_fix = (
-        ConfigurationError,
-        ConfigFileError,
-        ModelConfigurationError,
-        TranscriptError,
-        ProblemError,
-        MCPConfigError,
-        MCPServerError,
-        DockerUnavailableError,
-        ImageNotFoundError,
-    )
-    if isinstance(error, user_must_fix):
+    # The error tree (agent.errors) says who must act; an MCP server that will not start is the user's to fix.
+    if isinstance(error, ConfigurationError | MCPServerError):
         code = 2
-    elif isinstance(error, ModelError | SandboxError | OSError):
+    elif isinstance(error, RunError | OSError):
         code = 1
     else:
         return None

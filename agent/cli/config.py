@@ -31,7 +31,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigFileError", "apply_config", "find_config"]
+from prompts.errors import ConfigurationError
+
+__all__ = ["apply_config", "find_config"]
 
 SANDBOX_TABLE = "sandbox"
 SANDBOX_SETTINGS = ("runtime",)
@@ -43,16 +45,12 @@ _MODEL_ENV = ("QWQ_AGENT_MODEL", "QWQ_AGENT_BASE_URL", "QWQ_AGENT_MODEL_NAME")
 _MODEL_OPTIONS = ("model", "base_url", "model_name")
 
 
-class ConfigFileError(Exception):
-    """The config file cannot be read, or its table for a command names an option that command does not have."""
-
-
 def find_config() -> Path | None:
     named = os.environ.get(ENV_CONFIG)
     if named:
         path = Path(named).expanduser()
         if not path.is_file():
-            raise ConfigFileError(f"{ENV_CONFIG}={named} names no file")
+            raise ConfigurationError(f"{ENV_CONFIG}={named} names no file")
         return path
     local = Path("qwq-agent.toml")
     if local.is_file():
@@ -107,7 +105,7 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigFileError(f"cannot read the config file {path}: {exc}") from exc
+        raise ConfigurationError(f"cannot read the config file {path}: {exc}") from exc
     shared: dict[str, Any] = {}
     own: dict[str, Any] = {}
     for table, into in (("defaults", shared), (command, own)):
@@ -115,14 +113,14 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
             continue  # sandbox settings, applied below, not the options of `qwq-agent sandbox`
         section = data.get(table, {})
         if not isinstance(section, dict):
-            raise ConfigFileError(f"{path}: [{table}] must be a table of option = value")
+            raise ConfigurationError(f"{path}: [{table}] must be a table of option = value")
         into.update({key.replace("-", "_"): value for key, value in section.items()})
     parsers = _parsers(parser)
     known = {dest for p in parsers for dest in _options(p)}
     unknown = sorted(set(own) - known)
     if unknown:
         names = ", ".join(sorted(d.replace("_", "-") for d in known)) or "none"
-        raise ConfigFileError(
+        raise ConfigurationError(
             f"{path}: `qwq-agent {command}` has no option {', '.join(unknown)}; options it has: {names}"
         )
     environment_names_model = any(os.environ.get(name) for name in _MODEL_ENV)
@@ -137,10 +135,10 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
                 try:
                     value = convert(value)
                 except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
-                    raise ConfigFileError(f"{path}: {dest.replace('_', '-')} = {value!r}: {exc}") from exc
+                    raise ConfigurationError(f"{path}: {dest.replace('_', '-')} = {value!r}: {exc}") from exc
             choices = actions[dest].choices
             if choices is not None and value not in choices:
-                raise ConfigFileError(
+                raise ConfigurationError(
                     f"{path}: {dest.replace('_', '-')} = {value!r} is not one of {', '.join(map(str, choices))}"
                 )
             defaults[dest] = value
@@ -153,11 +151,11 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
 def _apply_sandbox_table(parser: argparse.ArgumentParser, table: Any, path: Path) -> None:
     """Set the `--sandbox-*` defaults of every (sub-)parser that has them from the file's `[sandbox]`."""
     if not isinstance(table, dict):
-        raise ConfigFileError(f"{path}: [{SANDBOX_TABLE}] must be a table of setting = value")
+        raise ConfigurationError(f"{path}: [{SANDBOX_TABLE}] must be a table of setting = value")
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in SANDBOX_SETTINGS:
-            raise ConfigFileError(
+            raise ConfigurationError(
                 f"{path}: [{SANDBOX_TABLE}] has no setting {key}; settings: {', '.join(SANDBOX_SETTINGS)}"
             )
         dest = f"sandbox_{name}"
@@ -167,5 +165,7 @@ def _apply_sandbox_table(parser: argparse.ArgumentParser, table: Any, path: Path
                 continue
             if action.choices is not None and value not in action.choices:
                 choices = ", ".join(str(c) for c in action.choices)
-                raise ConfigFileError(f"{path}: [{SANDBOX_TABLE}] {key} = {value!r}: choose from {choices}")
+                raise ConfigurationError(
+                    f"{path}: [{SANDBOX_TABLE}] {key} = {value!r}: choose from {choices}"
+                )
             target.set_defaults(**{dest: value})

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from agent.evals.checking import Checker, CheckResult
 from agent.evals.problems import Problem, load_humaneval
 from agent.evals.solve import SolveOptions, solve, solve_in_sandbox
+from prompts.errors import RunError
 
 if TYPE_CHECKING:
     from agent.models.base import Model
@@ -57,7 +58,7 @@ BROKEN_VARIANTS: dict[str, str] = {
 DEFAULT_MAX_MODEL_FAILURES = 3
 
 
-class EvalStoppedError(RuntimeError):
+class EvalStoppedError(RunError, RuntimeError):
     """The evaluation stopped early: the model failed on that many problems in a row (a server that is down
     would otherwise cost its retries on every remaining problem). The rows written so far are kept."""
 

@@ -14,10 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from prompts.errors import ConfigurationError
+
 __all__ = ["Problem", "ProblemError", "humaneval_data_path", "load_humaneval", "load_problem"]
 
 
-class ProblemError(ValueError):
+class ProblemError(ConfigurationError, ValueError):
     """A problem file or object that cannot be used (the message says what is wrong)."""
 
 

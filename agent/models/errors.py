@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from prompts.errors import ConfigurationError, RunError
+
 __all__ = [
     "ContextLengthError",
     "ModelAuthenticationError",
@@ -18,11 +20,11 @@ __all__ = [
 ]
 
 
-class ModelError(Exception):
+class ModelError(RunError):
     """A model backend failed. Subclasses say whether the developer or the environment must act."""
 
 
-class ModelConfigurationError(ModelError):
+class ModelConfigurationError(ModelError, ConfigurationError):
     """The backend is misconfigured (missing dependency, bad path, wrong URL or model name): fix and rerun."""
 
 

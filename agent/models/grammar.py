@@ -20,6 +20,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prompts.errors import ConfigurationError
+
 __all__ = [
     "GrammarError",
     "arguments_gbnf",
@@ -53,7 +55,7 @@ _DEPENDS = {
 }
 
 
-class GrammarError(ValueError):
+class GrammarError(ConfigurationError, ValueError):
     """A schema the converter cannot turn into a grammar (a remote `$ref`, a dangling reference...)."""
 
 

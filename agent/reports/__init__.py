@@ -23,10 +23,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from prompts.errors import ConfigurationError
+
 __all__ = ["ReportError", "render_results_report", "render_run_report", "source_kind", "write_report"]
 
 
-class ReportError(Exception):
+class ReportError(ConfigurationError):
     """The source is not something a report can be made of (the message says what it is and what is expected)."""
 
 
