@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from tools.base import Tool
-from tools.errors import ToolDefinitionError
+from tools.errors import MCPConfigError, MCPServerError, ToolDefinitionError
 from tools.types import ToolResult
 
 if TYPE_CHECKING:
@@ -56,14 +56,6 @@ _CLOSE_TIMEOUT = 10.0  # the SDK's stdio shutdown waits up to ~6 s (stdin close,
 _MAX_LIST_PAGES = 100  # a paginator that never ends must not hang startup
 _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.:/-]")
 _CONNECTION_CLOSED = -32000
-
-
-class MCPConfigError(ValueError):
-    """The MCP configuration is malformed; the message says which server and which field."""
-
-
-class MCPServerError(RuntimeError):
-    """An MCP server could not be started, reached or listed; the message says which and why."""
 
 
 @dataclass(frozen=True)
