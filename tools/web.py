@@ -499,6 +499,7 @@ async def fetch(
     if max_bytes <= 0 or max_chars <= 0 or timeout <= 0 or max_redirects < 0:
         raise ValueError("max_bytes, max_chars and timeout must be positive and max_redirects not negative")
     started = time.monotonic()
+    extracting: list[int] = []  # the body's size once its extraction has started
     try:
         async with asyncio.timeout(timeout):
             return await _fetch(
@@ -513,8 +514,11 @@ async def fetch(
                 headers=headers or {},
                 ssl_context=ssl_context,
                 started=started,
+                extracting=extracting,
             )
     except TimeoutError:
+        if extracting:  # the download was done: retrying the same URL would only fail the same way
+            raise _error("extraction_timed_out", url, url=url, seconds=timeout, size=extracting[0]) from None
         raise _error("timed_out", url, url=url, seconds=timeout) from None
 
 
@@ -531,6 +535,7 @@ async def _fetch(
     headers: dict[str, str],
     ssl_context: ssl.SSLContext | None,
     started: float,
+    extracting: list[int],
 ) -> FetchResult:
     backend = _PinnedBackend()
     request_headers = {
@@ -595,6 +600,7 @@ async def _fetch(
                     raise _error("read_failed", url, url=current, error=_why(exc)) from exc
             finally:
                 await response.aclose()
+            extracting.append(len(body))
             extracted = await _extract(body, mime, charset, cut, str(current), max_chars)
             return FetchResult(
                 url=url,

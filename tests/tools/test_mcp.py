@@ -407,3 +407,12 @@ def test_structured_only_results_and_odd_tool_names() -> None:
     assert _tool_name("search web!") == "search_web_"
     assert _tool_name("-dash") == "_-dash"
     assert len(_tool_name("x" * 300)) == 128
+
+
+def test_the_mcp_errors_live_in_tools_errors_and_keep_their_old_import_paths() -> None:
+    import tools.errors
+
+    assert MCPConfigError is tools.errors.MCPConfigError
+    assert MCPServerError is tools.errors.MCPServerError
+    assert issubclass(MCPConfigError, ValueError)
+    assert issubclass(MCPServerError, RuntimeError)

@@ -516,6 +516,7 @@ async def test_the_deadline_kills_the_extraction_and_a_small_fetch_then_succeeds
     outcomes = await asyncio.gather(*huge, return_exceptions=True)
     watcher.cancel()
     assert all(isinstance(o, FetchError) and "longer than 2 s" in o.message for o in outcomes), outcomes
+    assert all("turning it into text" in o.message for o in outcomes if isinstance(o, FetchError))
 
     result = await fetch(server + small, allowed_hosts=LOOPBACK, timeout=20)
     assert "small page" in result.text
