@@ -5,6 +5,7 @@ Everything is served from a local HTTP server on 127.0.0.1; nothing leaves the m
 1. One 5 MB article page (the news fixture's body repeated, with its navigation, ads and footer around it):
    wall time and peak memory of `tools.web.fetch` (download, decode, readability + markdownify), each run in a
    fresh subprocess so peak RSS is that of one fetch (after one small warm-up fetch: imports are not counted).
+   CPU and memory include the extraction worker process (peak RSS: the fetching process plus the worker).
    Once with the default caps (text cut at 400,000 characters before conversion) and once with no character
    cap (the whole article converted). Baseline in the same run: a plain httpx GET of the same page.
 2. 50 concurrent `fetch` calls of the fixture pages (asyncio.gather): wall time and per-fetch latency.
@@ -119,7 +120,8 @@ def _child(mode: str, url: str) -> None:
         if mode != "get":  # imports and the TLS context are a once-per-process cost, not per fetch
             await fetch(url.rsplit("/", 1)[0] + "/docs_page.html", allowed_hosts=["127.0.0.1"])
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        cpu_before = time.process_time()
+        children_before = _children_memory_kb("VmRSS")
+        cpu_before = _cpu_now()
         started = time.perf_counter()
         if mode != "get":
             max_chars = 10_000_000 if mode == "fetch-full" else DEFAULT_MAX_CHARS
@@ -132,13 +134,14 @@ def _child(mode: str, url: str) -> None:
                 response = await client.get(url)
             chars, size = len(response.text), len(response.content)
         elapsed = time.perf_counter() - started
-        cpu = time.process_time() - cpu_before
+        cpu = _cpu_now() - cpu_before
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        children_peak = _children_memory_kb("VmHWM")  # the extraction worker, if it runs in one
         return {
             "cpu_s": cpu,
             "s": elapsed,
-            "peak_mb": peak / 1024,
-            "delta_mb": (peak - before) / 1024,
+            "peak_mb": (peak + children_peak) / 1024,
+            "delta_mb": (peak - before + children_peak - children_before) / 1024,
             "chars": chars,
             "bytes": size,
         }
@@ -218,11 +221,10 @@ async def bench_concurrent(base: str, n: int, repeat: int) -> None:
 # --- the deadline -------------------------------------------------------------------------------------------
 
 
-def _children_cpu() -> float:
-    """CPU seconds of this process's live children (read from /proc) plus those already reaped."""
-    me = str(os.getpid())
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
+def _children() -> dict[int, list[bytes]]:
+    """This process's live children and the fields of their /proc/PID/stat after the command name."""
+    me = str(os.getpid()).encode()
+    found: dict[int, list[bytes]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -231,14 +233,36 @@ def _children_cpu() -> float:
                 fields = stat.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if fields[1].decode() == me:  # fields[1] is the parent's pid (field 4 of stat)
-            total += (int(fields[11]) + int(fields[12])) / tick
+        if fields[1] == me:  # fields[1] is the parent's pid (field 4 of stat)
+            found[int(entry)] = fields
+    return found
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's live children (read from /proc) plus those already reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    live = sum(int(fields[11]) + int(fields[12]) for fields in _children().values()) / tick
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return total + reaped.ru_utime + reaped.ru_stime
+    return live + reaped.ru_utime + reaped.ru_stime
 
 
 def _cpu_now() -> float:
+    """CPU seconds of this process and its children: extraction may run in a worker process."""
     return time.process_time() + _children_cpu()
+
+
+def _children_memory_kb(field: str) -> int:
+    """The sum of a /proc status field (VmRSS, VmHWM) over this process's live children."""
+    total = 0
+    for pid in _children():
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
 
 
 async def bench_deadline(base: str, n: int = 6, deadline: float = 3.0) -> None:

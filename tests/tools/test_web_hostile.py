@@ -23,6 +23,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ from tools.web import FetchResult, fetch
 from tools.web_worker import extraction_pool
 
 LOOPBACK = ("127.0.0.1",)
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass(frozen=True)
@@ -569,3 +571,46 @@ async def test_a_worker_that_dies_is_a_fetch_error_and_is_replaced(server: str) 
     assert "killed by signal 9" in caught.value.message
     ok = serve(Page(headers=((b"Content-Type", b"text/plain"),), body=b"after"))
     assert (await fetch(server + ok, allowed_hosts=LOOPBACK)).text == "after"
+
+
+_CHILD = """
+import asyncio, sys
+from tools.web import fetch
+from tools.web_worker import extraction_pool
+
+async def main():
+    task = asyncio.ensure_future(fetch(sys.argv[1], allowed_hosts=["127.0.0.1"], timeout=120))
+    while not extraction_pool().pids():
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # the worker is extracting the big page now
+    print(*extraction_pool().pids(), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+async def test_workers_do_not_outlive_a_killed_agent(server: str) -> None:
+    """SIGKILL the process that fetches while its worker is busy with a page: the worker exits too."""
+    import signal
+    import subprocess
+    import sys
+
+    path = serve(Page(headers=((b"Content-Type", b"text/html"),), body=table_page()))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CHILD, server + path, stdout=subprocess.PIPE, env=env
+    )
+    assert agent.stdout is not None
+    line = await asyncio.wait_for(agent.stdout.readline(), 120)
+    workers = [int(pid) for pid in line.split()]
+    assert workers
+    assert all(_cpu_ticks(pid) is not None for pid in workers)
+    agent.send_signal(signal.SIGKILL)
+    await agent.wait()
+    for _ in range(200):  # the workers' watchdog looks once a second; allow for a loaded machine
+        if all(_cpu_ticks(pid) is None for pid in workers):
+            break
+        await asyncio.sleep(0.05)
+    assert [pid for pid in workers if _cpu_ticks(pid) is not None] == []
