@@ -175,6 +175,7 @@ class ExtractionPool:
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
         self._busy = 0  # jobs holding a worker or starting one, and workers being prewarmed
+        self._starting = 0  # workers being prewarmed
         self._live: set[_Worker] = set()  # every process not yet reaped
 
     async def run(self, request: bytes) -> bytes:
@@ -188,11 +189,13 @@ class ExtractionPool:
             raise
 
     def prewarm(self) -> None:
-        """Start a worker now if none is idle and there is room, so its imports overlap a download."""
+        """Start a worker now if none is idle or starting and there is room, so that its imports (about half a
+        second) overlap a download or the model's next turn instead of delaying the next extraction."""
         with self._cond:
-            if self._idle or self._busy >= self.size:
+            if self._idle or self._starting or self._busy >= self.size:
                 return
             self._busy += 1
+            self._starting += 1
         threading.Thread(target=self._start_idle, name="qwq-web-extract-start", daemon=True).start()
 
     def pids(self) -> list[int]:
@@ -230,6 +233,7 @@ class ExtractionPool:
             worker = None  # the job that needs a worker will fail, saying why
         with self._cond:
             self._busy -= 1
+            self._starting -= 1
             if worker is not None:
                 self._idle.append(worker)
             self._cond.notify_all()
@@ -254,6 +258,7 @@ class ExtractionPool:
             except WorkerFailed:
                 code = self._discard(worker, job)
                 if job.cancelled:
+                    self.prewarm()  # its replacement starts now, not when the next page is waiting
                     raise WorkerFailed("the worker was stopped at the deadline") from None
                 if attempt == 0 and code == _IDLE_EXIT_CODE and worker.jobs > 0:
                     continue

@@ -532,11 +532,15 @@ async def test_the_deadline_kills_the_extraction_and_a_small_fetch_then_succeeds
         await asyncio.sleep(0.05)
     assert [pid for pid in busy if _cpu_ticks(pid) is not None] == []
     assert _extract_threads() == []
-    assert len(seen) > len(pool.pids())  # some workers were killed, not just left idle
-    before = {pid: _cpu_ticks(pid) for pid in pool.pids()}
-    await asyncio.sleep(1.0)
-    after = {pid: _cpu_ticks(pid) for pid in before}
-    assert all(after[pid] is None or after[pid] - before[pid] <= 2 for pid in before), (before, after)  # type: ignore[operator]
+    assert busy  # the workers that held the big pages were replaced, not left to finish
+    for _ in range(20):  # the replacements start (a moment of imports), then sleep
+        before = {pid: _cpu_ticks(pid) for pid in pool.pids()}
+        await asyncio.sleep(0.5)
+        after = {pid: _cpu_ticks(pid) for pid in before}
+        if all(after[pid] is None or after[pid] - before[pid] <= 1 for pid in before):  # type: ignore[operator]
+            break
+    else:
+        raise AssertionError(f"the pool's workers keep using CPU: {before} -> {after}")
 
 
 async def test_the_event_loops_default_executor_is_never_used(server: str) -> None:
