@@ -205,6 +205,15 @@ async def test_the_tool_result_has_no_lone_surrogates(server: str) -> None:
     assert_encodes(result.content)
 
 
+@pytest.mark.parametrize("path", ["/\udc80", "/?q=\ud800x", "/\ud83d\ude00"])
+async def test_urls_with_lone_surrogates_are_refused_with_a_sentence_that_encodes(
+    server: str, path: str
+) -> None:
+    with pytest.raises(FetchError, match="is not a valid URL") as caught:
+        await fetch(server + path, allowed_hosts=LOOPBACK)
+    assert_encodes(caught.value.message)
+
+
 @pytest.mark.parametrize("tag", ["div", "b", "table", "ul", "span", "font"])
 async def test_html_nested_deeper_than_the_parsers_go_keeps_its_text(server: str, tag: str) -> None:
     depth = 100_000
