@@ -39,7 +39,15 @@ from typing import Any
 
 __all__ = ["DEFAULT_WORKERS", "IDLE_EXIT_S", "ExtractionPool", "WorkerFailed", "extraction_pool", "main"]
 
-DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on, not what the machine has
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+DEFAULT_WORKERS = max(1, min(4, _usable_cpus()))
 """Worker processes at most: extraction is CPU-bound, more than one per CPU only adds contention."""
 IDLE_EXIT_S = 300.0
 """A worker with nothing to do for this long exits; the next extraction starts a new one (~0.5 s)."""
