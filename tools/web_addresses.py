@@ -30,6 +30,10 @@ def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
     parts = host.split(".")
     if not 1 <= len(parts) <= 4 or not all(_PART.match(p) for p in parts):
         return None
+    if any(len(p.lstrip("0xX")) > 12 for p in parts):
+        # Beyond 32 bits in any base, so not an address (inet_aton says the same); and int() refuses decimal
+        # strings over 4,300 digits with a ValueError that must not escape a fetch.
+        return None
     values: list[int] = []
     for p in parts:
         if p[:2] in ("0x", "0X"):

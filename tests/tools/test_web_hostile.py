@@ -214,6 +214,15 @@ async def test_urls_with_lone_surrogates_are_refused_with_a_sentence_that_encode
     assert_encodes(caught.value.message)
 
 
+@pytest.mark.parametrize("host", ["9" * 5000, "1." + "9" * 5000, "0x" + "f" * 5000, "0" + "7" * 5000])
+async def test_hosts_that_are_huge_numbers_are_names_that_do_not_resolve(
+    host: str, dialled: list[str]
+) -> None:
+    with pytest.raises(FetchError, match="Could not resolve"):
+        await fetch(f"http://{host}/", resolver=no_names)
+    assert dialled == []
+
+
 @pytest.mark.parametrize("tag", ["div", "b", "table", "ul", "span", "font"])
 async def test_html_nested_deeper_than_the_parsers_go_keeps_its_text(server: str, tag: str) -> None:
     depth = 100_000
@@ -476,6 +485,46 @@ def pages(draw: st.DrawFn) -> tuple[Page, int]:
 def test_hostile_pages_give_a_result_or_a_fetch_error(server: str, case: tuple[Page, int]) -> None:
     page, max_bytes = case
     asyncio.run(fetch_hostile(server + serve(page), max_bytes=max_bytes))
+
+
+URL_PARTS = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        ["9" * 5000, "[::1", "[v1.x]", "%00", "\udc80", "..", "xn--", "a" * 300, "0x" + "f" * 40]
+    ),
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    url=st.one_of(
+        st.text(max_size=120),
+        st.builds(
+            "{}://{}{}{}".format,
+            st.sampled_from(["http", "https", "HTTP", "ftp", "", "http:"]),
+            st.one_of(URL_PARTS, st.builds("{}@{}".format, URL_PARTS, URL_PARTS)),
+            st.sampled_from(["", ":80", ":0", ":99999", ":-1", ":x", ":" + "9" * 30]),
+            URL_PARTS,
+        ),
+    )
+)
+def test_any_url_the_model_writes_gives_a_fetch_error(url: str) -> None:
+    """Whatever the model writes as a URL, `fetch` answers with a sentence. Nothing is ever dialled here."""
+    import unittest.mock
+
+    import httpcore
+
+    async def never(*args: Any) -> Any:
+        raise httpcore.ConnectError("this test connects nowhere")
+
+    async def attempt() -> None:
+        with pytest.raises(FetchError) as caught:
+            await fetch(url, resolver=no_names, timeout=10)
+        assert_encodes(caught.value.message)
+
+    with unittest.mock.patch.object(web, "_open_tcp", never):
+        asyncio.run(attempt())
 
 
 # --- the deadline ends the work ----------------------------------------------------------------------------
