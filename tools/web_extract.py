@@ -385,7 +385,8 @@ def _page_facts(html: str) -> tuple[int, bool]:
     too_deep = bool(root.xpath(f"boolean(//*[count(ancestor::*) >= {_LIBXML2_MAX_DEPTH - 6}])"))
     for element in root.iter("script", "style", "noscript", "template"):
         element.drop_tree()
-    return len(" ".join(root.text_content().split())), too_deep
+    # Counted piece by piece: the whole text as one string, split into words, would cost more than the tree.
+    return sum(len(" ".join(piece.split())) for piece in root.itertext()), too_deep
 
 
 def stripped_text(html: str) -> str:
@@ -413,21 +414,17 @@ def stripped_text(html: str) -> str:
     return _tidy(_SPACE_RUNS.sub(" ", text))
 
 
-def html_to_markdown(html: str, url: str, max_chars: int | None = None) -> tuple[str, str | None, bool]:
-    """Markdown of the main content of an HTML page, its title, and whether the text was cut at `max_chars`
-    (before conversion, so a huge page costs little more than its first `max_chars`). Links are absolute.
-
-    Never raises for what the page holds: a page the converters cannot handle comes back as its text with
-    the tags stripped (see `stripped_text`)."""
+def _main_content(html: str, url: str, max_chars: int | None) -> tuple[str, str | None, bool]:
+    """Readability's main content as Markdown, the title, whether the text was cut; ("", None, False) if
+    readability or the converters fail on the page."""
     import logging
 
     import lxml.html
     from readability import Document  # type: ignore[import-untyped]
 
-    # It logs every page at INFO and a traceback for pages it cannot read, which are handled below.
+    # It logs every page at INFO and a traceback for pages it cannot read, which are handled here.
     logging.getLogger("readability.readability").setLevel(logging.CRITICAL)
     title: str | None = None
-    cut = False
     try:
         # No url= here: readability would rewrite every link of the whole page; only the kept ones are.
         document = Document(html)
@@ -435,10 +432,21 @@ def html_to_markdown(html: str, url: str, max_chars: int | None = None) -> tuple
         # After summary(), which parsed the page: asked first, the title would cost a parse of its own.
         title = (document.short_title() or document.title() or "").strip() or None
         title = None if title == "[no-title]" else title  # readability's placeholder
+        del document
         soup, cut = _to_soup(lxml.html.fromstring(summary), url, max_chars)
-        markdown = _tidy(_soup_to_markdown(soup))
+        return _tidy(_soup_to_markdown(soup)), title, cut
     except Exception:  # readability raises Unparseable and lxml errors on empty or broken documents;
-        markdown = ""  # the converters recurse per level of nesting (RecursionError)
+        return "", title, False  # the converters recurse per level of nesting (RecursionError)
+
+
+def html_to_markdown(html: str, url: str, max_chars: int | None = None) -> tuple[str, str | None, bool]:
+    """Markdown of the main content of an HTML page, its title, and whether the text was cut at `max_chars`
+    (before conversion, so a huge page costs little more than its first `max_chars`). Links are absolute.
+
+    Never raises for what the page holds: a page the converters cannot handle comes back as its text with
+    the tags stripped (see `stripped_text`)."""
+    markdown, title, cut = _main_content(html, url, max_chars)
+    # After readability's trees are freed: a second tree of a big page at the same time costs ~60 MB more.
     visible, too_deep = _page_facts(html)
     if not too_deep and len(markdown) < 1000 and len(markdown) < 0.4 * visible:
         # Readability keeps the one block it believes is the article; on index pages, link lists and
