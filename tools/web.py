@@ -40,7 +40,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
@@ -52,6 +52,7 @@ from tools.errors import FetchError
 from tools.serialize import replace_surrogates
 from tools.types import ToolResult
 from tools.web_addresses import IPAddress, parse_ip_literal, refusal_reason
+from tools.web_extract import Kind
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -83,8 +84,6 @@ _CHUNK = 65_536
 
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 """Resolves (hostname, port) to IP address strings; `fetch` checks whatever it returns."""
-
-Kind = Literal["html", "json", "text", "pdf"]
 
 
 def _error(name: str, fetched: str, /, **variables: Any) -> FetchError:
