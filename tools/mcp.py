@@ -595,6 +595,9 @@ class MCPServers:
             except MCPServerError as exc:
                 _log.warning("MCP server %s: restart failed: %s", server, exc)
                 raise _NoRestart(str(exc), used) from exc
+            if self._connections.get(server) is not gone:  # aclose() ran meanwhile: this one must not linger
+                await fresh.close()
+                raise _NoRestart("the MCP servers were shut down", used)
             self._connections[server] = fresh
             _log.warning(
                 "MCP server %s had exited; started it again (%d of %d)", server, used + 1, self.max_restarts

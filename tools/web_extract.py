@@ -370,8 +370,9 @@ def _whole_page(html: str, url: str, max_chars: int | None) -> tuple[str, bool]:
     return _tidy(_soup_to_markdown(soup)), cut
 
 
-def _page_facts(html: str) -> tuple[int, bool]:
-    """The page's visible characters (scripts and styles aside), and whether libxml2 cut its tree short.
+def _page_facts(html: str, *, count_visible: bool) -> tuple[int, bool]:
+    """The page's visible characters (scripts and styles aside; 0 unless `count_visible`), and whether
+    libxml2 cut its tree short.
 
     libxml2 stops building the tree at 256 levels of nesting and silently drops what is deeper, so a page
     nested deeper converts to a fraction of its text (or none) without any error.
@@ -382,7 +383,11 @@ def _page_facts(html: str) -> tuple[int, bool]:
         root = lxml.html.document_fromstring(html)
     except Exception:  # lxml raises several types for empty or odd documents
         return 0, False
-    too_deep = bool(root.xpath(f"boolean(//*[count(ancestor::*) >= {_LIBXML2_MAX_DEPTH - 6}])"))
+    # One step per level from the root: visits each element once (a count of ancestors per element would
+    # cost the depth each time).
+    too_deep = bool(root.xpath("boolean(" + "/*" * (_LIBXML2_MAX_DEPTH - 5) + ")"))
+    if not count_visible:
+        return 0, too_deep
     for element in root.iter("script", "style", "noscript", "template"):
         element.drop_tree()
     # Counted piece by piece: the whole text as one string, split into words, would cost more than the tree.
@@ -447,7 +452,7 @@ def html_to_markdown(html: str, url: str, max_chars: int | None = None) -> tuple
     the tags stripped (see `stripped_text`)."""
     markdown, title, cut = _main_content(html, url, max_chars)
     # After readability's trees are freed: a second tree of a big page at the same time costs ~60 MB more.
-    visible, too_deep = _page_facts(html)
+    visible, too_deep = _page_facts(html, count_visible=len(markdown) < 1000)
     if not too_deep and len(markdown) < 1000 and len(markdown) < 0.4 * visible:
         # Readability keeps the one block it believes is the article; on index pages, link lists and
         # tiny pages it can keep almost nothing while the page has plenty to read.
