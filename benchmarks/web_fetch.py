@@ -5,18 +5,24 @@ Everything is served from a local HTTP server on 127.0.0.1; nothing leaves the m
 1. One 5 MB article page (the news fixture's body repeated, with its navigation, ads and footer around it):
    wall time and peak memory of `tools.web.fetch` (download, decode, readability + markdownify), each run in a
    fresh subprocess so peak RSS is that of one fetch (after one small warm-up fetch: imports are not counted).
+   CPU and memory include the extraction worker process (peak RSS: the fetching process plus the worker).
    Once with the default caps (text cut at 400,000 characters before conversion) and once with no character
    cap (the whole article converted). Baseline in the same run: a plain httpx GET of the same page.
 2. 50 concurrent `fetch` calls of the fixture pages (asyncio.gather): wall time and per-fetch latency.
    Baseline: 50 concurrent plain httpx GETs of the same URLs.
-3. `--compare-extractors`: the measurement behind the choice of extraction library. For each candidate
+3. `--deadline`: does the deadline stop the work? Six concurrent fetches of a 4.9 MB page holding a 25,000-row
+   table (over half a minute of extraction CPU each) with 3 s deadlines, then one small page with a 10 s
+   deadline. Printed: when the six returned, the CPU seconds this process and its children kept burning
+   after they returned (until a second passes with no CPU use, at most 300 s), and how the small fetch
+   fared. Run it with `PYTHONPATH` at an older checkout for the figures before a change.
+4. `--compare-extractors`: the measurement behind the choice of extraction library. For each candidate
    installed (trafilatura, readability-lxml + markdownify, readability-lxml + html2text, html2text alone,
    markdownify alone, inscriptis), on the saved pages in tests/tools/fixtures with their expectations:
    share of main-content phrases kept, share of boilerplate phrases dropped, share of structure kept
    (headings, list items, table rows, fenced code, links), time per page, and time and peak RSS on the 5 MB
    page (in a subprocess each).
 
-    python benchmarks/web_fetch.py [--repeat 3] [--concurrency 50] [--compare-extractors]
+    python benchmarks/web_fetch.py [--repeat 3] [--concurrency 50] [--deadline] [--compare-extractors]
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import asyncio
 import http.server
 import json
+import os
 import re
 import resource
 import statistics
@@ -74,8 +81,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def table_page(rows: int = 25_000) -> bytes:
+    """A page that is one big data table: cheap to download, over half a minute to convert to Markdown."""
+    cells = "".join(
+        f"<tr><td>{i}</td><td>station {i % 97}</td><td>{i * 7 % 1000}.{i % 10} m</td>"
+        f"<td>reading {i} taken at the north pier gauge, checked by the harbour office</td><td>ok</td><td><a href='/r/{i}'>record {i}</a></td></tr>"
+        for i in range(rows)
+    )
+    return (
+        "<html><head><title>Tide gauge readings</title></head><body><h1>Readings</h1><table>"
+        f"<tr><th>#</th><th>station</th><th>level</th><th>note</th><th>check</th><th>link</th></tr>{cells}</table></body></html>"
+    ).encode()
+
+
 def serve() -> tuple[str, http.server.ThreadingHTTPServer]:
     pages = {"/big.html": (big_page(), "text/html; charset=utf-8")}
+    pages["/table.html"] = (table_page(), "text/html; charset=utf-8")
     for path in sorted(FIXTURES.glob("*.html")):
         charset = "" if path.name in ENCODINGS else "; charset=utf-8"
         pages[f"/{path.name}"] = (path.read_bytes(), "text/html" + charset)
@@ -99,7 +120,8 @@ def _child(mode: str, url: str) -> None:
         if mode != "get":  # imports and the TLS context are a once-per-process cost, not per fetch
             await fetch(url.rsplit("/", 1)[0] + "/docs_page.html", allowed_hosts=["127.0.0.1"])
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        cpu_before = time.process_time()
+        children_before = _children_memory_kb("VmRSS")
+        cpu_before = _cpu_now()
         started = time.perf_counter()
         if mode != "get":
             max_chars = 10_000_000 if mode == "fetch-full" else DEFAULT_MAX_CHARS
@@ -112,13 +134,14 @@ def _child(mode: str, url: str) -> None:
                 response = await client.get(url)
             chars, size = len(response.text), len(response.content)
         elapsed = time.perf_counter() - started
-        cpu = time.process_time() - cpu_before
+        cpu = _cpu_now() - cpu_before
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        children_peak = _children_memory_kb("VmHWM")  # the extraction worker, if it runs in one
         return {
             "cpu_s": cpu,
             "s": elapsed,
-            "peak_mb": peak / 1024,
-            "delta_mb": (peak - before) / 1024,
+            "peak_mb": (peak + children_peak) / 1024,
+            "delta_mb": (peak - before + children_peak - children_before) / 1024,
             "chars": chars,
             "bytes": size,
         }
@@ -182,17 +205,110 @@ async def bench_concurrent(base: str, n: int, repeat: int) -> None:
         for label, fn in (("httpx GET only (baseline)", plain), ("tools.web.fetch (extract)", ours)):
             best: tuple[float, float, list[float]] | None = None
             for _ in range(repeat):
-                started, cpu_started = time.perf_counter(), time.process_time()
+                started, cpu_started = time.perf_counter(), _cpu_now()
                 latencies = await asyncio.gather(*(timed(fn, u) for u in urls))
-                wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+                wall, cpu = time.perf_counter() - started, _cpu_now() - cpu_started
                 if best is None or wall < best[0]:
                     best = (wall, cpu, sorted(latencies))
             assert best is not None
             wall, cpu, lat = best
             print(
-                f"  {label:28s} wall {wall:6.2f} s  ({n / wall:6.1f} pages/s, CPU {cpu:.2f} s incl. server)  "
+                f"  {label:28s} wall {wall:6.2f} s  ({n / wall:6.1f} pages/s, CPU {cpu:.2f} s incl. server and workers)  "
                 f"latency p50 {lat[len(lat) // 2] * 1000:6.0f} ms  p95 {lat[int(len(lat) * 0.95)] * 1000:6.0f} ms"
             )
+
+
+# --- the deadline -------------------------------------------------------------------------------------------
+
+
+def _children() -> dict[int, list[bytes]]:
+    """This process's live children and the fields of their /proc/PID/stat after the command name."""
+    me = str(os.getpid()).encode()
+    found: dict[int, list[bytes]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:  # fields[1] is the parent's pid (field 4 of stat)
+            found[int(entry)] = fields
+    return found
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's live children (read from /proc) plus those already reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    live = sum(int(fields[11]) + int(fields[12]) for fields in _children().values()) / tick
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return live + reaped.ru_utime + reaped.ru_stime
+
+
+def _cpu_now() -> float:
+    """CPU seconds of this process and its children: extraction may run in a worker process."""
+    return time.process_time() + _children_cpu()
+
+
+def _children_memory_kb(field: str) -> int:
+    """The sum of a /proc status field (VmRSS, VmHWM) over this process's live children."""
+    total = 0
+    for pid in _children():
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+async def bench_deadline(base: str, n: int = 6, deadline: float = 3.0) -> None:
+    from tools.web import FetchError, fetch
+
+    size = len(_Handler.pages["/table.html"][0])
+    print(
+        f"{n} concurrent fetches of a {size / 1e6:.1f} MB page with a 25,000-row table, {deadline:g} s deadlines"
+    )
+    await fetch(
+        base + "/docs_page.html", allowed_hosts=["127.0.0.1"]
+    )  # imports and TLS context: not measured
+
+    async def one() -> str:
+        try:
+            await fetch(base + "/table.html", allowed_hosts=["127.0.0.1"], timeout=deadline)
+        except FetchError as exc:
+            return "timed out" if "longer than" in exc.message else "FetchError"
+        return "done"
+
+    cpu_start, started = _cpu_now(), time.perf_counter()
+    outcomes = await asyncio.gather(*(one() for _ in range(n)))
+    returned = time.perf_counter() - started
+    cpu_at_return = _cpu_now()
+    small_started = time.perf_counter()
+    try:
+        await fetch(base + "/docs_page.html", allowed_hosts=["127.0.0.1"], timeout=10)
+        small = f"ok in {time.perf_counter() - small_started:.2f} s"
+    except FetchError as exc:
+        small = f"failed after {time.perf_counter() - small_started:.2f} s: {exc.message}"
+    # Then wait, off the event loop's hands, until nothing of ours uses CPU for a whole second.
+    last, quiet_at = _cpu_now(), time.perf_counter()
+    while time.perf_counter() - started < 300:
+        await asyncio.sleep(1.0)
+        now = _cpu_now()
+        if now - last < 0.05:
+            break
+        last, quiet_at = now, time.perf_counter()
+    after = last - cpu_at_return
+    print(
+        f"  returned after {returned:.2f} s: {', '.join(sorted(set(outcomes)))}; CPU until then {cpu_at_return - cpu_start:.1f} s"
+    )
+    print(f"  small fetch right after: {small}")
+    print(
+        f"  CPU burnt after the fetches returned: {after:.1f} s (busy until {quiet_at - started:.1f} s after the start)"
+    )
 
 
 # --- extractor comparison -----------------------------------------------------------------------------------
@@ -344,6 +460,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--compare-extractors", action="store_true")
+    parser.add_argument("--deadline", action="store_true", help="only the deadline measurement")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-extract", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -359,6 +476,9 @@ def main() -> None:
         return
     base, httpd = serve()
     try:
+        if args.deadline:
+            asyncio.run(bench_deadline(base))
+            return
         bench_big(base, args.repeat)
         asyncio.run(bench_concurrent(base, args.concurrency, args.repeat))
     finally:

@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from prompts.templating import (
         available_notes,
         available_system_prompts,
+        available_tool_texts,
         render_format,
         render_note,
         render_system_prompt,
+        render_tool_text,
     )
 
 __all__ = [
@@ -26,11 +28,13 @@ __all__ = [
     "PromptTemplateError",
     "available_notes",
     "available_system_prompts",
+    "available_tool_texts",
     "render",
     "render_chat_template",
     "render_format",
     "render_note",
     "render_system_prompt",
+    "render_tool_text",
     "template_supports_tools",
 ]
 
@@ -42,6 +46,8 @@ _LAZY = {
     "template_supports_tools": "prompts.hf_template",
     "available_notes": "prompts.templating",
     "available_system_prompts": "prompts.templating",
+    "available_tool_texts": "prompts.templating",
+    "render_tool_text": "prompts.templating",
     "render_format": "prompts.templating",
     "render_note": "prompts.templating",
     "render_system_prompt": "prompts.templating",

@@ -1,4 +1,4 @@
-"""System prompts and the loop's feedback notes, kept as `*.j2` files under `prompts/templates/`.
+"""System prompts, the loop's feedback notes and the tools' texts, kept as `*.j2` files under `prompts/templates/`.
 
 Every sentence the framework feeds the model lives in those files (design.md section 7), so wording can be
 reviewed and changed in one place. They render with StrictUndefined and an exact variable check: a template
@@ -19,9 +19,11 @@ from prompts.errors import PromptTemplateError
 __all__ = [
     "available_notes",
     "available_system_prompts",
+    "available_tool_texts",
     "render_format",
     "render_note",
     "render_system_prompt",
+    "render_tool_text",
 ]
 
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -29,6 +31,8 @@ _NOTES = "notes"
 _NOTES_FOLDER = _TEMPLATES / _NOTES
 _FORMATS = "formats"
 _FORMATS_FOLDER = _TEMPLATES / _FORMATS
+_TOOLS = "tools"
+_TOOLS_FOLDER = _TEMPLATES / _TOOLS
 _SUFFIX = ".j2"
 
 
@@ -58,6 +62,16 @@ def _names(folder: Path) -> tuple[str, ...]:
     return tuple(sorted(path.name.removesuffix(_SUFFIX) for path in folder.glob(f"*{_SUFFIX}")))
 
 
+@functools.cache
+def _nested_names(folder: Path) -> tuple[str, ...]:
+    # "family/name" for every template one folder down: one folder per tool family.
+    return tuple(
+        sorted(
+            f"{path.parent.name}/{path.name.removesuffix(_SUFFIX)}" for path in folder.glob(f"*/*{_SUFFIX}")
+        )
+    )
+
+
 def available_system_prompts() -> list[str]:
     """Names accepted by `render_system_prompt`, sorted."""
     return list(_names(_TEMPLATES))
@@ -66,6 +80,11 @@ def available_system_prompts() -> list[str]:
 def available_notes() -> list[str]:
     """Names accepted by `render_note`, sorted."""
     return list(_names(_NOTES_FOLDER))
+
+
+def available_tool_texts() -> list[str]:
+    """Names accepted by `render_tool_text` ("family/name"), sorted."""
+    return list(_nested_names(_TOOLS_FOLDER))
 
 
 @functools.cache
@@ -124,3 +143,12 @@ def render_format(name: str, /, **variables: Any) -> str:
     Same checks as `render_system_prompt`.
     """
     return _render("format text", name, _names(_FORMATS_FOLDER), f"{_FORMATS}/{name}{_SUFFIX}", variables)
+
+
+def render_tool_text(name: str, /, **variables: Any) -> str:
+    """Render `prompts/templates/tools/<family>/<name>.j2`: a tool's description or a sentence a built-in tool
+    shows the model (an error, a note about what was cut), e.g. `render_tool_text("web/refused", ...)`.
+
+    Same checks as `render_system_prompt`. See `available_tool_texts()` for the names.
+    """
+    return _render("tool text", name, _nested_names(_TOOLS_FOLDER), f"{_TOOLS}/{name}{_SUFFIX}", variables)

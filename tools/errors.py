@@ -5,6 +5,21 @@ is fed back as an observation so the model can correct its next call. `ToolError
 raises to report a failure to the model without a traceback. `ToolDefinitionError` is for the developer: a
 function that cannot become a tool, an invalid JSON Schema, duplicate names. It is raised at construction,
 never during a run.
+
+The built-in tool families raise their own, in the same two families (the whole tree: `agent.errors`):
+
+    QwqAgentError (prompts.errors)
+    ├── ConfigurationError              the user / developer must fix something
+    │   ├── ToolDefinitionError         a tool definition (also a ValueError)
+    │   └── MCPConfigError              an MCP configuration (also a ValueError)
+    └── RunError                        at run time
+        ├── ToolArgumentsError          the model must fix its call (.message is for the model)
+        │   └── UnknownToolError
+        ├── ToolError                   a tool reports a failure to the model in its own words
+        ├── FetchError                  tools.web.fetch refused or failed (.message is for the model)
+        └── MCPServerError              an MCP server could not be started, reached or listed
+
+`tools.web.FetchError` and `tools.mcp.MCPConfigError` / `MCPServerError` are these same classes.
 """
 
 from __future__ import annotations
@@ -12,8 +27,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prompts.errors import ConfigurationError, RunError
+from tools.serialize import replace_surrogates
 
-__all__ = ["ToolArgumentsError", "ToolDefinitionError", "ToolError", "UnknownToolError"]
+__all__ = [
+    "FetchError",
+    "MCPConfigError",
+    "MCPServerError",
+    "ToolArgumentsError",
+    "ToolDefinitionError",
+    "ToolError",
+    "UnknownToolError",
+]
 
 
 class ToolDefinitionError(ConfigurationError, ValueError):
@@ -56,3 +80,26 @@ class ToolError(RunError):
     source location. Use it for expected failures (file not found, page refused) where the message says it
     all.
     """
+
+
+class FetchError(RunError):
+    """A fetch was refused or failed; `str(error)` is a sentence the model can act on.
+
+    HTTP error statuses are not FetchErrors: a 404 or 500 page is returned as a `FetchResult` with that
+    status, since its text often says what went wrong. The message can quote what a server sent, so lone
+    surrogates are replaced here: the sentence always encodes as UTF-8.
+    """
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        message = replace_surrogates(message)
+        super().__init__(message)
+        self.message = message
+        self.url = url
+
+
+class MCPConfigError(ConfigurationError, ValueError):
+    """The MCP configuration is malformed; the message says which server and which field."""
+
+
+class MCPServerError(RunError, RuntimeError):
+    """An MCP server could not be started, reached or listed; the message says which and why."""

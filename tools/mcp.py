@@ -12,22 +12,32 @@ entered and left by one task, and a server that crashes must not cancel the call
 any task. Everything a call can run into (an error result, a protocol error, a timeout, a server that died) is
 returned as an error observation for the model; only failures to start are raised, since the developer must fix
 those (`MCPServerError`).
+
+A stdio server that has exited (crashed, killed, or stopped by one of its own tools) is started again when the
+next call for it comes, once per call and at most `max_restarts` times per server, and that call's result says
+so: whatever the server held in memory is gone. Whether it exited before a call or during it is told apart by
+watching its output stream, so the model reads which happened. The sentences the model reads are templates
+under `prompts/templates/tools/mcp/`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+from prompts.templating import render_tool_text
 from tools.base import Tool
-from tools.errors import ToolDefinitionError
+from tools.errors import MCPConfigError, MCPServerError, ToolDefinitionError
+from tools.serialize import NO_OUTPUT
 from tools.types import ToolResult
 
 if TYPE_CHECKING:
@@ -37,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_RESTARTS",
     "HttpServer",
     "MCPConfigError",
     "MCPServerError",
@@ -52,18 +63,12 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_CALL_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 30.0
+DEFAULT_MAX_RESTARTS = 3
+"""Restarts per stdio server and `async with` block: a server that keeps dying is not restarted forever."""
 _CLOSE_TIMEOUT = 10.0  # the SDK's stdio shutdown waits up to ~6 s (stdin close, SIGTERM, SIGKILL)
 _MAX_LIST_PAGES = 100  # a paginator that never ends must not hang startup
 _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.:/-]")
 _CONNECTION_CLOSED = -32000
-
-
-class MCPConfigError(ValueError):
-    """The MCP configuration is malformed; the message says which server and which field."""
-
-
-class MCPServerError(RuntimeError):
-    """An MCP server could not be started, reached or listed; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -174,23 +179,30 @@ def _block_text(block: Any) -> str:
     if kind == "text":
         return str(block.text)
     if kind in ("image", "audio"):
-        return f"[{kind}: {block.mime_type}, {_approx_bytes(block.data):,} bytes, not shown]"
+        return render_tool_text(
+            "mcp/media_block", kind=kind, mime=block.mime_type, size=_approx_bytes(block.data)
+        )
     if kind == "resource_link":
-        parts = [f"[resource link: {block.uri}"]
-        if block.name:
-            parts.append(f" ({block.name})")
-        if block.mime_type:
-            parts.append(f", {block.mime_type}")
-        if block.description:
-            parts.append(f": {block.description}")
-        return "".join(parts) + "]"
+        return render_tool_text(
+            "mcp/resource_link_block",
+            uri=block.uri,
+            name=block.name,
+            mime=block.mime_type,
+            description=block.description,
+        )
     if kind == "resource":
         resource = block.resource
-        mime = f" ({resource.mime_type})" if resource.mime_type else ""
         if hasattr(resource, "text"):
-            return f"[resource {resource.uri}{mime}]\n{resource.text}"
-        return f"[resource {resource.uri}{mime}: {_approx_bytes(resource.blob):,} bytes of binary data, not shown]"
-    return f"[{kind or type(block).__name__} content, not shown]"
+            return render_tool_text(
+                "mcp/resource_text_block", uri=resource.uri, mime=resource.mime_type, text=resource.text
+            )
+        return render_tool_text(
+            "mcp/resource_binary_block",
+            uri=resource.uri,
+            mime=resource.mime_type,
+            size=_approx_bytes(resource.blob),
+        )
+    return render_tool_text("mcp/other_block", kind=kind or type(block).__name__)
 
 
 def result_to_observation(result: CallToolResult) -> ToolResult:
@@ -198,11 +210,63 @@ def result_to_observation(result: CallToolResult) -> ToolResult:
     parts = [_block_text(block) for block in result.content]
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False, indent=2))
-    text = "\n".join(parts) if parts else "(no output)"
+    text = "\n".join(parts) if parts else NO_OUTPUT
     return ToolResult(content=text, is_error=bool(result.is_error))
 
 
 # --- connections ----------------------------------------------------------------------------------------
+
+
+class _WatchedReadStream:
+    """The transport's read stream, unchanged, except that it notes when the server's output ends.
+
+    The SDK answers every call after that with the same "connection closed" error as a call during which
+    the server died; the time the output ended tells the two apart. Implements the SDK's `ReadStream`
+    protocol by delegation.
+    """
+
+    def __init__(self, inner: Any, on_end: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_end = on_end
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> Any:
+        import anyio
+
+        try:
+            return await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._on_end()
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> _WatchedReadStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        import anyio
+
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> _WatchedReadStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _watched(transport: Any, on_end: Callable[[], None]) -> AsyncIterator[tuple[Any, Any]]:
+    async with transport as (read_stream, write_stream):
+        yield _WatchedReadStream(read_stream, on_end), write_stream
 
 
 class _Connection:
@@ -212,10 +276,25 @@ class _Connection:
         self.name = name
         self.config = config
         self.client: Client | None = None
-        self.dead: str | None = None  # why calls can no longer reach the server
+        # Why calls can no longer reach the server: "failed" (with `error`), "shut_down" or "closed".
+        self.dead: str | None = None
+        self.error = ""
+        self.output_ended: float | None = None  # time.monotonic() when the server's output ended
         self._ready: asyncio.Future[None] | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def restartable(self) -> bool:
+        return isinstance(self.config, StdioServer)
+
+    def gone_since(self, moment: float) -> bool:
+        """Whether the server's output had ended by `moment` (so it exited before, not during, a call)."""
+        return self.output_ended is not None and self.output_ended <= moment
+
+    def _note_end(self) -> None:
+        if self.output_ended is None:
+            self.output_ended = time.monotonic()
 
     async def _transport(self, stack: AsyncExitStack) -> Any:
         if isinstance(self.config, StdioServer):
@@ -229,14 +308,14 @@ class _Connection:
                 env=dict(self.config.env) if self.config.env is not None else None,
                 cwd=self.config.cwd,
             )
-            return stdio_client(params, errlog=self.config.stderr or sys.stderr)
+            return _watched(stdio_client(params, errlog=self.config.stderr or sys.stderr), self._note_end)
         import httpx2
         from mcp.client.streamable_http import streamable_http_client
 
         # MCP servers may hold a response stream open, hence the long read timeout; calls have their own.
         http = httpx2.AsyncClient(headers=dict(self.config.headers), timeout=httpx2.Timeout(30.0, read=300.0))
         await stack.enter_async_context(http)
-        return streamable_http_client(self.config.url, http_client=http)
+        return _watched(streamable_http_client(self.config.url, http_client=http), self._note_end)
 
     async def _run(self) -> None:
         from mcp import Client
@@ -253,13 +332,13 @@ class _Connection:
             if not self._ready.done():
                 self._ready.set_exception(exc)
             elif not isinstance(exc, asyncio.CancelledError):
-                self.dead = f"its connection failed: {exc!r}"
+                self.dead, self.error = "failed", repr(exc)
                 _log.warning("MCP server %s: connection ended with %r", self.name, exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
             self.client = None
-            self.dead = self.dead or "it was shut down"
+            self.dead = self.dead or "shut_down"
 
     async def start(self, limit_s: float) -> None:
         self._ready = asyncio.get_running_loop().create_future()
@@ -314,7 +393,8 @@ class MCPServers:
     subprocesses included. Tool names are the servers' own names; when two servers offer the same name,
     those tools are named `server__tool` (`prefix="auto"`); `prefix="always"` prefixes every tool, and
     `prefix="never"` raises `ToolDefinitionError` on a collision. Each call is limited to `call_timeout`
-    seconds. A server that fails to start raises `MCPServerError`, after the others have been shut down.
+    seconds. A server that fails to start raises `MCPServerError`, after the others have been shut down. A
+    stdio server found exited when a call comes is started again for that call, up to `max_restarts` times.
     """
 
     def __init__(
@@ -324,9 +404,12 @@ class MCPServers:
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         prefix: Literal["auto", "always", "never"] = "auto",
+        max_restarts: int = DEFAULT_MAX_RESTARTS,
     ) -> None:
         if not call_timeout > 0 or not connect_timeout > 0:
             raise ValueError("call_timeout and connect_timeout must be positive seconds")
+        if max_restarts < 0:
+            raise ValueError("max_restarts must not be negative")
         for name, config in servers.items():
             if not isinstance(config, StdioServer | HttpServer):
                 raise MCPConfigError(
@@ -336,7 +419,10 @@ class MCPServers:
         self.call_timeout = call_timeout
         self.connect_timeout = connect_timeout
         self.prefix = prefix
+        self.max_restarts = max_restarts
         self._connections: dict[str, _Connection] = {}
+        self._restarts: dict[str, int] = {}
+        self._restart_locks: dict[str, asyncio.Lock] = {}
         self._tools: list[Tool[..., Any]] = []
 
     @classmethod
@@ -351,6 +437,8 @@ class MCPServers:
 
     async def __aenter__(self) -> MCPServers:
         self._connections = {name: _Connection(name, config) for name, config in self.configs.items()}
+        self._restarts = dict.fromkeys(self._connections, 0)
+        self._restart_locks = {name: asyncio.Lock() for name in self._connections}
         started = await asyncio.gather(
             *(c.start(self.connect_timeout) for c in self._connections.values()), return_exceptions=True
         )
@@ -411,7 +499,9 @@ class MCPServers:
                     )
                 taken.add(name)
                 description = (
-                    remote.description or remote.title or f"Tool {remote.name} of MCP server {server}."
+                    remote.description
+                    or remote.title
+                    or render_tool_text("mcp/default_description", tool=remote.name, server=server)
                 )
                 try:
                     built.append(
@@ -445,35 +535,83 @@ class MCPServers:
         """Call `tool` on `server`; every outcome, failures included, is a `ToolResult` for the model."""
         from mcp import MCPError
 
-        label = f'Tool "{shown_name or tool}"'
+        shown = shown_name or tool
         connection = self._connections.get(server)
         if connection is None:
-            return ToolResult(content=f"{label}: MCP server {server!r} is not connected.", is_error=True)
+            return _error("not_connected", tool=shown, server=server)
+        started = time.monotonic()
+        restarted = False
+        if connection.restartable and (
+            connection.gone_since(started) or connection.dead in ("closed", "failed")
+        ):
+            try:
+                connection = await self._restart(server, connection)
+            except _NoRestart as exc:
+                return _error(
+                    "exited_before_call", tool=shown, restart_error=exc.error, restarts_used=exc.used
+                )
+            restarted, started = True, time.monotonic()
         client = connection.client
         if client is None or connection.dead:
-            reason = connection.dead or "it is not running"
-            return ToolResult(
-                content=f"{label} cannot be used: its MCP server stopped ({reason}).", is_error=True
-            )
+            if connection.gone_since(started):
+                return _error("exited_before_call", tool=shown, restart_error="", restarts_used=0)
+            return _error("unavailable", tool=shown, why=connection.dead or "", error=connection.error)
         try:
             async with asyncio.timeout(self.call_timeout):
                 result = await client.call_tool(tool, dict(arguments or {}))
         except TimeoutError:
-            return ToolResult(
-                content=f"{label} did not answer within {self.call_timeout:g} s; the call was cancelled.",
-                is_error=True,
-            )
+            return _error("timed_out", tool=shown, seconds=self.call_timeout)
         except MCPError as exc:
-            if exc.code == _CONNECTION_CLOSED:
-                connection.dead = "the connection to it closed"
-                return ToolResult(
-                    content=f"{label} failed: its MCP server stopped during the call (connection closed). "
-                    "Its tools cannot be used any more in this run.",
-                    is_error=True,
-                )
-            return ToolResult(
-                content=f"{label} failed: the MCP server answered: {exc.message}", is_error=True
-            )
+            if exc.code != _CONNECTION_CLOSED:
+                return _error("server_error", tool=shown, message=exc.message)
+            connection.dead = "closed"
+            if connection.gone_since(started):  # the SDK refused to send: the output had already ended
+                return _error("exited_before_call", tool=shown, restart_error="", restarts_used=0)
+            restartable = connection.restartable and self._restarts[server] < self.max_restarts
+            return _error("stopped_during_call", tool=shown, restartable=restartable)
         except Exception as exc:  # transport errors, malformed results
-            return ToolResult(content=f"{label} failed: {type(exc).__name__}: {exc}", is_error=True)
-        return result_to_observation(result)
+            return _error("call_failed", tool=shown, error=f"{type(exc).__name__}: {exc}")
+        observation = result_to_observation(result)
+        if restarted:
+            note = render_tool_text("mcp/restarted")
+            return observation.model_copy(update={"content": f"{note}\n{observation.content}"})
+        return observation
+
+    async def _restart(self, server: str, gone: _Connection) -> _Connection:
+        """A fresh connection to a stdio server whose process exited; `_NoRestart` if there is none.
+        Concurrent calls that find the same dead server share one restart."""
+        async with self._restart_locks[server]:
+            current = self._connections.get(server)
+            if current is not gone and current is not None:
+                return current  # another call restarted it meanwhile
+            used = self._restarts[server]
+            if used >= self.max_restarts:
+                raise _NoRestart("", used)
+            self._restarts[server] = used + 1
+            await gone.close()
+            fresh = _Connection(server, gone.config)
+            try:
+                await fresh.start(self.connect_timeout)
+            except MCPServerError as exc:
+                _log.warning("MCP server %s: restart failed: %s", server, exc)
+                raise _NoRestart(str(exc), used) from exc
+            if self._connections.get(server) is not gone:  # aclose() ran meanwhile: this one must not linger
+                await fresh.close()
+                raise _NoRestart("the MCP servers were shut down", used)
+            self._connections[server] = fresh
+            _log.warning(
+                "MCP server %s had exited; started it again (%d of %d)", server, used + 1, self.max_restarts
+            )
+            return fresh
+
+
+class _NoRestart(Exception):
+    def __init__(self, error: str, used: int) -> None:
+        super().__init__(error)
+        self.error = error
+        self.used = used
+
+
+def _error(name: str, **variables: Any) -> ToolResult:
+    """An error observation whose text is the template `tools/mcp/<name>.j2`."""
+    return ToolResult(content=render_tool_text(f"mcp/{name}", **variables), is_error=True)

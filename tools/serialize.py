@@ -8,6 +8,7 @@ model decide whether to ask for the rest, instead of silently reading a partial 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -16,6 +17,7 @@ __all__ = [
     "DEFAULT_MAX_RESULT_CHARS",
     "MIN_MAX_CHARS",
     "NO_OUTPUT",
+    "replace_surrogates",
     "to_text",
     "truncate_middle",
 ]
@@ -29,8 +31,22 @@ MIN_MAX_CHARS = 64
 NO_OUTPUT = "(no output)"
 """What the model reads when a tool returned nothing, so an empty `<tool_response>` is never ambiguous."""
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 # JSON shorter than this stays on one line: indenting a small object only adds tokens.
 _ONE_LINE_JSON_CHARS = 120
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD; a high+low pair becomes the character it encodes.
+
+    Outside text (a JSON page's `"\\ud800"`, a server's bytes decoded with `surrogateescape`) can carry code
+    points that no UTF-8 encoder accepts; one of them in a tool result would crash the transcript writer and the
+    model request that carry it, far from where it came in. So text is cleaned where it enters.
+    """
+    if _SURROGATE.search(text) is None:  # the usual case costs one scan and no copy
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _marker(cut: int) -> str:

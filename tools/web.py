@@ -16,30 +16,43 @@ holds more than `max_bytes` in memory. The text handed back is capped at `max_ch
 
 Readability. HTML becomes Markdown of the main content, JSON is indented, text passes through, PDFs become
 text (with the optional pypdf), other binary types are refused with a sentence saying what the URL holds (see
-`tools.web_extract`).
+`tools.web_extract`). That work runs in a worker process that the deadline kills (`tools.web_worker`), so a
+page that takes minutes to convert costs no CPU past the deadline. Blocking calls (DNS lookups, loading the
+CA bundle) run in a small executor of this module's own, never in the event loop's default one.
+
+Contract. `fetch` returns a `FetchResult` or raises `FetchError`, whatever the server sends; the texts it
+hands back never hold lone surrogates. The sentences the model reads (errors, the result's header, the tool's
+description) are templates under `prompts/templates/tools/web/`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib.util
 import ipaddress
+import json
 import socket
 import ssl
+import threading
 import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
 import httpx
 
+from prompts.templating import render_tool_text
 from tools.base import Tool
+from tools.errors import FetchError
+from tools.serialize import replace_surrogates
 from tools.types import ToolResult
 from tools.web_addresses import IPAddress, parse_ip_literal, refusal_reason
+from tools.web_extract import Kind
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -72,20 +85,14 @@ _CHUNK = 65_536
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 """Resolves (hostname, port) to IP address strings; `fetch` checks whatever it returns."""
 
-Kind = Literal["html", "json", "text", "pdf"]
+
+def _error(name: str, fetched: str, /, **variables: Any) -> FetchError:
+    """A FetchError about fetching `fetched`, whose message is the template `tools/web/<name>.j2`."""
+    return FetchError(render_tool_text(f"web/{name}", **variables), url=fetched)
 
 
-class FetchError(Exception):
-    """A fetch was refused or failed; `str(error)` is a sentence the model can act on.
-
-    HTTP error statuses are not FetchErrors: a 404 or 500 page is returned as a `FetchResult` with that
-    status, since its text often says what went wrong.
-    """
-
-    def __init__(self, message: str, *, url: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.url = url
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -125,31 +132,45 @@ class FetchResult:
 
     def describe(self) -> str:
         """A few lines for the model: where the text came from, what it is and what was cut."""
-        lines = [f"URL: {self.final_url}"]
-        if self.redirects:
-            lines.append(f"(redirected from {self.url})")
-        charset = f"; {self.charset}" if self.charset and self.kind != "pdf" else ""
-        lines.append(
-            f"Status: {self.status} {self.reason}".rstrip()
-            + f" · {self.content_type or 'no content type'}{charset} · {self.bytes_read:,} bytes"
-        )
-        if self.title:
-            lines.append(f"Title: {self.title}")
-        if self.truncated_bytes:
-            lines.append(
-                f"Cut: the body was longer than {self.bytes_read:,} bytes; only its beginning was read."
-            )
-        if self.truncated_chars:
-            lines.append(f"Cut: the text is longer than the {len(self.text):,} characters kept.")
-        return "\n".join(lines)
+        return render_tool_text(
+            "web/result_header",
+            url=self.url,
+            final_url=self.final_url,
+            redirected=bool(self.redirects),
+            status=self.status,
+            reason=self.reason,
+            content_type=self.content_type,
+            charset=self.charset if self.kind != "pdf" else None,
+            bytes_read=self.bytes_read,
+            title=self.title,
+            truncated_bytes=self.truncated_bytes,
+            truncated_chars=self.truncated_chars,
+            kept_chars=len(self.text),
+        ).rstrip("\n")
 
 
 # --- addresses ------------------------------------------------------------------------------------------
 
 
+_blocking: concurrent.futures.ThreadPoolExecutor | None = None
+_blocking_lock = threading.Lock()
+
+
+def _blocking_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for this module's blocking calls. Not the loop's default executor: a lookup that hangs (a slow
+    resolver) must not hold a thread that the sandbox's shutdown or the user's own code is waiting for."""
+    global _blocking
+    with _blocking_lock:
+        if _blocking is None:
+            _blocking = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="qwq-web-io")
+        return _blocking
+
+
 async def _system_resolver(host: str, port: int) -> Sequence[str]:
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)  # runs in the default executor
+    infos = await loop.run_in_executor(
+        _blocking_executor(), lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    )
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -183,7 +204,7 @@ async def _checked_addresses(
         try:
             found = await resolver(key, port)
         except (OSError, UnicodeError) as exc:
-            raise FetchError(f"Could not resolve the host name {host!r} of {url}: {exc}.", url=url) from exc
+            raise _error("unresolvable", url, host=host, url=url, error=exc) from exc
         addresses = []
         for text in found:
             try:
@@ -191,17 +212,13 @@ async def _checked_addresses(
             except ValueError:
                 continue
         if not addresses:
-            raise FetchError(f"The host name {host!r} of {url} does not resolve to any address.", url=url)
+            raise _error("no_address", url, host=host, url=url)
     if not (allow_private or key in allowed):
         for ip in addresses:
             reason = refusal_reason(ip)
             if reason is not None:
-                where = f"{host} is" if literal is not None else f"{host} resolves to {ip}, which is"
-                raise FetchError(
-                    f"Refused to fetch {url}: {where} {reason}. "
-                    "Only public internet addresses can be fetched.",
-                    url=url,
-                )
+                shown = None if literal is not None else ip
+                raise _error("refused", url, url=url, host=host, ip=shown, reason=reason)
     return list(dict.fromkeys(_connectable(ip) for ip in addresses))
 
 
@@ -273,7 +290,9 @@ async def _default_ssl_context() -> ssl.SSLContext:
     and too long to block the event loop, so the first build runs in a thread. Contexts are safe to share."""
     global _default_ssl
     if _default_ssl is None:
-        _default_ssl = await asyncio.to_thread(httpx.create_ssl_context, trust_env=False)
+        _default_ssl = await asyncio.get_running_loop().run_in_executor(
+            _blocking_executor(), lambda: httpx.create_ssl_context(trust_env=False)
+        )
     return _default_ssl
 
 
@@ -331,9 +350,7 @@ async def _read_body(response: httpx.Response, url: str, max_bytes: int) -> tupl
     if encoding in ("gzip", "x-gzip", "deflate"):
         inflater = _Inflater(encoding)
     elif encoding not in ("", "identity"):
-        raise FetchError(
-            f"The server sent {url} compressed as {encoding!r}, which this tool cannot decode.", url=url
-        )
+        raise _error("unknown_encoding", url, url=url, encoding=encoding)
     body = bytearray()
     raw = 0
     async for chunk in response.aiter_raw(_CHUNK):
@@ -348,18 +365,18 @@ async def _read_body(response: httpx.Response, url: str, max_bytes: int) -> tupl
         while data:
             room = max_bytes - len(body)
             try:
-                out, data = inflater.decompress(data, room + 1)
+                out, rest = inflater.decompress(data, room + 1)
             except zlib.error as exc:
-                raise FetchError(f"The compressed body of {url} is corrupt ({exc}).", url=url) from exc
+                raise _error("corrupt_compression", url, url=url, error=exc) from exc
             body += out[:room]
             if len(out) > room:
                 return bytes(body), True
+            if not out and len(rest) == len(data):  # nothing consumed (data after the stream's end)
+                break
+            data = rest
         if raw > max_bytes:  # compressed data alone beyond the cap: stop, whatever it expands to
             return bytes(body), True
     return bytes(body), False
-
-
-_READABLE = "this tool reads web pages, text, JSON and PDF only."
 
 
 def _declared_binary(mime: str) -> bool:
@@ -378,47 +395,48 @@ def _media_type(header: str) -> tuple[str, str | None]:
     return mime.strip().lower(), charset
 
 
-def _to_text(
-    data: bytes, mime: str, charset: str | None, truncated: bool, url: str, max_chars: int
-) -> tuple[Kind, str, str | None, str | None, bool]:
-    """(kind, text, codec, title, cut early) for a body; FetchError for what cannot be read. CPU-bound."""
-    from tools import web_extract
+@dataclass(frozen=True)
+class _Text:
+    kind: Kind
+    text: str
+    """At most max_chars of the text, lone surrogates replaced."""
+    total: int
+    codec: str | None
+    title: str | None
+    cut: bool
 
-    kind = web_extract.sniff_kind(mime, data)
-    if kind == "binary":
-        raise FetchError(
-            f"{url} holds {mime or 'binary data'} ({len(data):,}{'+' if truncated else ''} bytes), not text: "
-            + _READABLE,
-            url=url,
-        )
-    if kind == "pdf":
-        if truncated:
-            raise FetchError(
-                f"{url} is a PDF larger than the {len(data):,}-byte limit; it cannot be read in part.",
-                url=url,
-            )
-        try:
-            return "pdf", web_extract.pdf_to_text(data), None, None, False
-        except ImportError:
-            raise FetchError(
-                f"{url} is a PDF, and reading PDFs needs the pypdf package, which is not installed.", url=url
-            ) from None
-        except Exception as exc:  # pypdf raises many types for damaged files
-            raise FetchError(
-                f"{url} is a PDF that could not be read ({type(exc).__name__}: {exc}).", url=url
-            ) from exc
-    text, codec = web_extract.decode_text(data, charset, truncated=truncated)
-    if kind == "html":
-        try:
-            markdown, title, cut = web_extract.html_to_markdown(text, url, max_chars)
-        except ImportError as exc:  # the web extra is missing; web_fetch_tool() refuses to start without it
-            raise FetchError(
-                f"{url} is an HTML page, and reading HTML needs {exc.name}: {INSTALL_HINT}", url=url
-            ) from exc
-        return "html", markdown, codec, title, cut
-    if kind == "json":
-        return "json", web_extract.pretty_json(text), codec, None, False
-    return "text", text, codec, None, False
+
+async def _extract(
+    data: bytes, mime: str, charset: str | None, truncated: bool, url: str, max_chars: int
+) -> _Text:
+    """The body as text, from a worker process (killed if the deadline cancels this); FetchError otherwise."""
+    from tools.web_worker import WorkerFailed, extraction_pool
+
+    meta = {"mime": mime, "charset": charset, "truncated": truncated, "url": url, "max_chars": max_chars}
+    request = json.dumps(meta).encode("ascii") + b"\n" + data
+    try:
+        header, _, text = (await extraction_pool().run(request)).partition(b"\n")
+        reply = json.loads(header)
+    except (WorkerFailed, OSError) as exc:  # OSError: no worker process could be started
+        raise _error("extraction_failed", url, url=url, error=_why(exc)) from exc
+    except ValueError as exc:  # a worker that does not speak the protocol (never seen)
+        raise _error("extraction_failed", url, url=url, error=f"unreadable reply: {exc}") from exc
+    if "unreadable" in reply:
+        details = dict(reply["details"])
+        if reply["unreadable"] == "html_needs_library":
+            details["install_hint"] = INSTALL_HINT
+        raise _error(f"unreadable_{reply['unreadable']}", url, url=url, **details)
+    if "failed" in reply:
+        raise _error("extraction_failed", url, url=url, error=reply["failed"])
+    title = replace_surrogates(reply["title"]) if reply["title"] else None
+    return _Text(
+        kind=reply["kind"],
+        text=replace_surrogates(text.decode("utf-8", "surrogatepass")),
+        total=reply["total"],
+        codec=reply["codec"],
+        title=title,
+        cut=reply["cut"],
+    )
 
 
 # --- fetch ----------------------------------------------------------------------------------------------
@@ -439,11 +457,11 @@ def _parse_url(url: str) -> httpx.URL:
         host = parts.hostname
         port = parts.port
     except ValueError as exc:
-        raise FetchError(f"{url!r} is not a valid URL ({exc}).", url=url) from exc
+        raise _error("invalid_url", url, url=url, error=exc) from exc
     if parts.scheme.lower() not in ("http", "https"):
-        raise FetchError(f"Only http and https URLs can be fetched, not {url!r}.", url=url)
+        raise _error("unsupported_scheme", url, url=url)
     if not host:
-        raise FetchError(f"{url!r} has no host name.", url=url)
+        raise _error("no_host", url, url=url)
     ip = parse_ip_literal(host)
     if isinstance(ip, ipaddress.IPv4Address) and host != str(ip):
         userinfo = parts.netloc.rpartition("@")[0]
@@ -451,8 +469,8 @@ def _parse_url(url: str) -> httpx.URL:
         text = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     try:
         return httpx.URL(text)
-    except httpx.InvalidURL as exc:
-        raise FetchError(f"{url!r} is not a valid URL ({exc}).", url=url) from exc
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:  # UnicodeError for lone surrogates
+        raise _error("invalid_url", url, url=url, error=exc) from exc
 
 
 async def fetch(
@@ -480,6 +498,7 @@ async def fetch(
     if max_bytes <= 0 or max_chars <= 0 or timeout <= 0 or max_redirects < 0:
         raise ValueError("max_bytes, max_chars and timeout must be positive and max_redirects not negative")
     started = time.monotonic()
+    extracting: list[int] = []  # the body's size once its extraction has started
     try:
         async with asyncio.timeout(timeout):
             return await _fetch(
@@ -494,9 +513,12 @@ async def fetch(
                 headers=headers or {},
                 ssl_context=ssl_context,
                 started=started,
+                extracting=extracting,
             )
     except TimeoutError:
-        raise FetchError(f"Fetching {url} took longer than {timeout:g} s and was stopped.", url=url) from None
+        if extracting:  # the download was done: retrying the same URL would only fail the same way
+            raise _error("extraction_timed_out", url, url=url, seconds=timeout, size=extracting[0]) from None
+        raise _error("timed_out", url, url=url, seconds=timeout) from None
 
 
 async def _fetch(
@@ -512,6 +534,7 @@ async def _fetch(
     headers: dict[str, str],
     ssl_context: ssl.SSLContext | None,
     started: float,
+    extracting: list[int],
 ) -> FetchResult:
     backend = _PinnedBackend()
     request_headers = {
@@ -544,73 +567,60 @@ async def _fetch(
                 )
                 response = await transport.handle_async_request(request)
             except httpx.TimeoutException as exc:
-                raise FetchError(
-                    f"{current} did not answer in time ({type(exc).__name__}).", url=url
-                ) from exc
+                raise _error("no_answer", url, url=current, error=type(exc).__name__) from exc
             except httpx.HTTPError as exc:
-                raise FetchError(f"Could not fetch {current}: {exc or type(exc).__name__}.", url=url) from exc
+                raise _error("connect_failed", url, url=current, error=_why(exc)) from exc
             try:
                 location = response.headers.get("location")
                 if response.status_code in _REDIRECTS and location:
                     if len(redirects) >= max_redirects:
-                        raise FetchError(
-                            f"{url} redirected more than {max_redirects} times; stopped at {current}.",
-                            url=url,
+                        raise _error(
+                            "too_many_redirects", url, url=url, limit=max_redirects, stopped_at=current
                         )
                     try:
                         current = _parse_url(_join(current, location))
                     except (FetchError, httpx.InvalidURL, ValueError) as exc:
-                        raise FetchError(
-                            f"{current} redirected to {location!r}, which cannot be fetched: {exc}", url=url
-                        ) from exc
+                        raise _error("bad_redirect", url, url=current, location=location, error=exc) from exc
                     redirects.append(str(current))
                     continue
                 mime, charset = _media_type(response.headers.get("content-type", ""))
                 if _declared_binary(mime):  # refused before its body is downloaded
-                    length = response.headers.get("content-length", "")
-                    size = f" ({int(length):,} bytes)" if length.isdigit() else ""
-                    raise FetchError(f"{current} holds {mime}{size}, not text: {_READABLE}", url=url)
+                    length = response.headers.get("content-length", "").strip()
+                    size = int(length) if length.isascii() and length.isdigit() and len(length) < 19 else None
+                    raise _error("unreadable_binary", url, url=current, mime=mime, size=size, truncated=False)
+                from tools.web_worker import extraction_pool
+
+                extraction_pool().prewarm()  # a worker starts while the body downloads
                 try:
                     body, cut = await _read_body(response, str(current), max_bytes)
                 except httpx.TimeoutException as exc:
-                    raise FetchError(
-                        f"{current} stopped sending data ({type(exc).__name__}).", url=url
-                    ) from exc
+                    raise _error("stopped_sending", url, url=current, error=type(exc).__name__) from exc
                 except httpx.HTTPError as exc:
-                    raise FetchError(
-                        f"Reading {current} failed: {exc or type(exc).__name__}.", url=url
-                    ) from exc
+                    raise _error("read_failed", url, url=current, error=_why(exc)) from exc
             finally:
                 await response.aclose()
-            kind, text, codec, title, cut_early = await asyncio.to_thread(
-                _to_text, body, mime, charset, cut, str(current), max_chars
-            )
+            extracting.append(len(body))
+            extracted = await _extract(body, mime, charset, cut, str(current), max_chars)
             return FetchResult(
                 url=url,
                 final_url=str(current),
                 status=response.status_code,
                 reason=response.reason_phrase,
                 content_type=mime,
-                kind=kind,
-                charset=codec,
-                title=title,
-                text=text[:max_chars],
+                kind=extracted.kind,
+                charset=extracted.codec,
+                title=extracted.title,
+                text=extracted.text,
                 bytes_read=len(body),
                 truncated_bytes=cut,
-                truncated_chars=cut_early or len(text) > max_chars,
-                total_chars=len(text),
+                truncated_chars=extracted.cut or extracted.total > max_chars,
+                total_chars=extracted.total,
                 redirects=tuple(redirects),
                 elapsed_s=time.monotonic() - started,
             )
 
 
 # --- the tool -------------------------------------------------------------------------------------------
-
-_DESCRIPTION = (
-    "Fetch a public web page or file over http(s) and read it as text: the main content of HTML pages as "
-    "Markdown (headings, links, lists, tables, code), JSON indented, plain text as is, PDFs as text. "
-    "Long texts come in pages; the result says which page you have and how to get the next one."
-)
 
 
 @dataclass
@@ -639,22 +649,24 @@ def _page_text(result: FetchResult, page: int, page_chars: int) -> ToolResult:
     pages = max(1, -(-len(result.text) // page_chars))
     head = result.describe()
     if page > pages:
-        return ToolResult(
-            content=f"{head}\nThere is no page {page}: the text has {pages} page{'s' if pages > 1 else ''}.",
-            is_error=True,
-        )
+        missing = render_tool_text("web/no_such_page", page=page, pages=pages)
+        return ToolResult(content=f"{head}\n{missing}", is_error=True)
     start = (page - 1) * page_chars
     window = result.text[start : start + page_chars]
     if pages > 1:
-        where = (
-            f"Page {page} of {pages} (characters {start:,}-{start + len(window):,} of {len(result.text):,})."
+        head += "\n" + render_tool_text(
+            "web/page_position",
+            page=page,
+            pages=pages,
+            start=start,
+            end=start + len(window),
+            total=len(result.text),
+            url=result.url,
+            next_page=page + 1 if page < pages else None,
         )
-        if page < pages:
-            where += f' For the next part call web_fetch with url="{result.url}" and page={page + 1}.'
-        head += "\n" + where
     if not result.ok:
-        head += f"\nThe server answered {result.status}: the text below is its error page."
-    body = window if window.strip() else "(the page has no readable text)"
+        head += "\n" + render_tool_text("web/error_status", status=result.status)
+    body = window if window.strip() else render_tool_text("web/no_text")
     return ToolResult(content=f"{head}\n\n{body}", is_error=not result.ok)
 
 
@@ -706,18 +718,19 @@ def web_fetch_tool(
     parameters = {
         "type": "object",
         "properties": {
-            "url": {"type": "string", "description": "The http or https URL to fetch."},
+            "url": {"type": "string", "description": render_tool_text("web/param_url")},
             "page": {
                 "type": "integer",
                 "minimum": 1,
                 "default": 1,
-                "description": f"Which page of the text to return ({page_chars:,} characters each), from 1.",
+                "description": render_tool_text("web/param_page", page_chars=page_chars),
             },
         },
         "required": ["url"],
     }
+    description = render_tool_text("web/description")
     # The toolbox's timeout should not cut a fetch before its own deadline says what happened.
-    return Tool.from_schema("web_fetch", _DESCRIPTION, parameters, web_fetch, timeout=timeout + 15)
+    return Tool.from_schema("web_fetch", description, parameters, web_fetch, timeout=timeout + 15)
 
 
 def web_tools(

@@ -30,6 +30,10 @@ def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
     parts = host.split(".")
     if not 1 <= len(parts) <= 4 or not all(_PART.match(p) for p in parts):
         return None
+    if any(len(p.lstrip("0xX")) > 12 for p in parts):
+        # Beyond 32 bits in any base, so not an address (inet_aton says the same); and int() refuses decimal
+        # strings over 4,300 digits with a ValueError that must not escape a fetch.
+        return None
     values: list[int] = []
     for p in parts:
         if p[:2] in ("0x", "0X"):
@@ -76,35 +80,43 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
-def refusal_reason(ip: IPAddress) -> str | None:
-    """Why a fetch must not connect to `ip` (a few words for a sentence), or None for a public address."""
+def _refusal_kind(ip: IPAddress) -> tuple[str, ipaddress.IPv4Address | None] | None:
+    """Which kind of non-public address `ip` is (a template's `kind`), with the IPv4 address an IPv6 form
+    leads to; None for a public address."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.scope_id:
-            return "a scoped (link-local) IPv6 address"
+            return "scoped", None
         inner = _embedded_ipv4(ip)
         if inner is not None:
-            reason = refusal_reason(inner)
-            return f"an IPv6 form of {inner}, {reason}" if reason else None
+            return ("ipv6_form", inner) if _refusal_kind(inner) is not None else None
         if ip in _ULA:
-            return "an IPv6 unique-local (private) address"
+            return "unique_local", None
         if ip in _IPV6_LINK_LOCAL or ip in _IPV6_SITE_LOCAL:
-            return "an IPv6 link-local address"
-    if ip == _METADATA:
-        return "the cloud metadata address"
-    if ip.is_unspecified:
-        return "the unspecified address"
-    if ip.is_loopback:
-        return "a loopback address (this machine)"
-    if ip.is_link_local:
-        return "a link-local address"
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
-        return "a carrier-grade NAT (shared) address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_private:
-        return "a private-network address"
-    if ip.is_reserved:
-        return "a reserved address"
-    if not ip.is_global:
-        return "a special-purpose address"
+            return "ipv6_link_local", None
+    checks: tuple[tuple[str, bool], ...] = (
+        ("metadata", ip == _METADATA),
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("link_local", ip.is_link_local),
+        ("cgnat", isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT),
+        ("multicast", ip.is_multicast),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+        ("special", not ip.is_global),
+    )
+    for kind, applies in checks:
+        if applies:
+            return kind, None
     return None
+
+
+def refusal_reason(ip: IPAddress) -> str | None:
+    """Why a fetch must not connect to `ip` (a few words for a sentence), or None for a public address."""
+    found = _refusal_kind(ip)
+    if found is None:
+        return None
+    from prompts.templating import render_tool_text
+
+    kind, inner = found
+    inner_reason = refusal_reason(inner) if inner is not None else None
+    return render_tool_text("web/address_kind", kind=kind, inner=inner, inner_reason=inner_reason)

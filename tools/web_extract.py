@@ -8,19 +8,39 @@ thread and its code blocks) while dropping boilerplate, and both are permissivel
 the same and is faster, but is GPL). When readability finds almost nothing (link lists, index pages), the
 whole page is converted with the obvious boilerplate elements removed, so the model still sees something.
 
-All functions here are synchronous and CPU-bound; `tools.web` runs them in a worker thread. The extraction
-libraries are imported on first use, so importing `tools.web` stays cheap.
+All functions here are synchronous and CPU-bound; `tools.web` runs `extract` in a worker process that it can
+kill when the fetch's deadline passes (`tools.web_worker`). The extraction libraries are imported on first use,
+so importing `tools.web` stays cheap. Whatever the body holds, `extract` returns an `Extracted` or raises
+`Unreadable`: charset labels naming codecs that are not text encodings (`rot13`, `zlib`, `base64`, ...) are
+ignored, JSON nested too deep stays raw text, and HTML the converters cannot handle (nesting deeper than
+libxml2's 256 levels, recursion in the converters) falls back to its text with the tags stripped.
 """
 
 from __future__ import annotations
 
 import codecs
+import html as html_module
 import io
 import json
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-__all__ = ["decode_text", "html_to_markdown", "pdf_to_text", "pretty_json", "sniff_kind"]
+from prompts.errors import RunError
+
+__all__ = [
+    "Extracted",
+    "Unreadable",
+    "decode_text",
+    "extract",
+    "html_to_markdown",
+    "pdf_to_text",
+    "pretty_json",
+    "sniff_kind",
+    "stripped_text",
+]
+
+Kind = Literal["html", "json", "text", "pdf"]
 
 # Labels browsers treat as another encoding (WHATWG Encoding Standard): a page that says latin-1 is read as
 # windows-1252, since that is what its author saw.
@@ -69,6 +89,13 @@ _LATIN_CODECS = frozenset(
         "mac-latin2",
     )
 )
+# Text encodings by Python's reckoning that no web page is in: `undefined` always raises, the escape codecs read
+# backslash sequences (and make lone surrogates), idna/punycode are for host names, and UTF-7 is refused by
+# browsers since it hides markup in plain ASCII.
+_NOT_CHARSETS = frozenset(
+    codecs.lookup(name).name
+    for name in ("undefined", "unicode_escape", "raw_unicode_escape", "idna", "punycode", "utf-7")
+)
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -98,27 +125,54 @@ _BOILERPLATE_TAGS = (
 )
 _LAYOUT_BLOCKS = ["table", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "pre", "blockquote", "form"]
 _TABLE_PARTS = ["tbody", "thead", "tfoot", "tr", "td", "th"]
+_LIBXML2_MAX_DEPTH = 256  # without XML_PARSE_HUGE, which would let a hostile page nest without bound
+# For `stripped_text`. A tag never contains "<", so a stray "<" cannot make a match scan on to the end of the page.
+_HIDDEN_START = re.compile(r"<!--|<(script|style|noscript|template|title)[\s>]", re.IGNORECASE)
+_BLOCK_TAG = re.compile(
+    r"</?(?:address|article|aside|blockquote|br|dd|div|dl|dt|figcaption|figure|footer|form|h[1-6]|header|hr"
+    r"|li|main|nav|ol|p|pre|section|table|td|th|tr|ul)\b[^<>]*>",
+    re.IGNORECASE,
+)
+_ANY_TAG = re.compile(r"<[/!?]?[A-Za-z][^<>]*>")
+_SPACE_RUNS = re.compile(r"[ \t\r\f\v]+")
 _BOILERPLATE_ROLES = ("navigation", "banner", "contentinfo", "search", "complementary", "dialog")
 
 
 def _codec(label: str | None) -> str | None:
-    """A Python codec name for a charset label, or None if the label is unknown (then it is ignored)."""
+    """A Python codec name for a charset label, or None if the label names no text encoding (then it is
+    ignored, as browsers ignore labels they do not know).
+
+    The label comes from the server. Python's codec registry also holds bytes-to-bytes and str-to-str
+    transforms (`rot13`, `hex`, `zlib`, `base64`, `bz2`, `uu`, ...) and codecs that are not charsets at all
+    (`undefined` always raises, `unicode_escape` turns `\\ud800` into a lone surrogate); decoding a page with
+    one of those raises TypeError, zlib.error, binascii.Error or OSError, or produces nonsense.
+    """
     if not label:
         return None
     name = label.strip().strip("\"'").lower()
     name = _ALIASES.get(name, name)
     try:
-        return codecs.lookup(name).name
-    except LookupError:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):  # unknown, or a NUL in the label
         return None
+    if not info._is_text_encoding or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
 
 
 def _try_decode(data: bytes, codec: str, final: bool) -> str | None:
     """Strict decode; a body cut at the byte cap may end inside a character, so only a final one is whole."""
     try:
         return codecs.getincrementaldecoder(codec)("strict").decode(data, final=final)
-    except (UnicodeDecodeError, LookupError):
+    except Exception:  # UnicodeError and, from codecs registered by other packages, anything
         return None
+
+
+def _decode_replacing(data: bytes, codec: str, final: bool) -> str:
+    try:
+        return codecs.getincrementaldecoder(codec)("replace").decode(data, final=final)
+    except Exception:  # a codec that fails even with replacement: UTF-8 never does
+        return data.decode("utf-8", "replace")
 
 
 def _declared(data: bytes) -> str | None:
@@ -137,7 +191,7 @@ def decode_text(data: bytes, header_charset: str | None, *, truncated: bool = Fa
     final = not truncated
     for bom, codec in _BOMS:
         if data.startswith(bom):
-            return codecs.getincrementaldecoder(codec)("replace").decode(data, final=final), codec
+            return _decode_replacing(data, codec, final), codec
     as_utf8 = _try_decode(data, "utf-8", final)
     if as_utf8 is not None:
         return as_utf8, "utf-8"
@@ -152,7 +206,7 @@ def decode_text(data: bytes, header_charset: str | None, *, truncated: bool = Fa
         # Detection cannot tell the Latin code pages apart on short texts (é vs č is one byte either way);
         # windows-1252 is by far the most common, and what browsers assume for such pages.
         codec = "cp1252"
-    return codecs.getincrementaldecoder(codec)("replace").decode(data, final=final), codec
+    return _decode_replacing(data, codec, final), codec
 
 
 def _detect(sample: bytes) -> str | None:
@@ -160,11 +214,14 @@ def _detect(sample: bytes) -> str | None:
         from charset_normalizer import from_bytes
     except ImportError:  # optional: without it, legacy pages fall back to windows-1252
         return None
-    best = from_bytes(sample).best()
+    try:
+        best = from_bytes(sample).best()
+    except Exception:  # detection is a guess; a failed guess means windows-1252, not a failed fetch
+        return None
     return _codec(best.encoding) if best is not None else None
 
 
-def sniff_kind(mime: str, data: bytes) -> str:
+def sniff_kind(mime: str, data: bytes) -> Kind | Literal["binary"]:
     """What a body is: 'html', 'json', 'text', 'pdf' or 'binary', from its media type, else from its bytes."""
     if mime in ("text/html", "application/xhtml+xml"):
         return "html"
@@ -195,12 +252,12 @@ def sniff_kind(mime: str, data: bytes) -> str:
 
 
 def pretty_json(text: str) -> str:
-    """Indented JSON (non-ASCII kept), or the text unchanged if it does not parse (e.g. cut at the cap)."""
+    """Indented JSON (non-ASCII kept), or the text unchanged if it does not parse (e.g. cut at the cap) or is
+    nested too deep to parse or indent (both recurse once per level)."""
     try:
-        value = json.loads(text)
-    except ValueError:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):
         return text
-    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def _tidy(markdown: str) -> str:
@@ -279,10 +336,12 @@ def _soup_to_markdown(soup: Any) -> str:
     from markdownify import MarkdownConverter
 
     _unwrap_layout_tables(soup)
+    from prompts.templating import render_tool_text
+
     for img in soup.find_all("img"):
         alt = (img.get("alt") or "").strip()
         # Images carry no text for the model; their alt text does (and data: URLs would flood the context).
-        img.replace_with(f"[image: {alt}]" if alt else "")
+        img.replace_with(render_tool_text("web/image", alt=alt) if alt else "")
     converter = MarkdownConverter(
         heading_style="ATX",
         bullets="-",
@@ -313,30 +372,66 @@ def _whole_page(html: str, url: str, max_chars: int | None) -> tuple[str, bool]:
     return _tidy(_soup_to_markdown(soup)), cut
 
 
-def _visible_chars(html: str) -> int:
+def _page_facts(html: str, *, count_visible: bool) -> tuple[int, bool]:
+    """The page's visible characters (scripts and styles aside; 0 unless `count_visible`), and whether
+    libxml2 cut its tree short.
+
+    libxml2 stops building the tree at 256 levels of nesting and silently drops what is deeper, so a page
+    nested deeper converts to a fraction of its text (or none) without any error.
+    """
     import lxml.html
 
     try:
         root = lxml.html.document_fromstring(html)
     except Exception:  # lxml raises several types for empty or odd documents
-        return 0
+        return 0, False
+    # One step per level from the root: visits each element once (a count of ancestors per element would
+    # cost the depth each time).
+    too_deep = bool(root.xpath("boolean(" + "/*" * (_LIBXML2_MAX_DEPTH - 5) + ")"))
+    if not count_visible:
+        return 0, too_deep
     for element in root.iter("script", "style", "noscript", "template"):
         element.drop_tree()
-    return len(" ".join(root.text_content().split()))
+    # Counted piece by piece: the whole text as one string, split into words, would cost more than the tree.
+    return sum(len(" ".join(piece.split())) for piece in root.itertext()), too_deep
 
 
-def html_to_markdown(html: str, url: str, max_chars: int | None = None) -> tuple[str, str | None, bool]:
-    """Markdown of the main content of an HTML page, its title, and whether the text was cut at `max_chars`
-    (before conversion, so a huge page costs little more than its first `max_chars`). Links are absolute."""
+def stripped_text(html: str) -> str:
+    """The text of an HTML document with its tags dropped and entities decoded: for pages the converters
+    cannot handle. Linear in the length of the page whatever it holds: no tree, no recursion, and no pattern
+    that can scan to the end of the page more than once."""
+    parts: list[str] = []
+    pos = 0
+    while True:
+        special = _HIDDEN_START.search(html, pos)
+        segment = html[pos : special.start() if special else len(html)]
+        parts.append(_ANY_TAG.sub(" ", _BLOCK_TAG.sub("\n", segment)))
+        if special is None:
+            break
+        if special.group(1) is None:  # a comment
+            end = html.find("-->", special.end())
+            pos = -1 if end < 0 else end + 3
+        else:  # raw text up to the matching end tag, as browsers read <script> and <style>
+            close = re.compile(rf"</{special.group(1)}[\s>]", re.IGNORECASE).search(html, special.end())
+            pos = -1 if close is None else close.end()
+        if pos < 0:  # unclosed: it hides the rest of the page, in browsers too
+            break
+        parts.append(" ")
+    text = html_module.unescape("".join(parts))
+    return _tidy(_SPACE_RUNS.sub(" ", text))
+
+
+def _main_content(html: str, url: str, max_chars: int | None) -> tuple[str, str | None, bool]:
+    """Readability's main content as Markdown, the title, whether the text was cut; ("", None, False) if
+    readability or the converters fail on the page."""
     import logging
 
     import lxml.html
     from readability import Document  # type: ignore[import-untyped]
 
-    # It logs every page at INFO and a traceback for pages it cannot read, which are handled below.
+    # It logs every page at INFO and a traceback for pages it cannot read, which are handled here.
     logging.getLogger("readability.readability").setLevel(logging.CRITICAL)
     title: str | None = None
-    cut = False
     try:
         # No url= here: readability would rewrite every link of the whole page; only the kept ones are.
         document = Document(html)
@@ -344,16 +439,33 @@ def html_to_markdown(html: str, url: str, max_chars: int | None = None) -> tuple
         # After summary(), which parsed the page: asked first, the title would cost a parse of its own.
         title = (document.short_title() or document.title() or "").strip() or None
         title = None if title == "[no-title]" else title  # readability's placeholder
+        del document
         soup, cut = _to_soup(lxml.html.fromstring(summary), url, max_chars)
-        markdown = _tidy(_soup_to_markdown(soup))
-    except Exception:  # readability raises Unparseable and lxml errors on empty or broken documents
-        markdown = ""
-    if len(markdown) < 1000:
+        return _tidy(_soup_to_markdown(soup)), title, cut
+    except Exception:  # readability raises Unparseable and lxml errors on empty or broken documents;
+        return "", title, False  # the converters recurse per level of nesting (RecursionError)
+
+
+def html_to_markdown(html: str, url: str, max_chars: int | None = None) -> tuple[str, str | None, bool]:
+    """Markdown of the main content of an HTML page, its title, and whether the text was cut at `max_chars`
+    (before conversion, so a huge page costs little more than its first `max_chars`). Links are absolute.
+
+    Never raises for what the page holds: a page the converters cannot handle comes back as its text with
+    the tags stripped (see `stripped_text`)."""
+    markdown, title, cut = _main_content(html, url, max_chars)
+    # After readability's trees are freed: a second tree of a big page at the same time costs ~60 MB more.
+    visible, too_deep = _page_facts(html, count_visible=len(markdown) < 1000)
+    if not too_deep and len(markdown) < 1000 and len(markdown) < 0.4 * visible:
         # Readability keeps the one block it believes is the article; on index pages, link lists and
         # tiny pages it can keep almost nothing while the page has plenty to read.
-        visible = _visible_chars(html)
-        if len(markdown) < 0.4 * visible:
+        try:
             markdown, cut = _whole_page(html, url, max_chars)
+        except Exception:  # recursion in the converters, as above
+            markdown = ""
+    if too_deep or not markdown:
+        markdown = stripped_text(html)
+        cut = max_chars is not None and len(markdown) > max_chars
+        markdown = markdown[:max_chars] if max_chars is not None else markdown
     if title and not markdown.lstrip().startswith("#"):
         markdown = f"# {title}\n\n{markdown}"
     return markdown, title, cut
@@ -363,10 +475,65 @@ def pdf_to_text(data: bytes, max_pages: int = 500) -> str:
     """The text of a PDF's pages, each headed by its number. Raises ImportError without pypdf."""
     from pypdf import PdfReader
 
+    from prompts.templating import render_tool_text
+
     reader = PdfReader(io.BytesIO(data))
     parts: list[str] = []
     for number, page in enumerate(reader.pages[:max_pages], start=1):
-        parts.append(f"--- page {number} ---\n{(page.extract_text() or '').strip()}")
+        text = (page.extract_text() or "").strip()
+        parts.append(render_tool_text("web/pdf_page", number=number, text=text))
     if len(reader.pages) > max_pages:
-        parts.append(f"--- {len(reader.pages) - max_pages} more pages not read ---")
+        parts.append(render_tool_text("web/pdf_pages_not_read", count=len(reader.pages) - max_pages))
     return "\n\n".join(parts)
+
+
+class Unreadable(RunError):
+    """The body cannot be turned into text. `reason` names the sentence `tools.web` shows the model
+    (`prompts/templates/tools/web/unreadable_<reason>.j2`); `details` fills it in. Plain data, so that it
+    crosses from the worker process as JSON."""
+
+    def __init__(self, reason: str, **details: str | int | bool) -> None:
+        super().__init__(reason, details)
+        self.reason = reason
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """A body read as text: how it was read, the text, the codec used, the page's title, and whether the
+    text was cut at `max_chars` before conversion."""
+
+    kind: Kind
+    text: str
+    codec: str | None = None
+    title: str | None = None
+    cut: bool = False
+
+
+def extract(
+    data: bytes, mime: str, charset: str | None, truncated: bool, url: str, max_chars: int
+) -> Extracted:
+    """A body as readable text, or `Unreadable` saying why not; never any other exception for what the body
+    holds (a bug or a missing library aside, which `tools.web` turns into an error sentence too)."""
+    kind = sniff_kind(mime, data)
+    if kind == "binary":
+        raise Unreadable("binary", mime=mime, size=len(data), truncated=truncated)
+    if kind == "pdf":
+        if truncated:
+            raise Unreadable("pdf_too_large", size=len(data))
+        try:
+            return Extracted("pdf", pdf_to_text(data))
+        except ImportError:
+            raise Unreadable("pdf_needs_pypdf") from None
+        except Exception as exc:  # pypdf raises many types (and RecursionError) for damaged files
+            raise Unreadable("pdf_broken", error=f"{type(exc).__name__}: {exc}") from exc
+    text, codec = decode_text(data, charset, truncated=truncated)
+    if kind == "html":
+        try:
+            markdown, title, cut = html_to_markdown(text, url, max_chars)
+        except ImportError as exc:  # the web extra is missing; web_fetch_tool() refuses to start without it
+            raise Unreadable("html_needs_library", module=exc.name or "lxml") from exc
+        return Extracted("html", markdown, codec, title, cut)
+    if kind == "json":
+        return Extracted("json", pretty_json(text), codec)
+    return Extracted("text", text, codec)

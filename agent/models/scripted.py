@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.models.base import ModelChunk, ModelRequest, Usage
+from agent.models.errors import ModelError
 
 __all__ = ["ScriptExhaustedError", "ScriptedModel", "completion_text", "tool_call_text"]
 
@@ -23,8 +24,8 @@ def completion_text(thinking: str, *calls: str, content: str = "") -> str:
     return thinking + "\n</think>\n\n" + content + "\n".join(calls)
 
 
-class ScriptExhaustedError(RuntimeError):
-    """The loop asked for more completions than the script holds."""
+class ScriptExhaustedError(ModelError, RuntimeError):
+    """The loop asked for more completions than the script holds (a `ModelError`: the run stops on it)."""
 
 
 class ScriptedModel:

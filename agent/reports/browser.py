@@ -18,13 +18,15 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from prompts.errors import ConfigurationError
+
 __all__ = ["BrowserError", "PngStats", "dump_dom", "find_chromium", "png_stats", "screenshot"]
 
 ENV_CHROMIUM = "QWQ_AGENT_CHROMIUM"
 _NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
-class BrowserError(RuntimeError):
+class BrowserError(ConfigurationError, RuntimeError):
     """Chromium is missing or failed (the message says which, with what it printed)."""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -146,14 +147,83 @@ async def test_a_server_dying_mid_call_is_an_observation_and_others_keep_working
     config = {"fragile": demo("fragile", server_log), "steady": demo("steady", server_log, "--only", "echo")}
     async with MCPServers(config, call_timeout=20) as servers:
         names = by_name(servers)
+        first_pid = (await names["pid"].invoke({})).content
         died = await names["die"].invoke({})
         assert died.is_error
         assert "stopped during the call" in died.content
-        again = await names["pid"].invoke({})
-        assert again.is_error
-        assert "stopped" in again.content
+        assert "will be started again for the next call" in died.content
+        again = await names["pid"].invoke({})  # the server is started again for this call
+        assert not again.is_error
+        note, pid = again.content.splitlines()
+        assert "had exited and was started again" in note
+        assert pid != first_pid
         steady = await servers.call("steady", "echo", {"text": "still here"})
         assert steady.content == "still here"
+
+
+async def _kill_between_calls(servers: MCPServers, server: str) -> int:
+    """SIGKILL the server's process after a call has returned, and wait until its output has ended."""
+    pid = int((await servers.call(server, "pid")).content.splitlines()[-1])
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(200):
+        if servers._connections[server].output_ended is not None:
+            break
+        await asyncio.sleep(0.05)
+    return pid
+
+
+async def test_a_server_that_died_between_calls_is_said_to_have_exited_before_the_call(
+    server_log: IO[str],
+) -> None:
+    async with MCPServers({"gone": demo("gone", server_log)}, max_restarts=0) as servers:
+        await _kill_between_calls(servers, "gone")
+        result = await servers.call("gone", "add", {"a": 1, "b": 2})
+        assert result.is_error
+        assert "had already exited before this call" in result.content
+        assert "during the call" not in result.content
+        assert "cannot be used any more" in result.content
+
+
+async def test_a_server_that_died_between_calls_is_started_again_up_to_max_restarts(
+    server_log: IO[str],
+) -> None:
+    async with MCPServers({"phoenix": demo("phoenix", server_log)}, max_restarts=1) as servers:
+        killed = await _kill_between_calls(servers, "phoenix")
+        result = await servers.call("phoenix", "pid")
+        assert not result.is_error
+        note, pid = result.content.splitlines()
+        assert "started again" in note
+        assert int(pid) != killed
+        os.kill(int(pid), 0)  # the new server is alive
+        plain = await servers.call("phoenix", "add", {"a": 2, "b": 3})
+        assert plain.content == "5"  # only the first call after a restart carries the note
+        await _kill_between_calls(servers, "phoenix")
+        spent = await servers.call("phoenix", "add", {"a": 1, "b": 1})
+        assert spent.is_error
+        assert "had already exited before this call" in spent.content
+        assert "started again 1 time already" in spent.content
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)  # killed by the test, and the restarted one stopped with the block
+
+
+@pytest.fixture
+def server_copy(tmp_path: Path) -> Path:
+    """A copy of the demo server that a test can delete while the server runs."""
+    script = tmp_path / "server_copy.py"
+    script.write_text(Path(DEMO).read_text())
+    return script
+
+
+async def test_a_restart_that_fails_says_why(server_log: IO[str], server_copy: Path) -> None:
+    script = server_copy
+    config = {"once": StdioServer(sys.executable, (str(script), "--name", "once"), stderr=server_log)}
+    async with MCPServers(config, connect_timeout=20) as servers:
+        await _kill_between_calls(servers, "once")
+        script.unlink()  # the server cannot be started again
+        result = await servers.call("once", "add", {"a": 1, "b": 1})
+        assert result.is_error
+        assert "had already exited before this call" in result.content
+        assert "starting it again failed" in result.content
 
 
 async def test_leaving_the_block_stops_the_subprocesses(server_log: IO[str]) -> None:
@@ -337,3 +407,12 @@ def test_structured_only_results_and_odd_tool_names() -> None:
     assert _tool_name("search web!") == "search_web_"
     assert _tool_name("-dash") == "_-dash"
     assert len(_tool_name("x" * 300)) == 128
+
+
+def test_the_mcp_errors_live_in_tools_errors_and_keep_their_old_import_paths() -> None:
+    import tools.errors
+
+    assert MCPConfigError is tools.errors.MCPConfigError
+    assert MCPServerError is tools.errors.MCPServerError
+    assert issubclass(MCPConfigError, ValueError)
+    assert issubclass(MCPServerError, RuntimeError)

@@ -802,3 +802,10 @@ def test_the_tool_refuses_to_start_without_the_extraction_libraries(monkeypatch:
     )
     with pytest.raises(ImportError, match=r"readability: pip install readability-lxml markdownify"):
         web_tools()
+
+
+def test_fetch_error_lives_in_tools_errors_and_keeps_its_old_import_path() -> None:
+    import tools.errors
+
+    assert web.FetchError is tools.errors.FetchError
+    assert FetchError("caf\udce9", url="u").message == "caf\ufffd"  # sentences always encode
