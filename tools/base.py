@@ -119,9 +119,16 @@ def _expected(schema: Mapping[str, Any]) -> str:
 def _arguments_error(tool_name: str, problems: list[str]) -> ToolArgumentsError:
     shown = problems[:_MAX_PROBLEMS]
     if len(problems) > len(shown):
-        shown.append(f"... and {len(problems) - len(shown)} more")
-    message = f'Invalid arguments for tool "{tool_name}":\n' + "\n".join(f"- {p}" for p in shown)
+        shown.append(_say("more_problems", count=len(problems) - len(shown)))
+    message = _say("invalid_arguments", tool_name=tool_name, problems=shown)
     return ToolArgumentsError(message, tool_name=tool_name, problems=problems)
+
+
+def _say(sentence: str, /, **variables: Any) -> str:
+    """A sentence the model reads about its arguments, from prompts/templates/tools/toolbox/."""
+    from prompts import render_tool_text
+
+    return render_tool_text(f"toolbox/{sentence}", **variables)
 
 
 MAX_ARGUMENT_DEPTH = 64
@@ -134,17 +141,17 @@ def _hostile_value(value: Any) -> str | None:
     while stack:
         item, depth = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
-            return f"{item} is not a number JSON can carry; give a finite number"
+            return _say("not_finite", value=item)
         if isinstance(item, dict | list | tuple):
             if depth >= MAX_ARGUMENT_DEPTH:
-                return f"the arguments are nested more than {MAX_ARGUMENT_DEPTH} levels deep"
+                return _say("too_deep", max_depth=MAX_ARGUMENT_DEPTH)
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return None
 
 
 def _not_an_object(tool_name: str, arguments: Any) -> ToolArgumentsError:
-    problem = f"arguments must be a JSON object, got {_show(arguments)}"
+    problem = _say("not_an_object", got=_show(arguments))
     return _arguments_error(tool_name, [problem])
 
 
@@ -170,13 +177,12 @@ def _pydantic_problems(
         if kind == "missing":
             top = parts[0] if len(parts) == 1 else None
             prop = schema.get("properties", {}).get(top, {}) if isinstance(top, str) else {}
-            expected = f" (expected {_expected(prop)})" if prop else ""
-            problem = f"missing required argument{expected}"
+            problem = _say("missing_argument", expected=_expected(prop) if prop else "")
         elif kind == "extra_forbidden":
             accepted = ", ".join(schema.get("properties", {})) if len(parts) == 1 else ""
-            problem = "unexpected argument" + (f"; accepted arguments: {accepted}" if accepted else "")
+            problem = _say("unexpected_argument", accepted=accepted)
         else:
-            problem = f"{error['msg']}; got {_show(error['input'])}"
+            problem = _say("invalid_value", message=error["msg"], got=_show(error["input"]))
         key = _path(parts) if parts else "arguments"
         if problem not in grouped.setdefault(key, []):
             grouped[key].append(problem)
@@ -185,7 +191,7 @@ def _pydantic_problems(
         if len(found) == 1:
             problems.append(f"{key}: {found[0]}")
         else:  # one line per union member would be noise: say none matched, and why
-            problems.append(f"{key}: matches none of the accepted types (" + "; ".join(found) + ")")
+            problems.append(f"{key}: " + _say("no_type_matched", reasons="; ".join(found)))
     return problems
 
 
@@ -200,8 +206,8 @@ def _jsonschema_problems(errors: list[jsonschema.ValidationError]) -> list[str]:
             required = error.validator_value if isinstance(error.validator_value, list) else []
             for name in required:
                 if name not in instance:
-                    expected = f" (expected {_expected(props[name])})" if name in props else ""
-                    line = f"{_path([*parts, name])}: missing required argument{expected}"
+                    expected = _expected(props[name]) if name in props else ""
+                    line = f"{_path([*parts, name])}: " + _say("missing_argument", expected=expected)
                     if line not in problems:
                         problems.append(line)
             continue
@@ -212,13 +218,19 @@ def _jsonschema_problems(errors: list[jsonschema.ValidationError]) -> list[str]:
             accepted = ", ".join(known)
             for name in instance:
                 if name not in known:
-                    more = f"; accepted arguments: {accepted}" if accepted and not parts else ""
-                    problems.append(f"{_path([*parts, name])}: unexpected argument{more}")
+                    shown = accepted if not parts else ""
+                    problems.append(
+                        f"{_path([*parts, name])}: " + _say("unexpected_argument", accepted=shown)
+                    )
             continue
         if error.validator == "type":
-            problem = f"expected {_expected({'type': error.validator_value})}, got {_show(instance)}"
+            problem = _say(
+                "expected_got", expected=_expected({"type": error.validator_value}), got=_show(instance)
+            )
         elif error.validator == "enum":
-            problem = f"expected {_expected({'enum': error.validator_value})}, got {_show(instance)}"
+            problem = _say(
+                "expected_got", expected=_expected({"enum": error.validator_value}), got=_show(instance)
+            )
         else:
             problem = error.message
         found = by_path.setdefault(_path(parts) if parts else "arguments", [])

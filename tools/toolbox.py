@@ -36,6 +36,14 @@ __all__ = ["DEFAULT_TIMEOUT", "Toolbox"]
 DEFAULT_TIMEOUT = 60.0
 """Seconds a tool call may take unless the tool or the toolbox says otherwise."""
 
+
+def _say(sentence: str, /, **variables: Any) -> str:
+    """A sentence the model reads about a call, from prompts/templates/tools/toolbox/."""
+    from prompts import render_tool_text
+
+    return render_tool_text(f"toolbox/{sentence}", **variables)
+
+
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -209,10 +217,7 @@ class Toolbox:
         if suggestion is None and isinstance(name, str):
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
             suggestion = close[0] if close else None
-        message = f'Unknown tool "{name}".'
-        if suggestion:
-            message += f' Did you mean "{suggestion}"?'
-        message += f" Available tools: {', '.join(names)}." if names else " No tools are available."
+        message = _say("unknown_tool", name=name, suggestion=suggestion, available=names)
         raise UnknownToolError(message, tool_name=str(name), available=names, suggestion=suggestion)
 
     def validate(self, name: str, arguments: Any) -> dict[str, Any]:
@@ -263,7 +268,7 @@ class Toolbox:
                         _seconds(limit),
                     )
                 return ToolResult(
-                    content=f'Tool "{found.name}" timed out after {_seconds(limit)} s.', is_error=True
+                    content=_say("timed_out", name=found.name, seconds=_seconds(limit)), is_error=True
                 )
             return ToolResult(content=self._text(_describe_exception(exc)), is_error=True)
         except ToolError as exc:
@@ -276,7 +281,7 @@ class Toolbox:
         try:
             return ToolResult(content=to_text(value, self.max_result_chars))
         except Exception as exc:  # e.g. a dict that contains itself
-            return ToolResult(content=self._text(f"cannot serialise the result: {exc}"), is_error=True)
+            return ToolResult(content=self._text(_say("unserialisable", error=exc)), is_error=True)
 
     async def call_all(self, tool_calls: Sequence[ToolCall]) -> list[ToolResult]:
         """Run several calls concurrently; results in the order of the calls."""

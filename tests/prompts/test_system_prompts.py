@@ -20,7 +20,6 @@ _CALL_OBJECT = '{"name": "f", "arguments": {}}'
 _CALL_FORMAT = f"<tool_call>{_CALL_OBJECT}</tool_call>"
 
 NOTE_VARIABLES: dict[str, dict[str, Any]] = {
-    "budget_exhausted": {"budget": "step"},
     # the parser's sentences for unusable <tool_call> blocks
     "call_arguments_missing": {"quoted_name": '"get_weather"', "keys": '"city"'},
     "call_arguments_string": {"quoted_name": '"get_weather"', "detail": "it held an array"},
@@ -36,8 +35,6 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "call_too_deep": {"max_depth": 64, "call_format": _CALL_FORMAT},
     "call_truncated": {"detail": "the block was empty", "call_format": _CALL_FORMAT},
     "empty_reply": {},
-    "invalid_arguments": {"name": "get_weather", "error": "'city' is required."},
-    "malformed_call": {"error": "The arguments are not valid JSON."},
     "repeated_call": {"name": "get_weather", "count": 3},
     "run_timeout": {},
     "stopped_stuck": {"times": 4},
@@ -46,7 +43,6 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "state_lost": {"timeout_s": 10},
     "thinking_budget": {},
     "tool_required": {"tool_name": "search"},
-    "unknown_tool": {"name": "serach", "available": ["search", "fetch"]},
     "unexecuted_call": {"name": "search"},
     # what the code tools (tools/code.py) tell the model about a sandbox call
     "python_interrupted": {"timeout_s": 30},
@@ -121,7 +117,7 @@ def test_an_unexpected_variable_fails() -> None:
 def test_an_unknown_name_lists_the_available_ones() -> None:
     with pytest.raises(PromptTemplateError, match="no system prompt named 'nope'; available: default, solve"):
         render_system_prompt("nope")
-    with pytest.raises(PromptTemplateError, match="available: budget_exhausted, call_arguments_missing"):
+    with pytest.raises(PromptTemplateError, match="available: call_arguments_missing, call_arguments_string"):
         render_note("../default")
 
 
@@ -148,7 +144,6 @@ def test_repeated_call_nudge() -> None:
 def test_optional_note_variables() -> None:
     assert "seconds" not in render_note("state_lost")
     assert "a tool;" in render_note("tool_required")
-    assert "No tools are available" in render_note("unknown_tool", name="x", available=[])
 
 
 def test_notes_are_strict_too() -> None:

@@ -85,6 +85,20 @@ TOOL_TEXT_VARIABLES: dict[str, dict[str, Any]] = {
     "web/unreadable_pdf_needs_pypdf": {"url": "http://a/"},
     "web/unreadable_pdf_too_large": {"url": "http://a/", "size": 5000000},
     "web/unsupported_scheme": {"url": "ftp://a/"},
+    # the Toolbox's sentences about a call's arguments and its outcome
+    "toolbox/expected_got": {"expected": "integer", "got": '"two" (string)'},
+    "toolbox/invalid_arguments": {"tool_name": "add", "problems": ['"a": missing required argument']},
+    "toolbox/invalid_value": {"message": "Input should be a valid integer", "got": '"x" (string)'},
+    "toolbox/missing_argument": {"expected": "integer"},
+    "toolbox/more_problems": {"count": 3},
+    "toolbox/no_type_matched": {"reasons": "expected integer; expected null"},
+    "toolbox/not_an_object": {"got": "[1] (array)"},
+    "toolbox/not_finite": {"value": "inf"},
+    "toolbox/timed_out": {"name": "search", "seconds": "30"},
+    "toolbox/too_deep": {"max_depth": 64},
+    "toolbox/unexpected_argument": {"accepted": "a, b"},
+    "toolbox/unknown_tool": {"name": "serach", "suggestion": "search", "available": ["search"]},
+    "toolbox/unserialisable": {"error": "circular reference"},
     "web/unresolvable": {"host": "a.test", "url": "http://a.test/", "error": "Name or service not known"},
 }
 
