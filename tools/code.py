@@ -10,7 +10,10 @@ own error. All text is made UTF-8-safe (no lone surrogates) before it leaves her
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from prompts import render_note
 from sandboxes import WORKSPACE, DockerSandbox, ExecResult, SandboxFileError, clean_text
@@ -139,6 +142,19 @@ def _file_error(exc: SandboxFileError, path: str, limit: int) -> ToolError:
     return ToolError(clean_text(str(exc)))  # from the file system, e.g. "No such file or directory: x"
 
 
+def _tool(fn: Callable[..., Any], description: str, timeout: float, **parameters: str) -> Tool[..., Any]:
+    """`@tool` on a function whose string parameters are described by rendered templates.
+
+    The descriptions exist only at run time (they name the workspace and the limits), so they are attached as
+    `Annotated[str, Field(description=...)]` before the function becomes a tool, the way `@tool` reads them.
+    """
+    fn.__annotations__ = {
+        **{name: Annotated[str, Field(description=text)] for name, text in parameters.items()},
+        "return": fn.__annotations__.get("return"),
+    }
+    return Tool.from_function(fn, description=description, timeout=timeout)
+
+
 def code_tools(
     sandbox: DockerSandbox,
     *,
@@ -186,50 +202,25 @@ def code_tools(
         text = truncate_middle(data.decode("utf-8", errors="replace"), max_output_chars)
         return text or render_note("file_empty")
 
-    def path_parameter() -> dict[str, Any]:
-        return {"path": {"type": "string", "description": render_note("param_path", workspace=WORKSPACE)}}
-
-    python_tool = Tool.from_schema(
-        "python",
-        render_note("tool_python", workspace=WORKSPACE, timeout_s=f"{limit:g}", limits=limits),
-        {
-            "type": "object",
-            "properties": {"code": {"type": "string", "description": render_note("param_code")}},
-            "required": ["code"],
-        },
+    path = render_note("param_path", workspace=WORKSPACE)
+    python_tool = _tool(
         python,
-        timeout=toolbox_timeout,
+        render_note("tool_python", workspace=WORKSPACE, timeout_s=f"{limit:g}", limits=limits),
+        toolbox_timeout,
+        code=render_note("param_code"),
     )
-    shell_tool = Tool.from_schema(
-        "shell",
-        render_note("tool_shell", workspace=WORKSPACE, timeout_s=f"{limit:g}", limits=limits),
-        {
-            "type": "object",
-            "properties": {"command": {"type": "string", "description": render_note("param_command")}},
-            "required": ["command"],
-        },
+    shell_tool = _tool(
         shell,
-        timeout=toolbox_timeout,
+        render_note("tool_shell", workspace=WORKSPACE, timeout_s=f"{limit:g}", limits=limits),
+        toolbox_timeout,
+        command=render_note("param_command"),
     )
-    write_tool = Tool.from_schema(
-        "write_file",
-        render_note("tool_write_file", workspace=WORKSPACE),
-        {
-            "type": "object",
-            "properties": {
-                **path_parameter(),
-                "content": {"type": "string", "description": render_note("param_content")},
-            },
-            "required": ["path", "content"],
-        },
+    write_tool = _tool(
         write_file,
-        timeout=120,
+        render_note("tool_write_file", workspace=WORKSPACE),
+        120,
+        path=path,
+        content=render_note("param_content"),
     )
-    read_tool = Tool.from_schema(
-        "read_file",
-        render_note("tool_read_file", workspace=WORKSPACE),
-        {"type": "object", "properties": path_parameter(), "required": ["path"]},
-        read_file,
-        timeout=120,
-    )
+    read_tool = _tool(read_file, render_note("tool_read_file", workspace=WORKSPACE), 120, path=path)
     return [python_tool, shell_tool, write_tool, read_tool]

@@ -188,3 +188,25 @@ async def test_code_tools_observations_always_encode(box: Toolbox) -> None:
         False,
     )
     assert await call(box, "read_file", path=f"s{dc80}.txt") == ("c\ufffd", False)
+
+
+def test_the_code_tools_schemas_are_the_documented_ones() -> None:
+    """The tools are built with the project's own @tool; their schemas stay exactly what the model saw."""
+    from sandboxes import DockerSandbox
+    from tools.code import code_tools
+
+    path = {"type": "string", "description": "File path, relative to /workspace."}
+    expected = {
+        "python": {"code": {"type": "string", "description": "The Python code to run."}},
+        "shell": {"command": {"type": "string", "description": "The bash command line to run."}},
+        "write_file": {
+            "path": path,
+            "content": {"type": "string", "description": "The complete new content of the file."},
+        },
+        "read_file": {"path": path},
+    }
+    tools = {t.name: t.to_openai()["function"]["parameters"] for t in code_tools(DockerSandbox())}
+    assert tools == {
+        name: {"type": "object", "properties": props, "required": list(props)}
+        for name, props in expected.items()
+    }
