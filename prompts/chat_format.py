@@ -1,4 +1,4 @@
-"""The QwQ-32B chat format, written in plain Python (design.md section 4).
+"""The QwQ-32B chat format, written in plain Python (docs/chat-format.md).
 
 `render` gives, byte for byte, what QwQ-32B's own Hugging Face chat template gives for the same
 conversation. It is plain string building rather than a jinja template so that it is fast (it runs once per

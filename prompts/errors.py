@@ -1,7 +1,7 @@
 """The root of every error qwq-agent raises, and the one error `prompts` raises itself.
 
-The root lives here because `prompts` is the package every other one may import (design.md's dependency
-rule); `agent.errors` draws the whole tree and re-exports it. Two families, by who must act:
+The root lives here because `prompts` is the package every other one may import (the dependency rule
+in docs/architecture.md); `agent.errors` draws the whole tree and re-exports it. Two families, by who must act:
 
 * `ConfigurationError`: the user (or developer) must change something before running again: a path, a URL,
   a key, an option, a template, a missing engine or image. Messages say what to change or run.

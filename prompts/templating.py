@@ -1,6 +1,6 @@
 """System prompts, the loop's feedback notes and the tools' texts, kept as `*.j2` files under `prompts/templates/`.
 
-Every sentence the framework feeds the model lives in those files (design.md section 7), so wording can be
+Every sentence the framework feeds the model lives in those files (docs/architecture.md), so wording can be
 reviewed and changed in one place. They render with StrictUndefined and an exact variable check: a template
 that would silently print an empty hole, or a caller passing a misspelt variable, fails loudly instead.
 """

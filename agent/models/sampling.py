@@ -1,6 +1,6 @@
 """`SamplingConfig`: how a backend samples tokens, shared by the in-process and the HTTP backend.
 
-The defaults are what QwQ-32B's authors recommend (design.md section 4): temperature 0.6, top-p 0.95,
+The defaults are what QwQ-32B's authors recommend (docs/chat-format.md): temperature 0.6, top-p 0.95,
 top-k 40, min-p 0, never greedy; a presence penalty (up to 2) helps against endless repetition.
 """
 

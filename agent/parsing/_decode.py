@@ -45,7 +45,7 @@ CALL_FORMAT: Final = f"{CALL_OPEN}\n{CALL_OBJECT}\n{CALL_CLOSE}"
 """The exact call form the system prompt teaches; error sentences repeat it so the model can copy it."""
 
 # Sentences the model reads when a call could not be used: what was wrong, then the exact form to use. Their
-# wording lives in prompts/templates/notes/call_*.j2 (design.md section 7); these only pick the note and fill
+# wording lives in prompts/templates/notes/call_*.j2 (docs/architecture.md, conventions); these only pick the note and fill
 # it in. They run only for a malformed block, never per token, and `render_note` keeps compiled templates; the
 # sentences without variables are rendered once, so output full of stray tags stays cheap to parse.
 

@@ -1,4 +1,4 @@
-"""Golden renderings of the QwQ-32B format, one test per rule of design.md section 4.
+"""Golden renderings of the QwQ-32B format, one test per rule of docs/chat-format.md.
 
 Every expected string is written out by hand from the format description, not produced by the code under
 test, so these tests pin the format itself.
