@@ -20,6 +20,8 @@ COMMANDS["sandbox"] = ("agent.cli.sandbox", "build, check and clean up the Docke
 COMMANDS["solve"] = ("agent.cli.solve", "solve a coding problem: write, test and run a solution in a sandbox")
 COMMANDS["eval"] = ("agent.cli.eval", "evaluate on HumanEval (pass@1); --check-harness tests the checker")
 COMMANDS["models"] = ("agent.cli.models", "check a model or server: chat template, context, speed")
+COMMANDS["batch"] = ("agent.cli.batch", "run a JSONL file of tasks, here or on a Ray cluster (--ray)")
+COMMANDS["export"] = ("agent.cli.export", "turn run transcripts into training data (chatml or ShareGPT)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
