@@ -65,12 +65,7 @@ def connect(address: str) -> Any:
     if ray.is_initialized():
         return ray
     try:
-        ray.init(
-            address=address,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-            include_dashboard=False if address == "local" else None,
-        )
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayUnavailableError(
             f"cannot connect to the Ray cluster at {address!r} ({exc}). Start one with `ray start --head` "
@@ -146,7 +141,8 @@ async def execute_on_ray(
 
 def _cluster_room(ray: Any, num_cpus: float) -> int:
     """How many tasks of `num_cpus` the cluster's CPUs hold at once (at least 1)."""
-    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    # From the node table: `cluster_resources()` can lag behind nodes that joined a moment ago.
+    cpus = sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")) or 1.0
     return max(1, int(cpus / num_cpus) if num_cpus > 0 else int(cpus))
 
 
