@@ -94,19 +94,20 @@ class AgentFactory:
             PROCESS_STATS["models_built"] += 1
         return model
 
-    def __call__(self, task: BatchTask, tools: list[Tool[..., Any]]) -> Agent:
-        from agent.loop import Agent
-
-        script = script_for(task.id, task.metadata, self.scripts)
-        model: Model
+    def model_for(self, task_id: str, metadata: dict[str, Any] | None = None) -> Model:
+        """A fresh `ScriptedModel` for a scripted task, else the process's shared model."""
+        script = script_for(task_id, metadata or {}, self.scripts)
         if script is not None:
             from agent.models import ScriptedModel
 
-            model = ScriptedModel(script)
-        else:
-            model = self.shared_model()
+            return ScriptedModel(script)
+        return self.shared_model()
+
+    def __call__(self, task: BatchTask, tools: list[Tool[..., Any]]) -> Agent:
+        from agent.loop import Agent
+
         return Agent(
-            model,
+            self.model_for(task.id, task.metadata),
             tools,
             system_prompt=self.system_prompt,
             max_steps=self.max_steps,
