@@ -18,7 +18,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Job = Callable[[Any, "WorkerEnv"], Awaitable[dict[str, Any]]]
+Job = Callable[[Any, "WorkerEnv"], Coroutine[Any, Any, dict[str, Any]]]
 
 BATCH_LABEL = "qwq-agent.batch"
 """Docker label on every sandbox a batch starts; its value is the batch id."""
@@ -109,7 +109,7 @@ class ExecOptions:
 
 async def execute(
     items: Sequence[T], job: Job, options: ExecOptions
-) -> AsyncIterator[tuple[T, dict[str, Any] | BaseException]]:
+) -> AsyncGenerator[tuple[T, dict[str, Any] | BaseException], None]:
     """Run `job` on every item (locally, or on Ray when `options.ray_address` is set), yielding as each ends.
 
     Closing the iterator early (Ctrl-C, `break`, an exception in the caller) cancels what still runs and
@@ -130,7 +130,7 @@ async def execute(
 
 async def _execute_locally(
     items: Sequence[T], job: Job, options: ExecOptions
-) -> AsyncIterator[tuple[T, dict[str, Any] | BaseException]]:
+) -> AsyncGenerator[tuple[T, dict[str, Any] | BaseException], None]:
     if not items:
         return
     pool = None

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,7 +92,7 @@ def _explain(exc: BaseException, retries: int) -> BaseException:
 
 async def execute_on_ray(
     items: Sequence[T], job: Job, options: ExecOptions
-) -> AsyncIterator[tuple[T, dict[str, Any] | BaseException]]:
+) -> AsyncGenerator[tuple[T, dict[str, Any] | BaseException], None]:
     """`executor.execute` on a Ray cluster (see the module docstring)."""
     assert options.ray_address is not None
     ray = connect(options.ray_address)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,7 +173,7 @@ async def run_batch(
     num_cpus: float = 1.0,
     resources: dict[str, float] | None = None,
     batch_id: str | None = None,
-) -> AsyncIterator[BatchResult]:
+) -> AsyncGenerator[BatchResult, None]:
     """Run every task and yield its `BatchResult` as soon as it ends (in order of completion).
 
     Without `ray_address` the tasks run here, `concurrency` at a time, sandboxes from a warm `SandboxPool`
