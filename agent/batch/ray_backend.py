@@ -136,7 +136,9 @@ async def execute_on_ray(
             future.cancel()
         if refs:
             await asyncio.to_thread(_cancel, ray, refs)
-            await asyncio.to_thread(sweep_cluster, options.batch_id)
+        # Also after a normal end: a killed worker (or a killed earlier driver of this batch) may have left a
+        # container that its engine has not removed yet.
+        await asyncio.to_thread(sweep_cluster, options.batch_id)
 
 
 def _cluster_room(ray: Any, num_cpus: float) -> int:
@@ -180,10 +182,12 @@ def sweep_cluster(batch_id: str) -> dict[str, list[str]]:
     ray = _import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    sweep = ray.remote(_sweep_node).options(num_cpus=0, max_retries=0)
+    sweep = ray.remote(_sweep_node)
     refs = {
         node["NodeID"]: sweep.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            num_cpus=0,
+            max_retries=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
         ).remote(batch_id)
         for node in ray.nodes()
         if node.get("Alive")
