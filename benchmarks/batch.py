@@ -29,6 +29,7 @@ import math
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,62 +41,81 @@ from typing import Any
 # ------------------------------------------------------------------------------------- the fake model server
 
 
+def _completion_text(prompt: str, tool_turns: int) -> str:
+    """A tool call while fewer than `tool_turns` results are in the prompt, then an answer."""
+    done = prompt.count("<tool_response>")
+    if done < tool_turns:
+        call = json.dumps({"name": "lookup", "arguments": {"key": f"k{done}"}})
+        return f"I look it up.\n</think>\n\n<tool_call>\n{call}\n</tool_call>"
+    return "I have what I need.\n</think>\n\nThe answer is 42."
+
+
+def _sse(prompt: str, text: str) -> bytes:
+    """The streamed completion: 16-character pieces, then the finish with usage, then [DONE]."""
+    pieces = [text[i : i + 16] for i in range(0, len(text), 16)]
+    events = [
+        {"object": "text_completion", "choices": [{"index": 0, "text": p, "finish_reason": None}]}
+        for p in pieces
+    ]
+    events.append(
+        {
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": "", "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(pieces)},
+        }
+    )
+    return ("".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n").encode()
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
 def serve(port: int, latency: float, tool_turns: int, log: str | None) -> None:
-    """An OpenAI-compatible completions endpoint that answers in QwQ's format (runs in its own process)."""
+    """An OpenAI-compatible completions endpoint answering in QwQ's format, HTTP/1.1 with keep-alive (its own
+    process, so its CPU is not the client's)."""
     log_file = open(log, "a", encoding="utf-8") if log is not None else None  # noqa: SIM115 - for the process's life
+
+    async def respond(writer: asyncio.StreamWriter, method: str, path: str, body: dict[str, Any]) -> None:
+        if method == "GET" and path.endswith("/models"):
+            payload = json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]}).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            return
+        prompt = str(body.get("prompt", ""))
+        if log_file is not None:
+            marker = re.search(r"task-\d+", prompt)
+            log_file.write(f"{time.time():.4f} {marker.group(0) if marker else '-'}\n")
+            log_file.flush()
+        if latency:
+            await asyncio.sleep(latency)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + _chunk(_sse(prompt, _completion_text(prompt, tool_turns)))
+            + b"0\r\n\r\n"
+        )
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = lines[0].split(" ", 2)
-            length = 0
-            for line in lines[1:]:
-                if line.lower().startswith("content-length:"):
-                    length = int(line.split(":", 1)[1])
-            body = json.loads(await reader.readexactly(length)) if length else {}
-            if method == "GET" and path.endswith("/models"):
-                payload = json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]}).encode()
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                    + f"Content-Length: {len(payload)}\r\n\r\n".encode()
-                    + payload
-                )
+            while True:  # requests on one kept-alive connection, until the client closes it
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                length = 0
+                for line in lines[1:]:
+                    if line.lower().startswith("content-length:"):
+                        length = int(line.split(":", 1)[1])
+                body = json.loads(await reader.readexactly(length)) if length else {}
+                await respond(writer, method, path, body)
                 await writer.drain()
-                return
-            prompt = str(body.get("prompt", ""))
-            if log_file is not None:
-                marker = re.search(r"task-\d+", prompt)
-                log_file.write(f"{time.time():.4f} {marker.group(0) if marker else '-'}\n")
-                log_file.flush()
-            done = prompt.count("<tool_response>")
-            if done < tool_turns:
-                call = json.dumps({"name": "lookup", "arguments": {"key": f"k{done}"}})
-                text = f"I look it up.\n</think>\n\n<tool_call>\n{call}\n</tool_call>"
-            else:
-                text = "I have what I need.\n</think>\n\nThe answer is 42."
-            if latency:
-                await asyncio.sleep(latency)
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                b"Connection: close\r\n\r\n"
-            )
-            pieces = [text[i : i + 16] for i in range(0, len(text), 16)]
-            for piece in pieces:
-                event = {
-                    "object": "text_completion",
-                    "choices": [{"index": 0, "text": piece, "finish_reason": None}],
-                }
-                writer.write(f"data: {json.dumps(event)}\n\n".encode())
-            final = {
-                "object": "text_completion",
-                "choices": [{"index": 0, "text": "", "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(pieces)},
-            }
-            writer.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
-            await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except Exception as exc:  # a bug here must show, not look like a client-side network error
+            print(f"fake server: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -142,8 +162,21 @@ def fake_server(latency: float, tool_turns: int = 2, log: Path | None = None) ->
 # ------------------------------------------------------------------------------------- 1. local overhead
 
 
-async def local_batch(base_url: str, runs: int, concurrency: int, workdir: Path) -> tuple[float, int]:
-    """Wall time of `runs` runs at `concurrency`, writing transcripts and synced result rows; and turns."""
+async def local_batch(
+    base_url: str,
+    runs: int,
+    concurrency: int,
+    workdir: Path,
+    shared_transport: bool = True,
+    transcripts: bool = True,
+) -> tuple[float, int]:
+    """Wall time of `runs` runs at `concurrency`, writing transcripts and synced result rows; and turns.
+
+    `shared_transport`: every run's requests go through one httpx transport (one connection pool), as a
+    backend that keeps its HTTP client does; without it, `OpenAICompatModel` makes a new client per turn.
+    """
+    import httpx
+
     from agent.batch import BatchTask, ResultsFile, run_batch
     from agent.loop import Agent
     from agent.models import OpenAICompatModel
@@ -158,8 +191,23 @@ async def local_batch(base_url: str, runs: int, concurrency: int, workdir: Path)
         """
         return json.dumps({"key": key, "value": len(key)})
 
+    class KeptTransport(httpx.AsyncBaseTransport):
+        """One pool for all runs. `OpenAICompatModel` opens and closes an `AsyncClient` per turn, and a
+        client closes its transport when it closes: this one ignores that, so other runs' streams go on."""
+
+        def __init__(self) -> None:
+            self.pool = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=256))
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return await self.pool.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            return None
+
+    transport = KeptTransport() if shared_transport else None
+
     def make_agent(task: BatchTask, tools: list[Any]) -> Agent:
-        model = OpenAICompatModel(base_url, model="fake", max_tokens=256)
+        model = OpenAICompatModel(base_url, model="fake", max_tokens=256, transport=transport)
         return Agent(model, [lookup], max_steps=6)
 
     tasks = [{"id": f"task-{i}", "task": f"Look up task {i}.", "tools": []} for i in range(runs)]
@@ -167,15 +215,16 @@ async def local_batch(base_url: str, runs: int, concurrency: int, workdir: Path)
     results.open(resume=False)
     turns = 0
     began = time.perf_counter()
-    async for result in run_batch(
-        tasks, make_agent, concurrency=concurrency, transcript_dir=workdir / "runs"
-    ):
+    runs_dir = workdir / "runs" if transcripts else None
+    async for result in run_batch(tasks, make_agent, concurrency=concurrency, transcript_dir=runs_dir):
         if result.error:
             raise RuntimeError(f"{result.id}: {result.error}")
         turns += result.steps
         results.append(result.to_row())
     wall = time.perf_counter() - began
     results.close()
+    if transport is not None:
+        await transport.pool.aclose()
     return wall, turns
 
 
@@ -186,18 +235,28 @@ def measure_local(quick: bool) -> None:
         workdir = Path(tmp)
         with fake_server(0.0) as url:
             asyncio.run(local_batch(url, 8, 4, workdir))  # warm-up: imports, first connections
+            wall, turns = asyncio.run(local_batch(url, 8, 1, workdir, shared_transport=False))
             print(
-                f"{'concurrency':>11} {'runs':>5} {'runs/s':>8} {'turns/s':>8} {'ms/turn (CPU of the loop)':>26}"
+                "OpenAICompatModel as it is (a new httpx client per turn, which loads the CA bundle): "
+                f"{1000 * wall / turns:.1f} ms/turn at concurrency 1"
             )
+            print("with one shared httpx transport (a backend that keeps its client), server instant:")
+            print(f"{'concurrency':>11} {'runs':>5} {'runs/s':>8} {'turns/s':>8} {'ms/turn':>8}")
             for c in levels:
                 runs = max(16, 2 * c) if quick else max(32, 4 * c)
                 wall, turns = asyncio.run(local_batch(url, runs, c, workdir))
                 print(
-                    f"{c:>11} {runs:>5} {runs / wall:>8.1f} {turns / wall:>8.1f} {1000 * wall / turns:>26.2f}"
+                    f"{c:>11} {runs:>5} {runs / wall:>8.1f} {turns / wall:>8.1f} {1000 * wall / turns:>8.2f}"
                 )
+            runs = 128 if quick else 256
+            wall, turns = asyncio.run(local_batch(url, runs, 64, workdir, transcripts=False))
+            print(
+                f"{64:>11} {runs:>5} {runs / wall:>8.1f} {turns / wall:>8.1f} {1000 * wall / turns:>8.2f}"
+                "   <- without transcripts (each transcript record is fsynced in the event loop)"
+            )
         latency = 0.1
         with fake_server(latency) as url:
-            print(f"server answering after {latency * 1000:.0f} ms per turn:")
+            print(f"server answering after {latency * 1000:.0f} ms per turn (shared transport):")
             print(
                 f"{'concurrency':>11} {'runs':>5} {'wall s':>7} {'ideal s':>8} {'overhead':>9} {'runs/s':>7}"
             )
@@ -277,16 +336,29 @@ def measure_ray(quick: bool) -> None:
             timed_batch(scripted_tasks(6, "warm"), 3, address, workdir)
         )  # workers started, code imported
         print(f"first batch on the cluster (connect, start workers): {time.perf_counter() - began:.1f} s")
-        rows = []
+        # Repeated and alternated, medians kept: worker processes come and go (Ray ends idle ones, starts
+        # new ones for a wider batch) and other processes on this machine take the CPUs at times.
+        repeats = 3 if quick else 5
+        print(
+            f"{'concurrency':>11} {'local ms/task':>14} {'Ray ms/task':>12} {'Ray overhead ms/task':>21}"
+            f"  (medians of {repeats})"
+        )
         for width in (1, 3):
-            local_wall, _ = asyncio.run(timed_batch(scripted_tasks(n, "l"), width, None, workdir))
-            ray_wall, _ = asyncio.run(timed_batch(scripted_tasks(n, "r"), width, address, workdir))
-            rows.append((width, local_wall / n, ray_wall / n))
-        print(f"{'concurrency':>11} {'local ms/task':>14} {'Ray ms/task':>12} {'Ray overhead ms/task':>21}")
-        for width, local, remote in rows:
-            print(
-                f"{width:>11} {1000 * local:>14.1f} {1000 * remote:>12.1f} {1000 * (remote - local):>21.1f}"
-            )
+            local, remote = [], []
+            for _ in range(repeats):
+                local.append(asyncio.run(timed_batch(scripted_tasks(n, "l"), width, None, workdir))[0] / n)
+                remote.append(
+                    asyncio.run(timed_batch(scripted_tasks(n, "r"), width, address, workdir))[0] / n
+                )
+            here, there = statistics.median(local), statistics.median(remote)
+            print(f"{width:>11} {1000 * here:>14.1f} {1000 * there:>12.1f} {1000 * (there - here):>21.1f}")
+        from agent.batch.ray_backend import sweep_cluster
+
+        began = time.perf_counter()
+        sweep_cluster("benchmark")
+        print(
+            f"end-of-batch sweep of every node (once per batch, in the figures above): {time.perf_counter() - began:.2f} s"
+        )
         ray.shutdown()
 
 
@@ -298,30 +370,48 @@ async def batch_with_kill(
     factory: Any,
     address: str,
     kill: tuple[Any, Any] | None,
-    killed_at: list[float],
+    marks: dict[str, float],
 ) -> float:
-    """Wall time of a Ray batch; with `kill` (cluster, node), that node's raylet dies after the 4th result."""
+    """Wall time of a Ray batch. With `kill` (cluster, node): that node's raylet is SIGKILLed after the third
+    result (tasks are then mid-turn there), and `marks` gets when, and when Ray declared the node dead."""
+    import ray
+
     from agent.batch import run_batch
 
+    cluster, node = kill if kill is not None else (None, None)
+    node_id = None
+    if node is not None:
+        node_id = next(n["NodeID"] for n in ray.nodes() if n["NodeManagerPort"] == node.node_manager_port)
+
+    async def declared_dead() -> None:
+        while True:  # polled: the GCS's node table is the only place that says it
+            if not any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes()):
+                marks["declared_dead"] = time.time()
+                return
+            await asyncio.sleep(0.1)
+
+    watcher: asyncio.Task[None] | None = None
     began = time.perf_counter()
     count = 0
     async for result in run_batch(tasks, factory, concurrency=3, ray_address=address, max_retries=3):
         if result.error:
             raise RuntimeError(f"{result.id}: {result.error}")
         count += 1
-        if kill is not None and count == 4:
-            await asyncio.sleep(0.5)  # mid-turn on the victim
-            killed_at.append(time.time())
-            kill[0].kill_raylet(kill[1])
+        if cluster is not None and count == 3:
+            await asyncio.sleep(0.3)
+            marks["killed"] = time.time()
+            cluster.kill_raylet(node)
+            watcher = asyncio.create_task(declared_dead())
+    if watcher is not None:
+        await watcher
     return time.perf_counter() - began
 
 
-def measure_recovery(quick: bool) -> None:
+def recovery_run(n: int, health: dict[str, str], label: str) -> None:
+    """One cluster (head 1 CPU + victim 2 CPUs), the batch without and then with the victim's kill."""
     from agent.batch.factory import AgentFactory
     from agent.batch.local_cluster import LocalRayCluster
 
-    print("\n== 3. recovery from a killed node (tasks of one 1 s model turn; head 1 CPU + victim 2 CPUs)")
-    n = 18 if quick else 30
     pythonpath = os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
     )
@@ -332,40 +422,43 @@ def measure_recovery(quick: bool) -> None:
             factory = AgentFactory(options={"base_url": url, "model_name": "fake", "max_tokens": 64})
             tasks = [{"id": f"task-{i}", "task": f"This is task-{i}.", "tools": []} for i in range(n)]
             walls = {}
-            for kill in (False, True):
-                with LocalRayCluster(env={"PYTHONPATH": pythonpath}) as cluster:
-                    address = cluster.start_head(num_cpus=1)
-                    victim = cluster.add_node(num_cpus=2)
-                    import ray
-
-                    asyncio.run(timed_batch(scripted_tasks(6, "warm"), 3, address, workdir))
+            marks: dict[str, float] = {}
+            with LocalRayCluster(env={"PYTHONPATH": pythonpath}, system_env=health) as cluster:
+                address = cluster.start_head(num_cpus=1)
+                victim = cluster.add_node(num_cpus=2)
+                asyncio.run(timed_batch(scripted_tasks(6, "warm"), 3, address, workdir))
+                for kill in (False, True):
                     log.write_text("")
-                    killed_at: list[float] = []
                     walls[kill] = asyncio.run(
-                        batch_with_kill(
-                            tasks, factory, address, (cluster, victim) if kill else None, killed_at
-                        )
+                        batch_with_kill(tasks, factory, address, (cluster, victim) if kill else None, marks)
                     )
-                    ray.shutdown()
-                    if kill:
-                        seen: dict[str, list[float]] = {}
-                        for line in log.read_text().splitlines():
-                            stamp, marker = line.split()
-                            seen.setdefault(marker, []).append(float(stamp))
-                        asked_again = [times[1] for times in seen.values() if len(times) > 1]
-                        lost = len(asked_again)
-                        if asked_again:
-                            print(
-                                f"tasks lost with the node: {lost}; asked again after "
-                                f"{min(asked_again) - killed_at[0]:.2f} s (first) to "
-                                f"{max(asked_again) - killed_at[0]:.2f} s (last) from the kill"
-                            )
-                        else:
-                            print("no task was running on the victim when it was killed (try again)")
-            print(
-                f"batch of {n}: {walls[False]:.1f} s without the kill, {walls[True]:.1f} s with it "
-                f"(+{walls[True] - walls[False]:.1f} s, one node of two lost for the rest of the batch)"
-            )
+        seen: dict[str, list[float]] = {}
+        for line in log.read_text().splitlines():
+            stamp, marker = line.split()
+            seen.setdefault(marker, []).append(float(stamp))
+    killed = marks["killed"]
+    again = sorted(times[1] - killed for times in seen.values() if len(times) > 1)
+    lost = (
+        f"{len(again)} task(s) lost mid-turn, asked again {again[0]:.1f}-{again[-1]:.1f} s after the kill"
+        if again
+        else "no task was mid-turn there at the kill"
+    )
+    print(
+        f"{label}: node declared dead {marks['declared_dead'] - killed:.1f} s after the kill; {lost}; "
+        f"batch of {n}: {walls[False]:.1f} s without the kill, {walls[True]:.1f} s with it"
+    )
+
+
+def measure_recovery(quick: bool) -> None:
+    print("\n== 3. recovery from a killed node (tasks of one 1 s model turn; head 1 CPU + victim 2 CPUs)")
+    n = 18 if quick else 30
+    recovery_run(n, {}, "Ray's default health checks")
+    fast = {
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_timeout_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
+    }
+    recovery_run(n, fast, "health checks every 1 s, 3 misses")
 
 
 def main() -> None:

@@ -85,7 +85,7 @@ class AgentFactory:
         if model is None:
             from agent.cli.common import build_model
 
-            args = argparse.Namespace(scripted=None, **self.options)
+            args = argparse.Namespace(**{**dict.fromkeys(MODEL_OPTIONS), **self.options, "scripted": None})
             model = build_model(args)
             load = getattr(model, "load", None)
             if load is not None:

@@ -5,7 +5,8 @@ all under one private temporary directory, so tasks really spread over separate 
 touches another Ray on the machine: every process it starts carries a marker in its environment, and `stop`
 ends exactly those processes (by pid), never `ray stop`, which would stop every Ray of the user.
 
-Everything listens on 127.0.0.1 and usage statistics are off, so nothing leaves the machine.
+Every node has its own loopback address (127.0.0.2 for the head, .3, .4 ... for the others) and usage
+statistics are off, so nothing leaves the machine.
 
     with LocalRayCluster() as cluster:
         address = cluster.start_head(num_cpus=1)
@@ -52,6 +53,15 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _end_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started the cluster dies (Linux), so a
+    killed test run does not leave a cluster behind; `ray start --block` then takes its node down."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -106,13 +116,17 @@ class LocalRayCluster:
             _spare,
         ) = ports[:10]
         worker_ports = ports[10:]
+        # Each node its own loopback address: a driver on this machine attaches to the raylet of its own
+        # address (the head's), never to a node a test is about to kill. (Ray turns 127.0.0.1 into the
+        # machine's network address, but leaves the rest of 127.0.0.0/8 alone.)
+        ip = f"127.0.0.{2 + len(self.nodes)}"
         command = [
             sys.executable,
             "-m",
             "ray.scripts.scripts",
             "start",
             "--block",
-            "--node-ip-address=127.0.0.2",
+            f"--node-ip-address={ip}",
             f"--num-cpus={num_cpus}",
             "--num-gpus=0",
             f"--object-store-memory={self.object_store_mb * 1024 * 1024}",
@@ -143,19 +157,24 @@ class LocalRayCluster:
         log = self.root / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=_end_with_parent,
             )
         node = RayNode(name=name, process=process, node_manager_port=node_manager, log=log, head=head)
         self.nodes.append(node)
         if head:
-            self.address = f"127.0.0.2:{gcs}"
+            self.address = f"{ip}:{gcs}"
         self._wait_alive(node, timeout)
         return node
 
     def start_head(
         self, *, num_cpus: int = 1, resources: dict[str, float] | None = None, timeout: float = 90
     ) -> str:
-        """Start the head node; returns the cluster address (`127.0.0.1:PORT`) for `ray.init` / `--ray`."""
+        """Start the head node; returns the cluster address (`127.0.0.2:PORT`) for `ray.init` / `--ray`."""
         self._start("head", head=True, num_cpus=num_cpus, resources=resources, timeout=timeout)
         assert self.address is not None
         return self.address
@@ -172,20 +191,11 @@ class LocalRayCluster:
         while time.monotonic() < deadline:
             if node.process.poll() is not None:
                 raise RuntimeError(f"ray start for {node.name} exited:\n{self.log_tail(node)}")
-            if self.raylet_pid(node) is not None and self._gcs_reachable():
+            # `ray start` says so once its node is registered with the GCS (and so schedulable)
+            if "Ray runtime started" in self.log_tail(node) and self.raylet_pid(node) is not None:
                 return
             time.sleep(0.3)
         raise RuntimeError(f"{node.name} did not come up in {timeout:g} s:\n{self.log_tail(node)}")
-
-    def _gcs_reachable(self) -> bool:
-        if self.address is None:
-            return False
-        host, _, port = self.address.rpartition(":")
-        try:
-            with socket.create_connection((host, int(port)), timeout=1):
-                return True
-        except OSError:
-            return False
 
     def log_tail(self, node: RayNode, chars: int = 3000) -> str:
         try:
@@ -232,7 +242,16 @@ class LocalRayCluster:
         return pid
 
     def stop(self, timeout: float = 20) -> None:
-        """End every process of this cluster and remove its directory (safe to call twice)."""
+        """End every process of this cluster and remove its directory (safe to call twice).
+
+        A driver in this process connected to the cluster is disconnected first: Ray would otherwise abort
+        the whole process a minute later for want of its GCS.
+        """
+        ray = sys.modules.get("ray")
+        if ray is not None and self.address is not None and ray.is_initialized():
+            with contextlib.suppress(Exception):
+                if ray.get_runtime_context().gcs_address == self.address:
+                    ray.shutdown()
         for node in reversed(self.nodes):
             if node.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
