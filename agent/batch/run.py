@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.batch.executor import ExecOptions, WorkerEnv, WorkerLostError, execute, new_batch_id
+from agent.batch.names import ALL_TOOLS, DEFAULT_TOOLS, SANDBOX_TOOLS
 from agent.batch.results import BatchResult
 from agent.batch.tasks import BatchTask
 
@@ -38,10 +39,6 @@ __all__ = [
     "run_task",
 ]
 
-SANDBOX_TOOLS = ("python", "shell", "write_file", "read_file")
-ALL_TOOLS = (*SANDBOX_TOOLS, "web_fetch")
-DEFAULT_TOOLS = SANDBOX_TOOLS
-"""Tools a task gets when it names none: the sandbox's (the web is opt-in for unattended batches)."""
 
 FATAL_ERRORS = frozenset(
     {

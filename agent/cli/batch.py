@@ -32,7 +32,7 @@ __all__ = ["BatchProgress", "add_parser", "main"]
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
-    from agent.batch.run import ALL_TOOLS, DEFAULT_TOOLS
+    from agent.batch.names import ALL_TOOLS, DEFAULT_TOOLS
     from agent.cli.common import add_model_arguments
 
     parser = sub.add_parser(
