@@ -25,7 +25,8 @@ from agent.cli.batch import batch_id_for
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'qwq-agent[ray]'")
 
-pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
+# the first test also pays for starting the cluster; a loaded 2-core machine runs all of it slowly
+pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 TASKS = 40
 
