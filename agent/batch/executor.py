@@ -19,7 +19,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -172,7 +172,3 @@ async def _execute_locally(
         await asyncio.gather(*workers, return_exceptions=True)
         if pool is not None:
             await pool.aclose()
-
-
-def replace_env(env: WorkerEnv, **changes: Any) -> WorkerEnv:
-    return replace(env, **changes)

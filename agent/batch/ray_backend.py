@@ -95,9 +95,9 @@ async def execute_on_ray(
 ) -> AsyncGenerator[tuple[T, dict[str, Any] | BaseException], None]:
     """`executor.execute` on a Ray cluster (see the module docstring)."""
     assert options.ray_address is not None
-    ray = connect(options.ray_address)
     if not items:
-        return
+        return  # nothing to run: no reason to connect
+    ray = connect(options.ray_address)
     remote = ray.remote(_run_job).options(
         num_cpus=options.num_cpus,
         resources=dict(options.resources) or None,
