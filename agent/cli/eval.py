@@ -39,7 +39,8 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         epilog="examples:\n"
         "  qwq-agent eval humaneval --base-url http://127.0.0.1:8000/v1 --model-name qwq-32b -j 4 -o he.jsonl\n"
         "  qwq-agent eval humaneval --model qwq-32b-q4_k_m.gguf --limit 10 -o he.jsonl --resume\n"
-        "  qwq-agent eval humaneval --check-harness -j 4 -o harness.jsonl",
+        "  qwq-agent eval humaneval --check-harness -j 4 -o harness.jsonl\n"
+        "  qwq-agent eval humaneval --ray HEAD:6379 --base-url http://gpu-1:8000/v1 --model-name qwq-32b -o he.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("benchmark", choices=("humaneval",), help="the benchmark (HumanEval: 164 problems)")
