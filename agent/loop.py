@@ -298,6 +298,8 @@ class Agent:
         return {
             "model": type(self.model).__name__,
             "tools": list(self.toolbox.names),
+            # the definitions the model saw in its system turn: `qwq-agent export` renders them back
+            "tool_specs": [t.to_openai() for t in self.toolbox.tools],
             "max_steps": self.max_steps,
             "max_tool_calls": self.max_tool_calls,
             "timeout": self.timeout,

@@ -21,6 +21,8 @@ COMMANDS["solve"] = ("agent.cli.solve", "solve a coding problem: write, test and
 COMMANDS["eval"] = ("agent.cli.eval", "evaluate on HumanEval (pass@1); --check-harness tests the checker")
 COMMANDS["models"] = ("agent.cli.models", "check a model or server: chat template, context, speed")
 COMMANDS["report"] = ("agent.cli.report", "write an HTML report of a run transcript, an eval or a batch")
+COMMANDS["batch"] = ("agent.cli.batch", "run a JSONL file of tasks, here or on a Ray cluster (--ray)")
+COMMANDS["export"] = ("agent.cli.export", "turn run transcripts into training data (chatml or ShareGPT)")
 
 
 class _VersionAction(argparse.Action):

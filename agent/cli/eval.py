@@ -43,7 +43,8 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         epilog="examples:\n"
         "  qwq-agent eval humaneval --base-url http://127.0.0.1:8000/v1 --model-name qwq-32b -j 4 -o he.jsonl\n"
         "  qwq-agent eval humaneval --model qwq-32b-q4_k_m.gguf --limit 10 -o he.jsonl --resume\n"
-        "  qwq-agent eval humaneval --check-harness -j 4 -o harness.jsonl",
+        "  qwq-agent eval humaneval --check-harness -j 4 -o harness.jsonl\n"
+        "  qwq-agent eval humaneval --ray HEAD:6379 --base-url http://gpu-1:8000/v1 --model-name qwq-32b -o he.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("benchmark", choices=("humaneval",), help="the benchmark (HumanEval: 164 problems)")
@@ -63,7 +64,11 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         help="comma-separated task ids or numbers, e.g. HumanEval/0,17 (after --limit)",
     )
     parser.add_argument(
-        "--concurrency", "-j", type=int, default=1, metavar="K", help="problems at once (default 1)"
+        "--concurrency",
+        "-j",
+        type=int,
+        metavar="K",
+        help="problems at once (default 1; with --ray, as many as the cluster's CPUs hold)",
     )
     parser.add_argument(
         "--check-harness",
@@ -94,6 +99,25 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     )
     parser.add_argument("--image", help="sandbox image (default: the one `qwq-agent sandbox build` makes)")
     add_sandbox_arguments(parser)
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="solve and check each problem as a Ray task on the cluster at ADDRESS (HOST:PORT or auto)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="Ray: times a problem is retried elsewhere when its worker or node dies (default 2)",
+    )
+    parser.add_argument(
+        "--num-cpus",
+        type=float,
+        default=1.0,
+        metavar="CPUS",
+        help="Ray: CPUs one problem reserves on its node (default 1)",
+    )
     parser.add_argument(
         "--transcript-dir",
         type=Path,
@@ -284,6 +308,11 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
             transcript_dir=args.transcript_dir,
             keep_thinking=args.keep_thinking,
         )
+        if args.ray is not None:
+            await _evaluate_on_ray(args, problems, results, options, skip, on_row)
+            summary = summarize(results.read(), [p.task_id for p in problems], "agent")
+            summary.wall_s = time.monotonic() - started
+            return summary
         model_for = _model_factory(args, lambda line: console.print(line, highlight=False))
         async with contextlib.AsyncExitStack() as stack:
             pool = None
@@ -324,6 +353,57 @@ def _write_report(rows: Path, out: Path, console: Any) -> None:
         console.print(f"[red]no report written to {out}: {exc}[/]")
 
 
+async def _evaluate_on_ray(
+    args: argparse.Namespace,
+    problems: list[Problem],
+    results: Any,
+    options: Any,
+    skip: set[tuple[str, str, str]],
+    on_row: Callable[[dict[str, Any]], None],
+) -> None:
+    """Each problem as a Ray task that solves and checks it on its node; rows are written here only."""
+    from agent.batch.evaljob import EvalJob
+    from agent.batch.executor import ExecOptions, execute
+    from agent.batch.factory import AgentFactory, model_options
+    from agent.batch.run import FATAL_ERRORS
+    from agent.cli.batch import batch_id_for
+    from agent.cli.common import ConfigurationError, load_script
+    from agent.evals.humaneval import _harness_error_row
+
+    factory = AgentFactory(
+        options=model_options(args),
+        scripts=load_script(args.scripted) if args.scripted is not None else None,
+    )
+    todo = [p for p in problems if (p.task_id, "agent", "") not in skip]
+    if isinstance(factory.scripts, dict):
+        missing = [p.task_id for p in todo if p.task_id not in factory.scripts]
+        if missing:
+            raise ConfigurationError(f"{args.scripted} has no script for {', '.join(missing[:5])}")
+    exec_options = ExecOptions(
+        concurrency=args.concurrency if args.concurrency_given else None,
+        ray_address=args.ray,
+        max_retries=args.max_retries,
+        num_cpus=args.num_cpus,
+        batch_id=batch_id_for(args.output),
+        image=args.image,
+        transcript_dir=args.transcript_dir,
+    )
+    job = EvalJob(factory, options, check_timeout=args.check_timeout)
+    stream = execute(todo, job, exec_options)
+    async with contextlib.aclosing(stream):
+        async for problem, outcome in stream:
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                if type(outcome).__name__ in FATAL_ERRORS:
+                    raise ConfigurationError(f"{problem.task_id}: {outcome}")
+                row = _harness_error_row(problem, "agent", None, outcome)
+            else:
+                row = outcome
+            results.append(row)
+            on_row(row)
+
+
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -332,6 +412,15 @@ def main(args: argparse.Namespace) -> int:
     from agent.evals.problems import load_humaneval
 
     err = Console(stderr=True, highlight=False)
+    if args.ray is not None and args.check_harness:
+        print(
+            "qwq-agent eval: --ray evaluates the agent; check the harness on one machine (without --ray)",
+            file=sys.stderr,
+        )
+        return 2
+    args.concurrency_given = args.concurrency is not None
+    if args.concurrency is None:
+        args.concurrency = 1
     if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
         print("qwq-agent eval: --concurrency and --limit must be at least 1", file=sys.stderr)
         return 2
@@ -348,7 +437,8 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         problems = _select(load_humaneval(args.problems), args.limit, args.tasks, args.check_harness)
-        ensure_sandbox_image(args.image, lambda line: err.print(line))
+        if args.ray is None:  # on Ray, each node's engine must have the image (docs/scaling.md)
+            ensure_sandbox_image(args.image, lambda line: err.print(line))
         # one parent span for every run of the evaluation, when tracing is configured (agent.telemetry)
         mode = "harness" if args.check_harness else "agent"
         with telemetry.workflow(
