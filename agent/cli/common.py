@@ -96,7 +96,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--base-url",
         metavar="URL",
-        help=f"an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (or ${ENV_BASE_URL})",
+        action=Repeatable,
+        help=f"an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (or ${ENV_BASE_URL}); give it "
+        "several times for replicas of one model: each turn goes to the least busy one, a failing one is skipped",
     )
     group.add_argument(
         "--model-name", metavar="NAME", help=f"the model's name on the server (or ${ENV_MODEL_NAME})"
@@ -163,9 +165,9 @@ def build_model(args: argparse.Namespace) -> Model:
             )
         return ScriptedModel(script)
 
-    base_url = args.base_url or os.environ.get(ENV_BASE_URL)
-    if base_url:
-        return _server_model(args, base_url)
+    base_urls = base_urls_of(args)
+    if base_urls:
+        return _server_model(args, base_urls)
     model = args.model or os.environ.get(ENV_MODEL)
     if model:
         path = Path(model).expanduser()
@@ -183,10 +185,37 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or (name.endswith(".gguf") and ":" not in name)
 
 
-def _server_model(args: argparse.Namespace, base_url: str) -> Model:
+class Repeatable(argparse.Action):
+    """An option given several times collects its values; on the command line they replace, not extend, a
+    default from the config file (the command line wins over the file)."""
+
+    repeatable = True
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        seen = f"_{self.dest}_from_command_line"
+        current = getattr(namespace, self.dest, None) if getattr(namespace, seen, False) else None
+        setattr(namespace, seen, True)
+        setattr(namespace, self.dest, [*(current or []), values])
+
+
+def base_urls_of(args: argparse.Namespace) -> list[str]:
+    """The servers `--base-url` (repeatable; a config file may give one or a list) or the environment name."""
+    given = args.base_url
+    if given is None:
+        given = [u for u in os.environ.get(ENV_BASE_URL, "").split(",") if u.strip()]
+    return [given] if isinstance(given, str) else [str(u).strip() for u in given]
+
+
+def _server_model(args: argparse.Namespace, base_urls: list[str]) -> Model:
     from agent.models import OpenAICompatModel
 
-    kwargs: dict[str, Any] = {"base_url": base_url}
+    kwargs: dict[str, Any] = {"base_url": base_urls[0], "base_urls": base_urls}
     name = args.model_name or os.environ.get(ENV_MODEL_NAME)
     if name:
         kwargs["model"] = name

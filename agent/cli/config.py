@@ -141,6 +141,8 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
                 raise ConfigurationError(
                     f"{path}: {dest.replace('_', '-')} = {value!r} is not one of {', '.join(map(str, choices))}"
                 )
+            if getattr(actions[dest], "repeatable", False) and not isinstance(value, list):
+                value = [value]  # a repeatable option (--base-url) may be given one value in the file
             defaults[dest] = value
             actions[dest].help = _help_with_default(actions[dest].help, value, path)
         each.set_defaults(**defaults)

@@ -15,7 +15,8 @@ continuing the text so far (prefix-caching servers serve the repeated prefix fro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -81,7 +82,7 @@ class CompletionsTurn:
         self._cut: CallOpening | Literal["think"] | None = None
         self._finish: str | None = None
 
-    async def run(self) -> AsyncIterator[ModelChunk]:
+    async def run(self) -> AsyncGenerator[ModelChunk, None]:
         yield ModelChunk(opens_thinking=self.opened_think)
         if self.answer_start == 0 and self.choice.forced:
             async for chunk in self._forced_call():
@@ -93,8 +94,10 @@ class CompletionsTurn:
                 async for chunk in self._close_reasoning():
                     yield chunk
                 continue
-            async for piece in self._segment(self._left() if budget_cap is None else budget_cap):
-                yield ModelChunk(text=piece)
+            segment = self._segment(self._left() if budget_cap is None else budget_cap)
+            async with contextlib.aclosing(segment) as pieces:
+                async for piece in pieces:
+                    yield ModelChunk(text=piece)
             if self._cut == _THINK:
                 async for chunk in self._forced_call():
                     yield chunk
@@ -131,7 +134,7 @@ class CompletionsTurn:
         return min(self._left(), budget - self.counts.completion_tokens)
 
     # -- one request -----------------------------------------------------------------------------------------
-    async def _segment(self, cap: int) -> AsyncIterator[str]:
+    async def _segment(self, cap: int) -> AsyncGenerator[str, None]:
         """Stream one request's text; stop early where a call must be constrained or opened by us."""
         body = {
             **self.settings.sampling,

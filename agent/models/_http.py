@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import random
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+_SSE = {"Accept": "text/event-stream"}
 API_KEY_ENVS = ("QWQ_AGENT_API_KEY", "OPENAI_API_KEY")
 
 # httpx's transport errors often carry no message (`ReadError()`): say what they mean.
@@ -251,9 +253,10 @@ class Transport:
             url = self.replica.url + path
             self.log.urls.append(url)
             try:
-                async for event in self._stream(url, path, body):
-                    got_event = True
-                    yield event
+                async with contextlib.aclosing(self._stream(url, path, body)) as stream:
+                    async for event in stream:
+                        got_event = True
+                        yield event
                 self.replicas.succeeded(self.replica)
                 return
             except _Retry as retry:
@@ -277,7 +280,7 @@ class Transport:
     async def _stream(
         self, url: str, path: str, body: dict[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
-        async with self.client.stream("POST", url, json=body) as response:
+        async with self.client.stream("POST", url, json=body, headers=_SSE) as response:
             if response.status_code >= 400:
                 await response.aread()
                 if response.status_code in RETRY_STATUSES:

@@ -585,3 +585,15 @@ def test_fuzz_no_server_answer_makes_the_cli_show_a_traceback(
     for name, _ in cases:
         if not name.startswith(("random", "answers", "may answer")):
             assert codes[name].returncode in (1, 2), (name, codes[name].stderr)
+
+
+def test_replicas_given_twice_on_the_command_line_survive_one_that_fails(
+    tmp_path: Path, serve: Callable[[Respond], RawServer]
+) -> None:
+    broken = serve(lambda body, index: http(503, b'{"error": {"message": "overloaded"}}'))
+    healthy = serve(lambda body, index: answer("Fine.\n</think>\n\nThe answer."))
+    proc = cli(*run_args(broken.url, tmp_path, "--base-url", healthy.url, "--quiet"))
+    assert proc.returncode == 0, proc.stderr
+    assert "The answer." in proc.stdout
+    assert broken.requests, "the first replica was tried"
+    assert healthy.requests, "the step went on to the second replica"
