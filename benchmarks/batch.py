@@ -167,16 +167,14 @@ async def local_batch(
     runs: int,
     concurrency: int,
     workdir: Path,
-    shared_transport: bool = True,
+    shared_model: bool = True,
     transcripts: bool = True,
 ) -> tuple[float, int]:
     """Wall time of `runs` runs at `concurrency`, writing transcripts and synced result rows; and turns.
 
-    `shared_transport`: every run's requests go through one httpx transport (one connection pool), as a
-    backend that keeps its HTTP client does; without it, `OpenAICompatModel` makes a new client per turn.
+    `shared_model`: every run uses one `OpenAICompatModel` (one connection pool); without it, each run makes
+    its own model, and so its own HTTP client.
     """
-    import httpx
-
     from agent.batch import BatchTask, ResultsFile, run_batch
     from agent.loop import Agent
     from agent.models import OpenAICompatModel
@@ -191,23 +189,11 @@ async def local_batch(
         """
         return json.dumps({"key": key, "value": len(key)})
 
-    class KeptTransport(httpx.AsyncBaseTransport):
-        """One pool for all runs. `OpenAICompatModel` opens and closes an `AsyncClient` per turn, and a
-        client closes its transport when it closes: this one ignores that, so other runs' streams go on."""
-
-        def __init__(self) -> None:
-            self.pool = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=256))
-
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            return await self.pool.handle_async_request(request)
-
-        async def aclose(self) -> None:
-            return None
-
-    transport = KeptTransport() if shared_transport else None
+    shared = OpenAICompatModel(base_url, model="fake", max_tokens=256) if shared_model else None
 
     def make_agent(task: BatchTask, tools: list[Any]) -> Agent:
-        model = OpenAICompatModel(base_url, model="fake", max_tokens=256, transport=transport)
+        # A model keeps one HTTP client per event loop: sharing it shares the connection pool and TLS setup.
+        model = shared or OpenAICompatModel(base_url, model="fake", max_tokens=256)
         return Agent(model, [lookup], max_steps=6)
 
     tasks = [{"id": f"task-{i}", "task": f"Look up task {i}.", "tools": []} for i in range(runs)]
@@ -223,8 +209,8 @@ async def local_batch(
         results.append(result.to_row())
     wall = time.perf_counter() - began
     results.close()
-    if transport is not None:
-        await transport.pool.aclose()
+    if shared is not None:
+        await shared.aclose()
     return wall, turns
 
 
@@ -235,12 +221,12 @@ def measure_local(quick: bool) -> None:
         workdir = Path(tmp)
         with fake_server(0.0) as url:
             asyncio.run(local_batch(url, 8, 4, workdir))  # warm-up: imports, first connections
-            wall, turns = asyncio.run(local_batch(url, 8, 1, workdir, shared_transport=False))
+            wall, turns = asyncio.run(local_batch(url, 8, 1, workdir, shared_model=False))
             print(
-                "OpenAICompatModel as it is (a new httpx client per turn, which loads the CA bundle): "
+                "a model per run (its own HTTP client, TLS context and CA bundle): "
                 f"{1000 * wall / turns:.1f} ms/turn at concurrency 1"
             )
-            print("with one shared httpx transport (a backend that keeps its client), server instant:")
+            print("one model shared by all runs, server instant:")
             print(f"{'concurrency':>11} {'runs':>5} {'runs/s':>8} {'turns/s':>8} {'ms/turn':>8}")
             for c in levels:
                 runs = max(16, 2 * c) if quick else max(32, 4 * c)
@@ -252,11 +238,11 @@ def measure_local(quick: bool) -> None:
             wall, turns = asyncio.run(local_batch(url, runs, 64, workdir, transcripts=False))
             print(
                 f"{64:>11} {runs:>5} {runs / wall:>8.1f} {turns / wall:>8.1f} {1000 * wall / turns:>8.2f}"
-                "   <- without transcripts (each transcript record is fsynced in the event loop)"
+                "   <- without transcripts"
             )
         latency = 0.1
         with fake_server(latency) as url:
-            print(f"server answering after {latency * 1000:.0f} ms per turn (shared transport):")
+            print(f"server answering after {latency * 1000:.0f} ms per turn (one shared model):")
             print(
                 f"{'concurrency':>11} {'runs':>5} {'wall s':>7} {'ideal s':>8} {'overhead':>9} {'runs/s':>7}"
             )

@@ -128,6 +128,7 @@ class OpenAICompatModel:
         self.transport = transport
         self.log = RequestLog()
         self._format: ChatFormat | None = None
+        self._format_lock = asyncio.Lock()
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -262,20 +263,28 @@ class OpenAICompatModel:
         return models[0]
 
     async def _chat_format(self, transport: Transport) -> ChatFormat:
-        """The format completions mode renders: decided once, from the server's template when it has one."""
+        """The format completions mode renders: decided once, from the server's template when it has one.
+
+        Concurrent first turns wait for one answer rather than each asking the server.
+        """
         if self._format is not None:
             return self._format
+        async with self._format_lock:
+            if self._format is None:
+                self._format = await self._decide_format(transport)
+            return self._format
+
+    async def _decide_format(self, transport: Transport) -> ChatFormat:
         template = self.chat_template
         if template is None and self.chat_format_choice != "qwq":
             template = await self._server_template(transport)
         try:
-            self._format = resolve_chat_format(self.chat_format_choice, template)
+            return resolve_chat_format(self.chat_format_choice, template)
         except ValueError as exc:
             raise ModelConfigurationError(
                 f"{exc}; the server at {transport.base_url} publishes no chat template (llama.cpp's /props does): "
                 "pass chat_template=... or use chat_format='qwq'"
             ) from exc
-        return self._format
 
     async def _server_template(self, transport: Transport) -> str | None:
         """llama.cpp's server describes itself at /props; others do not say (then: QwQ's format)."""
