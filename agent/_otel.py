@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -208,6 +209,23 @@ class OtelRunTrace(RunTrace):
     async def _traced_stream(
         self, stream: AsyncIterator[ModelChunk], request: ModelRequest
     ) -> AsyncIterator[ModelChunk]:
+        span = self._start_model_span(request)
+        self.model_span = span
+        seen = _StreamSeen(started=time.monotonic())
+        try:
+            async for chunk in stream:
+                seen.take(chunk, keep_text=self.capture)
+                yield chunk
+        except BaseException as exc:
+            if span.is_recording():
+                if not isinstance(exc, GeneratorExit):
+                    span.record_exception(exc)
+                _fail(span, _exception_type(exc), f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._end_model_span(span, seen)
+
+    def _start_model_span(self, request: ModelRequest) -> Span:
         attributes = {
             "gen_ai.operation.name": self.operation,
             "gen_ai.conversation.id": self.run_id,
@@ -221,57 +239,33 @@ class OtelRunTrace(RunTrace):
             attributes["gen_ai.tool.definitions"] = _json([t.to_openai() for t in request.tools])
         name = f"{self.operation} {attributes.get('gen_ai.request.model', '')}".strip()
         remote = "server.address" in attributes
-        span = self.tracer.start_span(
+        return self.tracer.start_span(
             name,
             context=self._in(self.step_span),
             kind=SpanKind.CLIENT if remote else SpanKind.INTERNAL,
             attributes=attributes,
         )
-        self.model_span = span
-        started = time.monotonic()
-        first: float | None = None
-        prompt_tokens = completion_tokens = cached_tokens = 0
-        reported = False
-        finish_reason: str | None = None
-        text: list[str] = []
-        try:
-            async for chunk in stream:
-                if first is None and chunk.text:
-                    first = time.monotonic() - started
-                if chunk.usage is not None:
-                    reported = True
-                    prompt_tokens += chunk.usage.prompt_tokens
-                    completion_tokens += chunk.usage.completion_tokens
-                    cached_tokens += chunk.usage.cached_tokens
-                if chunk.finish_reason:
-                    finish_reason = chunk.finish_reason
-                if self.capture and chunk.text:
-                    text.append(chunk.text)
-                yield chunk
-        except BaseException as exc:
-            if span.is_recording():
-                if not isinstance(exc, GeneratorExit):
-                    span.record_exception(exc)
-                _fail(span, _exception_type(exc), f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            if reported:
-                span.set_attribute("gen_ai.usage.input_tokens", prompt_tokens)
-                span.set_attribute("gen_ai.usage.output_tokens", completion_tokens)
-                if cached_tokens:
-                    span.set_attribute("gen_ai.usage.cache_read.input_tokens", cached_tokens)
-            if first is not None:
-                span.set_attribute("gen_ai.response.time_to_first_chunk", first)
-            if finish_reason:
-                span.set_attribute("gen_ai.response.finish_reasons", [finish_reason])
-            response_model = getattr(self.model, "model", None)
-            if isinstance(response_model, str) and response_model:
-                span.set_attribute("gen_ai.response.model", response_model)
-            if self.capture:
-                span.set_attribute("gen_ai.output.messages", output_messages("".join(text), finish_reason))
-            if self.model_span is span:
-                self.model_span = None
-                span.end()
+
+    def _end_model_span(self, span: Span, seen: _StreamSeen) -> None:
+        if seen.reported:
+            span.set_attribute("gen_ai.usage.input_tokens", seen.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", seen.completion_tokens)
+            if seen.cached_tokens:
+                span.set_attribute("gen_ai.usage.cache_read.input_tokens", seen.cached_tokens)
+        if seen.first is not None:
+            span.set_attribute("gen_ai.response.time_to_first_chunk", seen.first)
+        if seen.finish_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", [seen.finish_reason])
+        response_model = getattr(self.model, "model", None)
+        if isinstance(response_model, str) and response_model:
+            span.set_attribute("gen_ai.response.model", response_model)
+        if self.capture:
+            span.set_attribute(
+                "gen_ai.output.messages", output_messages("".join(seen.text), seen.finish_reason)
+            )
+        if self.model_span is span:
+            self.model_span = None
+            span.end()
 
     # -- tool calls
 
@@ -392,3 +386,30 @@ def otel_workflow(provider: Any, name: str, attributes: Mapping[str, Any]) -> It
     finally:
         otel_context.detach(token)
         span.end()
+
+
+@dataclass
+class _StreamSeen:
+    """What a model stream reported, gathered chunk by chunk for its span."""
+
+    started: float
+    first: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reported: bool = False
+    finish_reason: str | None = None
+    text: list[str] = field(default_factory=list)
+
+    def take(self, chunk: ModelChunk, *, keep_text: bool) -> None:
+        if self.first is None and chunk.text:
+            self.first = time.monotonic() - self.started
+        if chunk.usage is not None:
+            self.reported = True
+            self.prompt_tokens += chunk.usage.prompt_tokens
+            self.completion_tokens += chunk.usage.completion_tokens
+            self.cached_tokens += chunk.usage.cached_tokens
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+        if keep_text and chunk.text:
+            self.text.append(chunk.text)

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ from opentelemetry.trace import StatusCode
 
 from agent import Agent, telemetry
 from agent.models import ScriptedModel, completion_text, tool_call_text
-from agent.models.scripted import ScriptExhaustedError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -211,19 +211,38 @@ def test_a_budget_stop_is_an_error_status_with_the_stop_reason() -> None:
     assert dict(run.attributes or {})["qwq_agent.stop_reason"] == "max_steps"
 
 
-def test_an_exception_out_of_the_model_ends_every_span_with_it() -> None:
+def test_a_failing_model_ends_the_run_and_every_span_with_its_error() -> None:
     provider, exporter = traced()
     agent = Agent(ScriptedModel([TWO_CALLS]), [add, divide], max_steps=3, tracer_provider=provider)
-    with pytest.raises(ScriptExhaustedError):
-        agent.run_sync("What is 2 + 3?")
+    assert agent.run_sync("What is 2 + 3?").stop_reason.value == "model_error"  # the script ran out
     spans = exporter.get_finished_spans()
     (run,) = by_name(spans, "invoke_agent")
-    assert dict(run.attributes or {})["error.type"] == "ScriptExhaustedError"
+    assert dict(run.attributes or {})["error.type"] == "model_error"
     assert run.status.status_code is StatusCode.ERROR
-    assert [e.name for e in run.events] == ["exception"]
     (step_two,) = by_name(spans, "step 2")
     (request,) = children(spans, step_two)
     assert dict(request.attributes or {})["error.type"] == "ScriptExhaustedError"
+    assert all(s.end_time is not None for s in spans)
+
+
+class _BrokenModel:
+    """A backend with a bug: it raises something that is not a ModelError, which must leave the run."""
+
+    async def stream(self, request: Any) -> AsyncIterator[Any]:
+        raise RuntimeError("bug in the backend")
+        yield  # an async generator
+
+
+def test_an_exception_out_of_the_model_ends_every_span_with_it() -> None:
+    provider, exporter = traced()
+    agent = Agent(_BrokenModel(), [add], max_steps=3, tracer_provider=provider)
+    with pytest.raises(RuntimeError, match="bug in the backend"):
+        agent.run_sync("What is 2 + 3?")
+    spans = exporter.get_finished_spans()
+    (run,) = by_name(spans, "invoke_agent")
+    assert dict(run.attributes or {})["error.type"] == "RuntimeError"
+    assert run.status.status_code is StatusCode.ERROR
+    assert [e.name for e in run.events] == ["exception"]
     assert all(s.end_time is not None for s in spans)
 
 
