@@ -100,21 +100,8 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
     path = find_config()
     if path is None:
         return None
-    import tomllib
-
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigurationError(f"cannot read the config file {path}: {exc}") from exc
-    shared: dict[str, Any] = {}
-    own: dict[str, Any] = {}
-    for table, into in (("defaults", shared), (command, own)):
-        if table == SANDBOX_TABLE:
-            continue  # sandbox settings, applied below, not the options of `qwq-agent sandbox`
-        section = data.get(table, {})
-        if not isinstance(section, dict):
-            raise ConfigurationError(f"{path}: [{table}] must be a table of option = value")
-        into.update({key.replace("-", "_"): value for key, value in section.items()})
+    data = _read(path)
+    shared, own = _table(data, "defaults", path), _table(data, command, path)
     parsers = _parsers(parser)
     known = {dest for p in parsers for dest in _options(p)}
     unknown = sorted(set(own) - known)
@@ -130,24 +117,47 @@ def apply_config(parser: argparse.ArgumentParser, command: str) -> Path | None:
         for dest, value in {**shared, **own}.items():
             if dest not in actions or (environment_names_model and dest in _MODEL_OPTIONS):
                 continue
-            convert = actions[dest].type
-            if isinstance(value, str) and callable(convert):
-                try:
-                    value = convert(value)
-                except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
-                    raise ConfigurationError(f"{path}: {dest.replace('_', '-')} = {value!r}: {exc}") from exc
-            choices = actions[dest].choices
-            if choices is not None and value not in choices:
-                raise ConfigurationError(
-                    f"{path}: {dest.replace('_', '-')} = {value!r} is not one of {', '.join(map(str, choices))}"
-                )
-            if getattr(actions[dest], "repeatable", False) and not isinstance(value, list):
-                value = [value]  # a repeatable option (--base-url) may be given one value in the file
-            defaults[dest] = value
-            actions[dest].help = _help_with_default(actions[dest].help, value, path)
+            defaults[dest] = _option_value(actions[dest], dest, value, path)
+            actions[dest].help = _help_with_default(actions[dest].help, defaults[dest], path)
         each.set_defaults(**defaults)
     _apply_sandbox_table(parser, data.get(SANDBOX_TABLE, {}), path)
     return path
+
+
+def _read(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the config file {path}: {exc}") from exc
+
+
+def _table(data: dict[str, Any], table: str, path: Path) -> dict[str, Any]:
+    """The options of one table, keys spelled as argparse destinations (`max-steps` → `max_steps`)."""
+    if table == SANDBOX_TABLE:
+        return {}  # sandbox settings, applied on their own, not the options of `qwq-agent sandbox`
+    section = data.get(table, {})
+    if not isinstance(section, dict):
+        raise ConfigurationError(f"{path}: [{table}] must be a table of option = value")
+    return {key.replace("-", "_"): value for key, value in section.items()}
+
+
+def _option_value(action: argparse.Action, dest: str, value: Any, path: Path) -> Any:
+    """A value from the file, converted and checked as the command line would convert and check it."""
+    name = dest.replace("_", "-")
+    if isinstance(value, str) and callable(action.type):
+        try:
+            value = action.type(value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            raise ConfigurationError(f"{path}: {name} = {value!r}: {exc}") from exc
+    if action.choices is not None and value not in action.choices:
+        raise ConfigurationError(
+            f"{path}: {name} = {value!r} is not one of {', '.join(map(str, action.choices))}"
+        )
+    if getattr(action, "repeatable", False) and not isinstance(value, list):
+        value = [value]  # a repeatable option (--base-url) may be given one value in the file
+    return value
 
 
 def _apply_sandbox_table(parser: argparse.ArgumentParser, table: Any, path: Path) -> None:

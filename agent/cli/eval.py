@@ -404,6 +404,23 @@ async def _evaluate_on_ray(
             on_row(row)
 
 
+def _invalid_options(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, or None; fills in the default concurrency (1 here, the cluster's width
+    on Ray)."""
+    if args.ray is not None and args.check_harness:
+        return "--ray evaluates the agent; check the harness on one machine (without --ray)"
+    args.concurrency_given = args.concurrency is not None
+    if args.concurrency is None:
+        args.concurrency = 1
+    if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
+        return "--concurrency and --limit must be at least 1"
+    if args.max_model_failures < 0:
+        return "--max-model-failures must be 0 (never stop) or more"
+    if args.output.exists() and args.output.stat().st_size > 0 and not args.resume:
+        return f"{args.output} already has rows; continue it with --resume, or choose another --output"
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -412,26 +429,9 @@ def main(args: argparse.Namespace) -> int:
     from agent.evals.problems import load_humaneval
 
     err = Console(stderr=True, highlight=False)
-    if args.ray is not None and args.check_harness:
-        print(
-            "qwq-agent eval: --ray evaluates the agent; check the harness on one machine (without --ray)",
-            file=sys.stderr,
-        )
-        return 2
-    args.concurrency_given = args.concurrency is not None
-    if args.concurrency is None:
-        args.concurrency = 1
-    if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
-        print("qwq-agent eval: --concurrency and --limit must be at least 1", file=sys.stderr)
-        return 2
-    if args.max_model_failures < 0:
-        print("qwq-agent eval: --max-model-failures must be 0 (never stop) or more", file=sys.stderr)
-        return 2
-    if args.output.exists() and args.output.stat().st_size > 0 and not args.resume:
-        print(
-            f"qwq-agent eval: {args.output} already has rows; continue it with --resume, or choose another --output",
-            file=sys.stderr,
-        )
+    problem = _invalid_options(args)
+    if problem is not None:
+        print(f"qwq-agent eval: {problem}", file=sys.stderr)
         return 2
     from agent import telemetry
 

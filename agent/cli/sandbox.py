@@ -159,40 +159,51 @@ def _runtimes(client: Any, wanted: str | None, line: Any) -> bool:
     return True
 
 
+def _line(ok: bool, text: str) -> None:
+    print(f"[{'ok' if ok else '!!'}] {text}")
+
+
 def _doctor(runtime: str | None = None) -> int:
     """Check each prerequisite in order and stop at the first that fails, saying what to run.
 
     `runtime` (`--sandbox-runtime`, or `[sandbox] runtime` in the config file) is the one the trial sandbox
     uses; it must be registered with the engine.
     """
-    from sandboxes._engine import find_containers, get_client, owner_alive
-    from sandboxes.errors import DockerUnavailableError
-    from sandboxes.image import DEFAULT_IMAGE, apt_mirror, image_exists, registry_reachable
+    client = _engine()
+    if client is None or not _runtimes(client, runtime, _line) or not _image(client):
+        return 1
+    leftovers = _leftovers(client)
+    if not _trial(runtime):
+        return 1
+    return 0 if not leftovers else 1
 
-    def line(ok: bool, text: str) -> None:
-        print(f"[{'ok' if ok else '!!'}] {text}")
+
+def _engine() -> Any:
+    """The engine's client once its address, permissions and version check out; None after saying why not."""
+    from sandboxes._engine import get_client
+    from sandboxes.errors import DockerUnavailableError
 
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock (default)")
     if "DOCKER_HOST" in os.environ and (problem := _docker_host_problem(os.environ["DOCKER_HOST"])):
         what, advice = problem
-        line(False, what)
+        _line(False, what)
         print(f"   {advice}")
-        return 1
-    line(True, f"engine address: {host}")
+        return None
+    _line(True, f"engine address: {host}")
     socket_path = "/var/run/docker.sock"
     if (
         "DOCKER_HOST" not in os.environ
         and os.path.exists(socket_path)
         and not os.access(socket_path, os.W_OK)
     ):
-        line(False, f"no permission on {socket_path}: add yourself to the docker group")
+        _line(False, f"no permission on {socket_path}: add yourself to the docker group")
         print("   run: sudo usermod -aG docker $USER   (then log in again)")
-        return 1
+        return None
     try:
         client = get_client()
         version = client.version()
     except DockerUnavailableError as exc:
-        line(False, f"Docker engine not reachable: {exc.__cause__ or exc}")
+        _line(False, f"Docker engine not reachable: {exc.__cause__ or exc}")
         if "DOCKER_HOST" in os.environ:
             print(
                 f"   nothing answers at DOCKER_HOST={os.environ['DOCKER_HOST']}: start the engine there, or fix "
@@ -202,30 +213,44 @@ def _doctor(runtime: str | None = None) -> int:
             print("   run: sudo apt-get install docker.io   (or install Docker Engine for your system)")
         else:
             print("   run: sudo systemctl start docker   (or start dockerd)")
-        return 1
-    line(True, f"Docker engine {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})")
-    if not _runtimes(client, runtime, line):
-        return 1
-    if not image_exists(DEFAULT_IMAGE, client=client):
-        line(False, f"sandbox image {DEFAULT_IMAGE} is missing")
-        if registry_reachable():
-            print("   run: qwq-agent sandbox build   (uses sandboxes/Dockerfile; a registry answers)")
-        else:
-            mirror = apt_mirror()
-            needs = [] if shutil.which("debootstrap") else ["sudo apt-get install debootstrap"]
-            print(
-                "   no registry reachable: the image is built with debootstrap from "
-                + (mirror or "--mirror URL")
-            )
-            print("   run: " + " && ".join([*needs, "sudo qwq-agent sandbox build"]))
-        return 1
-    line(True, f"sandbox image {DEFAULT_IMAGE} present")
+        return None
+    _line(True, f"Docker engine {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})")
+    return client
+
+
+def _image(client: Any) -> bool:
+    from sandboxes.image import DEFAULT_IMAGE, apt_mirror, image_exists, registry_reachable
+
+    if image_exists(DEFAULT_IMAGE, client=client):
+        _line(True, f"sandbox image {DEFAULT_IMAGE} present")
+        return True
+    _line(False, f"sandbox image {DEFAULT_IMAGE} is missing")
+    if registry_reachable():
+        print("   run: qwq-agent sandbox build   (uses sandboxes/Dockerfile; a registry answers)")
+    else:
+        mirror = apt_mirror()
+        needs = [] if shutil.which("debootstrap") else ["sudo apt-get install debootstrap"]
+        print(
+            "   no registry reachable: the image is built with debootstrap from " + (mirror or "--mirror URL")
+        )
+        print("   run: " + " && ".join([*needs, "sudo qwq-agent sandbox build"]))
+    return False
+
+
+def _leftovers(client: Any) -> list[Any]:
+    from sandboxes._engine import find_containers, owner_alive
+
     leftovers = [c for c in find_containers(client) if owner_alive(c.labels) is False]
     if leftovers:
-        line(False, f"{len(leftovers)} sandbox container(s) left by dead processes")
+        _line(False, f"{len(leftovers)} sandbox container(s) left by dead processes")
         print("   run: qwq-agent sandbox clean")
     else:
-        line(True, "no leftover sandbox containers")
+        _line(True, "no leftover sandbox containers")
+    return leftovers
+
+
+def _trial(runtime: str | None) -> bool:
+    """Start a sandbox with `runtime` and run Python in it."""
     try:
         from sandboxes import DockerSandbox, SandboxConfig
 
@@ -233,15 +258,15 @@ def _doctor(runtime: str | None = None) -> int:
             code = "import platform, sys; print(sys.version.split()[0], platform.release())"
             result = sandbox.run_python(code, timeout=30)
     except Exception as exc:
-        line(False, f"a sandbox did not start: {exc}")
-        return 1
+        _line(False, f"a sandbox did not start: {exc}")
+        return False
     if not result.ok:
-        line(False, f"the sandbox runner failed: {result.error}")
-        return 1
+        _line(False, f"the sandbox runner failed: {result.error}")
+        return False
     python, _, kernel = result.stdout.strip().partition(" ")
     where = f"runtime {runtime or 'of the engine'}, kernel {kernel}"
-    line(True, f"a sandbox starts and runs Python {python} ({where})")
-    return 0 if not leftovers else 1
+    _line(True, f"a sandbox starts and runs Python {python} ({where})")
+    return True
 
 
 def _clean(*, all_containers: bool) -> int:
