@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest, ToolChoice, Usage
+from agent.models._turns import ToolChoice
+from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest, Usage
+from agent.models.chat_formats import ChatFormat
 from agent.models.errors import (
     ContextLengthError,
     ModelAuthenticationError,
@@ -17,6 +19,7 @@ from agent.models.errors import (
     ModelStreamError,
     ModelUnavailableError,
 )
+from agent.models.sampling import SamplingConfig
 from agent.models.scripted import ScriptedModel, ScriptExhaustedError, completion_text, tool_call_text
 
 if TYPE_CHECKING:
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from agent.models.openai_compat import OpenAICompatModel
 
 __all__ = [
+    "ChatFormat",
     "ContextLengthError",
     "KeepThinking",
     "LlamaCppModel",
@@ -37,6 +41,7 @@ __all__ = [
     "ModelStreamError",
     "ModelUnavailableError",
     "OpenAICompatModel",
+    "SamplingConfig",
     "ScriptExhaustedError",
     "ScriptedModel",
     "ToolChoice",

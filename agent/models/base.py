@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from agent.models._turns import ToolChoice
+
 if TYPE_CHECKING:
     from agent.messages import Message
     from tools.base import Tool
@@ -18,8 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["KeepThinking", "Model", "ModelChunk", "ModelRequest", "ToolChoice", "Usage"]
 
 KeepThinking = Literal["none", "current_task"]
-# "auto" | "required" | "none" | the name of one tool
-ToolChoice = str
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Usage:
 class ModelRequest:
     messages: Sequence[Message]
     tools: Sequence[Tool[..., Any]] = ()
-    tool_choice: ToolChoice = "auto"
+    tool_choice: str | ToolChoice = "auto"  # "auto" | "required" | "none" | a tool's name, or a ToolChoice
     keep_thinking: KeepThinking = "none"
     max_tokens: int | None = None
     thinking_budget: int | None = None
