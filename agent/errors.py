@@ -15,6 +15,11 @@
     │   │   └── TranscriptLockedError       another process is writing it
     │   ├── ProblemError                    an eval problem file that cannot be used
     │   ├── ReportError                     a report source that is not a transcript or results
+    │   ├── TaskFileError                   a batch task file with a line that is not a task
+    │   ├── ResultsFileError                a batch results file that cannot be continued as asked
+    │   ├── ExportError                     runs that cannot be exported as asked
+    │   ├── BatchAbortedError               a batch task failed the way every task would (fix and rerun)
+    │   ├── RayUnavailableError             Ray missing, or the cluster unreachable
     │   └── BrowserError                    Chromium is missing or failed (report checks)
     └── RunError                            something failed at run time (the CLI exits 1)
         ├── ModelError                      a model backend failed: the run stops with model_error
@@ -32,7 +37,8 @@
         ├── FetchError                      web_fetch refused or failed: an observation
         │   (WorkerFailed, Unreadable: inside web_fetch, always turned into a FetchError)
         ├── MCPServerError                  an MCP server could not be started, reached or listed
-        └── EvalStoppedError                an eval stopped after the model failed too often in a row
+        ├── EvalStoppedError                an eval stopped after the model failed too often in a row
+        └── WorkerLostError                 a batch task's process or node died more often than retries allow
 
     * also in the other branch: ModelConfigurationError is a ModelError, the three sandbox errors the user
       must fix are SandboxErrors, so code that catches one backend's or one layer's errors still catches them.
@@ -43,6 +49,12 @@ raised with a message that says what to do.
 
 from __future__ import annotations
 
+from agent.batch.executor import WorkerLostError
+from agent.batch.export import ExportError
+from agent.batch.ray_backend import RayUnavailableError
+from agent.batch.results import ResultsFileError
+from agent.batch.run import BatchAbortedError
+from agent.batch.tasks import TaskFileError
 from agent.evals.humaneval import EvalStoppedError
 from agent.evals.problems import ProblemError
 from agent.models.errors import (
@@ -81,11 +93,13 @@ from tools.web_extract import Unreadable
 from tools.web_worker import WorkerFailed
 
 __all__ = [
+    "BatchAbortedError",
     "BrowserError",
     "ConfigurationError",
     "ContextLengthError",
     "DockerUnavailableError",
     "EvalStoppedError",
+    "ExportError",
     "FetchError",
     "GrammarError",
     "ImageBuildError",
@@ -101,12 +115,15 @@ __all__ = [
     "ProblemError",
     "PromptTemplateError",
     "QwqAgentError",
+    "RayUnavailableError",
     "ReportError",
+    "ResultsFileError",
     "RunError",
     "SandboxError",
     "SandboxFileError",
     "SandboxStartError",
     "ScriptExhaustedError",
+    "TaskFileError",
     "ToolArgumentsError",
     "ToolDefinitionError",
     "ToolError",
@@ -115,4 +132,5 @@ __all__ = [
     "UnknownToolError",
     "Unreadable",
     "WorkerFailed",
+    "WorkerLostError",
 ]

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from prompts.errors import RunError
+
 if TYPE_CHECKING:
     from sandboxes import DockerSandbox, SandboxConfig, SandboxPool
 
@@ -47,7 +49,7 @@ PROCESS_STATS: dict[str, int] = {"models_built": 0}
 """Per-process counters shown in each result's `worker` field (a model is built once per worker process)."""
 
 
-class WorkerLostError(Exception):
+class WorkerLostError(RunError):
     """A job could not finish because the process or node running it died, more often than retries allow."""
 
 

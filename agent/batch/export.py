@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from prompts.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from agent.messages import AssistantMessage, Message
     from agent.transcript import TranscriptRecord
@@ -53,7 +55,7 @@ __all__ = [
 Format = Literal["chatml", "sharegpt"]
 
 
-class ExportError(ValueError):
+class ExportError(ConfigurationError, ValueError):
     """The source cannot be exported as asked (the message says why)."""
 
 

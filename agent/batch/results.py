@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prompts.errors import ConfigurationError
+
 __all__ = ["BatchResult", "ResultsFile", "ResultsFileError", "read_rows"]
 
 
@@ -71,7 +73,7 @@ class BatchResult:
         return cls(**known)
 
 
-class ResultsFileError(Exception):
+class ResultsFileError(ConfigurationError):
     """The results file cannot be used as asked (it has rows and --resume was not given, or it is damaged)."""
 
 

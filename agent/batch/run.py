@@ -21,6 +21,7 @@ from agent.batch.executor import ExecOptions, WorkerEnv, WorkerLostError, execut
 from agent.batch.names import ALL_TOOLS, DEFAULT_TOOLS, SANDBOX_TOOLS
 from agent.batch.results import BatchResult
 from agent.batch.tasks import BatchTask
+from prompts.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from agent.loop import Agent, AgentRun
@@ -59,7 +60,7 @@ dataclass instance; closures work through cloudpickle) and should cache expensiv
 """
 
 
-class BatchAbortedError(Exception):
+class BatchAbortedError(ConfigurationError):
     """A task failed in a way every other task would too; the message says what to fix."""
 
     def __init__(self, message: str, task_id: str) -> None:

@@ -24,10 +24,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from prompts.errors import ConfigurationError
+
 __all__ = ["BatchTask", "Check", "TaskFileError", "check_tools", "load_tasks", "parse_tasks"]
 
 
-class TaskFileError(ValueError):
+class TaskFileError(ConfigurationError, ValueError):
     """The task file cannot be read or a line is not a valid task (the message names the line)."""
 
 
