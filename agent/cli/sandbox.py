@@ -206,8 +206,8 @@ def _engine() -> Any:
         _line(False, f"Docker engine not reachable: {exc.__cause__ or exc}")
         if "DOCKER_HOST" in os.environ:
             print(
-                f"   nothing answers at DOCKER_HOST={os.environ['DOCKER_HOST']}: start the engine there, or fix "
-                "or `unset DOCKER_HOST` to use the local one"
+                f"   nothing answers at DOCKER_HOST={os.environ['DOCKER_HOST']}: start the engine there, fix "
+                "DOCKER_HOST, or `unset DOCKER_HOST` to use the local one"
             )
         elif shutil.which("docker") is None and shutil.which("dockerd") is None:
             print("   run: sudo apt-get install docker.io   (or install Docker Engine for your system)")

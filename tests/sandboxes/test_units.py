@@ -119,6 +119,14 @@ def test_unreachable_engine_says_what_to_run(
         pass
     assert main(["sandbox", "doctor"]) == 1
     out = capsys.readouterr().out
+    # A socket path that does not exist is a typo to fix, not an engine to start: said before connecting.
+    assert "[!!] DOCKER_HOST=unix:///nonexistent/docker.sock names the socket" in out
+    assert "unset DOCKER_HOST" in out
+    # An address that is well formed but where nothing answers: the engine is not reachable.
+    monkeypatch.setattr(_engine, "_client", None)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
+    assert main(["sandbox", "doctor"]) == 1
+    out = capsys.readouterr().out
     assert "[!!] Docker engine not reachable" in out
-    assert "run: " in out
+    assert "nothing answers at DOCKER_HOST=tcp://127.0.0.1:9" in out
     monkeypatch.setattr(_engine, "_client", None)  # do not keep the broken client for later tests
