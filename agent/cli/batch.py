@@ -33,7 +33,7 @@ __all__ = ["BatchProgress", "add_parser", "main"]
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
     from agent.batch.names import ALL_TOOLS, DEFAULT_TOOLS
-    from agent.cli.common import add_model_arguments
+    from agent.cli.common import add_keep_thinking_argument, add_model_arguments
 
     parser = sub.add_parser(
         name,
@@ -92,7 +92,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     )
     parser.add_argument("--allow-private", action="store_true", help="let web_fetch reach private addresses")
     parser.add_argument("--system-prompt", help="replace the default system prompt with this text")
-    parser.add_argument("--keep-thinking", choices=("none", "current_task"), default="none")
+    add_keep_thinking_argument(parser)
     parser.add_argument("--token-budget", type=int, metavar="TOKENS", help="generated tokens per task")
     parser.add_argument(
         "--transcript-dir", type=Path, default=Path("runs"), help="where run transcripts go (default: ./runs)"

@@ -28,10 +28,12 @@ __all__ = [
     "DEFAULT_GGUF_FILE",
     "DEFAULT_REPO",
     "ConfigurationError",
+    "add_keep_thinking_argument",
     "add_model_arguments",
     "add_sandbox_arguments",
     "build_model",
     "ensure_sandbox_image",
+    "exit_code_for",
     "load_now",
     "load_script",
     "one_line",
@@ -73,6 +75,26 @@ def report_error(command: str, error: BaseException) -> int | None:
     prefix = "the model failed: " if isinstance(error, ModelError) and code == 1 else ""
     print(f"qwq-agent {command}: {prefix}{one_line(error)}", file=sys.stderr)
     return code
+
+
+def exit_code_for(command: str, error: Exception) -> int:
+    """`report_error`'s exit code; an error no command expects is raised again, so that the entry point
+    reports it as a bug with its traceback instead of a one-line message that would hide where it came from."""
+    code = report_error(command, error)
+    if code is None:
+        raise error
+    return code
+
+
+def add_keep_thinking_argument(parser: argparse.ArgumentParser) -> None:
+    """`--keep-thinking`, the same for every command that runs agents."""
+    parser.add_argument(
+        "--keep-thinking",
+        choices=("none", "current_task"),
+        default="none",
+        help="none: the model sees none of its earlier reasoning (QwQ-32B's own format); current_task: it "
+        "sees its reasoning since the last user turn, and the prompt only grows (default: none)",
+    )
 
 
 def one_line(error: BaseException | str, limit: int = 600) -> str:

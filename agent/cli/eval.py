@@ -34,7 +34,7 @@ __all__ = ["add_parser", "main"]
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
-    from agent.cli.common import add_model_arguments, add_sandbox_arguments
+    from agent.cli.common import add_keep_thinking_argument, add_model_arguments, add_sandbox_arguments
 
     parser = sub.add_parser(
         name,
@@ -125,13 +125,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         help="where each agent run's transcript goes (./runs)",
     )
     parser.add_argument("--token-budget", type=int, metavar="TOKENS", help="generated tokens per problem")
-    parser.add_argument(
-        "--keep-thinking",
-        choices=("none", "current_task"),
-        default="none",
-        help="none: the model sees none of its earlier reasoning (QwQ-32B's own format); current_task: it "
-        "sees its reasoning since the last user turn, and the prompt only grows (default: none)",
-    )
+    add_keep_thinking_argument(parser)
     parser.add_argument(
         "--max-model-failures",
         type=int,
@@ -424,7 +418,7 @@ def _invalid_options(args: argparse.Namespace) -> str | None:
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from agent.cli.common import ensure_sandbox_image, one_line, report_error
+    from agent.cli.common import ensure_sandbox_image, exit_code_for, one_line
     from agent.evals.humaneval import EvalStoppedError
     from agent.evals.problems import load_humaneval
 
@@ -455,9 +449,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"rows written so far are in {args.output}; continue with --resume", file=sys.stderr)
         return 1
     except Exception as exc:
-        code = report_error("eval", exc)
-        if code is None:
-            raise  # not an error an evaluation expects: the entry point reports it as a bug
+        code = exit_code_for("eval", exc)
         if args.output.exists():
             print(f"rows written so far are in {args.output}; continue with --resume", file=sys.stderr)
         return code

@@ -144,7 +144,7 @@ class _NothingToRerun(Exception):
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.cli.common import one_line, report_error
+    from agent.cli.common import exit_code_for, one_line
     from agent.cli.view import make_view
     from agent.transcript import TranscriptError, read_transcript
 
@@ -174,7 +174,4 @@ def main(args: argparse.Namespace) -> int:
         return 2
     except Exception as exc:
         view.close()
-        code = report_error("replay", exc)
-        if code is None:
-            raise
-        return code
+        return exit_code_for("replay", exc)

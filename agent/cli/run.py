@@ -30,7 +30,7 @@ DEFAULT_TOOLS = ",".join(ALL_TOOLS)
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
-    from agent.cli.common import add_model_arguments, add_sandbox_arguments
+    from agent.cli.common import add_keep_thinking_argument, add_model_arguments, add_sandbox_arguments
 
     parser = sub.add_parser(
         name,
@@ -51,13 +51,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     parser.add_argument("--system-prompt", help="replace the default system prompt with this text")
     parser.add_argument("--transcript-dir", type=Path, default=Path("runs"), help="default: ./runs")
     parser.add_argument("--resume", type=Path, metavar="FILE", help="continue the run recorded in FILE")
-    parser.add_argument(
-        "--keep-thinking",
-        choices=("none", "current_task"),
-        default="none",
-        help="none: the model sees none of its earlier reasoning (QwQ-32B's own format); current_task: it "
-        "sees its reasoning since the last user turn, and the prompt only grows (default: none)",
-    )
+    add_keep_thinking_argument(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--quiet", "-q", action="store_true", help="print only the final answer")
     output.add_argument("--json", action="store_true", help="print events as JSON lines")
@@ -181,7 +175,7 @@ async def _run(
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.cli.common import build_model, load_now, report_error
+    from agent.cli.common import build_model, exit_code_for, load_now
     from agent.cli.view import make_view
 
     if args.task is None and args.resume is None:
@@ -209,7 +203,4 @@ def main(args: argparse.Namespace) -> int:
         return 130
     except Exception as exc:
         view.close()
-        code = report_error("run", exc)
-        if code is None:
-            raise  # not an error a run expects: the entry point reports it as a bug
-        return code
+        return exit_code_for("run", exc)

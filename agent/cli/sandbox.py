@@ -48,7 +48,7 @@ def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentP
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.cli.common import report_error
+    from agent.cli.common import exit_code_for
 
     command = getattr(args, "sandbox_command", None)
     try:
@@ -62,10 +62,7 @@ def main(args: argparse.Namespace) -> int:
         print("qwq-agent sandbox: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        code = report_error(f"sandbox {command}", exc)
-        if code is None:
-            raise
-        return code
+        return exit_code_for(f"sandbox {command}", exc)
     args._sandbox_parser.print_help()
     return 2
 

@@ -30,7 +30,7 @@ __all__ = ["add_parser", "main"]
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
-    from agent.cli.common import add_model_arguments, add_sandbox_arguments
+    from agent.cli.common import add_keep_thinking_argument, add_model_arguments, add_sandbox_arguments
 
     parser = sub.add_parser(
         name,
@@ -49,13 +49,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     parser.add_argument("--image", help="sandbox image (default: the one `qwq-agent sandbox build` makes)")
     add_sandbox_arguments(parser)
     parser.add_argument("--transcript-dir", type=Path, default=Path("runs"), help="default: ./runs")
-    parser.add_argument(
-        "--keep-thinking",
-        choices=("none", "current_task"),
-        default="none",
-        help="none: the model sees none of its earlier reasoning (QwQ-32B's own format); current_task: it "
-        "sees its reasoning since the last user turn, and the prompt only grows (default: none)",
-    )
+    add_keep_thinking_argument(parser)
     parser.add_argument(
         "--token-budget", type=int, metavar="TOKENS", help="generated tokens for the whole run"
     )
@@ -176,7 +170,7 @@ def _transcript_since(directory: Path | None, started: float) -> Path | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.cli.common import build_model, ensure_sandbox_image, load_now, report_error
+    from agent.cli.common import build_model, ensure_sandbox_image, exit_code_for, load_now
     from agent.cli.view import make_view
     from agent.evals.problems import load_problem
 
@@ -200,7 +194,4 @@ def main(args: argparse.Namespace) -> int:
         return 130
     except Exception as exc:
         view.close()
-        code = report_error("solve", exc)
-        if code is None:
-            raise  # not an error solving expects: the entry point reports it as a bug
-        return code
+        return exit_code_for("solve", exc)

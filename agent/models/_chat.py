@@ -10,7 +10,7 @@ a call id, and strict servers reject one that does not.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,48 +105,23 @@ def _unanswered_call(out: list[dict[str, Any]]) -> str:
     return next((call_id for call_id in pending if call_id not in answered), f"call_{len(out)}")
 
 
-async def text_stream(
-    events: AsyncIterator[dict[str, Any]], counts: TurnCounts
+PiecesOf = Callable[[dict[str, Any], "TurnCounts"], list[tuple[str, str]]]
+
+
+async def _choice_stream(
+    events: AsyncIterator[dict[str, Any]], counts: TurnCounts, pieces_of: PiecesOf
 ) -> AsyncIterator[tuple[str, str]]:
-    """("text", piece) / ("finish", reason) of a completions stream; counts pieces into `counts`."""
+    """The pieces of every choice of every event, then ("finish", reason) where a choice ends.
+
+    Both stream kinds count each piece as one token until the server reports usage (`TurnCounts.add_usage`
+    then replaces the estimate); only what a choice holds differs, and `pieces_of` reads it.
+    """
     counted = 0
     async for event in events:
         for choice in event.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
-            text = choice.get("text")
-            if text:
-                counted += 1
-                counts.completion_tokens += 1
-                yield "text", str(text)
-            if choice.get("stop_reason") is not None:
-                counts.extra["stop_reason"] = choice["stop_reason"]
-            if choice.get("finish_reason"):
-                yield "finish", str(choice["finish_reason"])
-        if counts.add_usage(event, counted):
-            counted = 0
-
-
-async def chat_stream(
-    events: AsyncIterator[dict[str, Any]], counts: TurnCounts
-) -> AsyncIterator[tuple[str, str]]:
-    """("reasoning" | "content" | "tool_delta" (JSON) | "finish", value) of a chat stream."""
-    counted = 0
-    async for event in events:
-        for choice in event.get("choices") or []:
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta") or {}
-            if not isinstance(delta, dict):
-                continue
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            pieces: list[tuple[str, str]] = []
-            if reasoning:
-                pieces.append(("reasoning", str(reasoning)))
-            if delta.get("content"):
-                pieces.append(("content", str(delta["content"])))
-            pieces.extend(("tool_delta", json.dumps(call)) for call in delta.get("tool_calls") or [])
-            for piece in pieces:
+            for piece in pieces_of(choice, counts):
                 counted += 1
                 counts.completion_tokens += 1
                 yield piece
@@ -154,6 +129,37 @@ async def chat_stream(
                 yield "finish", str(choice["finish_reason"])
         if counts.add_usage(event, counted):
             counted = 0
+
+
+def _text_pieces(choice: dict[str, Any], counts: TurnCounts) -> list[tuple[str, str]]:
+    if choice.get("stop_reason") is not None:  # llama.cpp and vLLM name the stop string that matched
+        counts.extra["stop_reason"] = choice["stop_reason"]
+    text = choice.get("text")
+    return [("text", str(text))] if text else []
+
+
+def _delta_pieces(choice: dict[str, Any], counts: TurnCounts) -> list[tuple[str, str]]:
+    delta = choice.get("delta") or {}
+    if not isinstance(delta, dict):
+        return []
+    pieces: list[tuple[str, str]] = []
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    if reasoning:
+        pieces.append(("reasoning", str(reasoning)))
+    if delta.get("content"):
+        pieces.append(("content", str(delta["content"])))
+    pieces.extend(("tool_delta", json.dumps(call)) for call in delta.get("tool_calls") or [])
+    return pieces
+
+
+def text_stream(events: AsyncIterator[dict[str, Any]], counts: TurnCounts) -> AsyncIterator[tuple[str, str]]:
+    """("text", piece) / ("finish", reason) of a completions stream; counts pieces into `counts`."""
+    return _choice_stream(events, counts, _text_pieces)
+
+
+def chat_stream(events: AsyncIterator[dict[str, Any]], counts: TurnCounts) -> AsyncIterator[tuple[str, str]]:
+    """("reasoning" | "content" | "tool_delta" (JSON) | "finish", value) of a chat stream."""
+    return _choice_stream(events, counts, _delta_pieces)
 
 
 class ChatDecoder:

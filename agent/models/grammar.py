@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prompts.errors import ConfigurationError
@@ -342,6 +342,24 @@ def tool_call_gbnf(
     if not chosen:
         names = ", ".join(_tool_parts(t)[0] for t in tools) or "(no tools)"
         raise GrammarError(f"no tool named {only!r} among: {names}")
+    return _calls_grammar(
+        chosen,
+        lambda name: f'{{"name": {_json_text(name)}, "arguments": ',
+        max_string_length=max_string_length,
+        prefix=prefix,
+        suffix=suffix,
+    )
+
+
+def _calls_grammar(
+    chosen: Sequence[Any],
+    head_text: Callable[[str], str],
+    *,
+    max_string_length: int | None,
+    prefix: str,
+    suffix: str,
+) -> str:
+    """`prefix`, then one of the `chosen` tools' calls (`head_text(name)`, its arguments, `}`), then `suffix`."""
     conv = _Converter({}, max_string_length=max_string_length)
     alternatives = []
     for i, tool in enumerate(chosen):
@@ -350,8 +368,7 @@ def tool_call_gbnf(
         conv.root_schema = params
         conv._refs = {}
         args = conv.visit(params, f"t{i}-args")
-        head = _literal(f'{{"name": {_json_text(name)}, "arguments": ')
-        alternatives.append(conv.add_rule(f"t{i}-call", f'{head} {args} "}}"'))
+        alternatives.append(conv.add_rule(f"t{i}-call", f'{_literal(head_text(name))} {args} "}}"'))
     parts = [_literal(prefix)] if prefix else []
     parts.append("(" + " | ".join(alternatives) + ")")
     if suffix:
@@ -380,20 +397,14 @@ def call_rest_gbnf(
     ]
     if not chosen:
         raise GrammarError(f"no tool name starts with {partial_name!r}")
-    conv = _Converter({}, max_string_length=max_string_length)
-    alternatives = []
-    for i, tool in enumerate(chosen):
-        name, params = _tool_parts(tool)
-        conv.root_schema = params
-        conv._refs = {}
-        args = conv.visit(params, f"t{i}-args")
-        rest = _json_text(name)[1 + len(partial_name) :]  # the name's remaining characters and its quote
-        head = _literal(f'{rest}, "arguments": ')
-        alternatives.append(conv.add_rule(f"t{i}-call", f'{head} {args} "}}"'))
-    root = "(" + " | ".join(alternatives) + ")"
-    if suffix:
-        root += " " + _literal(suffix)
-    return conv.grammar(root)
+    return _calls_grammar(
+        chosen,
+        # the name's remaining characters and its quote
+        lambda name: f'{_json_text(name)[1 + len(partial_name) :]}, "arguments": ',
+        max_string_length=max_string_length,
+        prefix="",
+        suffix=suffix,
+    )
 
 
 def arguments_gbnf(tool: Any, *, max_string_length: int | None = None, suffix: str = "") -> str:
