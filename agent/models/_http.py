@@ -20,7 +20,7 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -305,6 +305,7 @@ class Transport:
                 event = _parse_event(line, url)
                 if event is None:  # [DONE]
                     done = True
+                    await _drain(lines)
                     break
                 # A usage event may still follow the finish reason: read on to the end.
                 if any(c.get("finish_reason") for c in event.get("choices") or () if isinstance(c, dict)):
@@ -425,3 +426,16 @@ def _parse_event(line: str, url: str) -> dict[str, Any] | None:
             detail=json.dumps(event["error"]),
         )
     return event
+
+
+async def _drain(lines: AsyncIterator[str], limit: float = 1.0) -> None:
+    """Read what follows `[DONE]` (the chunked body's end) so that the connection goes back to the pool.
+
+    A response left unread is closed with its connection, and the next request pays a new TCP (or TLS)
+    handshake: at high concurrency against a fast server that was most of the client's CPU. A server that
+    keeps the stream open after `[DONE]` gets `limit` seconds, then the connection is closed as before.
+    """
+    with contextlib.suppress(TimeoutError, StopAsyncIteration, httpx.TransportError):
+        async with asyncio.timeout(limit):
+            async for _ in lines:
+                pass

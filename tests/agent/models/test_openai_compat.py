@@ -46,6 +46,7 @@ class Reply:
     endless: bool = False  # keep sending until the client goes away
     keepalive: bool = False  # after the events, send SSE comments forever (a stall that looks alive)
     delay: float = 0.0  # seconds to wait before answering
+    keep_open: bool = False  # the whole stream with a Content-Length, the connection kept alive after it
 
 
 def sse(payload: Any) -> bytes:
@@ -84,7 +85,9 @@ class Scripted:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 payload = json.loads(self.rfile.read(length) or b"{}")
-                script.requests.append({"body": payload, "headers": dict(self.headers)})
+                script.requests.append(
+                    {"body": payload, "headers": dict(self.headers), "peer": self.client_address}
+                )
                 reply = script.replies.pop(0) if script.replies else (script.default or Reply(status=500))
                 if script.strict and (problem := orphan_tool_message(payload.get("messages") or [])):
                     reply = Reply(status=400, body=json.dumps({"error": {"message": problem}}).encode())
@@ -100,6 +103,12 @@ class Scripted:
                     self.wfile.write(body)
                     return
                 self.send_header("Content-Type", "text/event-stream")
+                if reply.keep_open:
+                    body = b"".join(sse(event) for event in [*reply.events, "[DONE]"])
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if reply.cut:
                     self.send_header("Content-Length", "100000")  # promises more than it sends
                 else:
@@ -564,3 +573,19 @@ async def test_notes_reach_a_strict_chat_server_as_user_messages(scripted: Scrip
         assert orphan_tool_message(request["body"]["messages"]) is None
     notes = [m for m in scripted.requests[1]["body"]["messages"] if m["role"] == "user"]
     assert len(notes) == 2  # the task, then the note about the malformed call
+
+
+async def test_a_finished_stream_leaves_its_connection_for_the_next_turn(scripted: Scripted) -> None:
+    """After `[DONE]` the rest of the body is read, so the kept-alive connection serves the next request: a
+    connection closed unread made every turn pay a new handshake (most of the client's CPU under load)."""
+    events = [text_event("4</think>\n\nDone.", finish="stop")]
+    scripted.replies = [Reply(events=events, keep_open=True), Reply(events=events, keep_open=True)]
+    model = model_for(scripted)
+    request = ModelRequest(messages=TASK)
+    for _ in range(2):
+        text, last = await collect(model, request)
+        assert text.endswith("Done.")
+        assert last.finish_reason == "stop"
+    await model.aclose()
+    first, second = (r["peer"] for r in scripted.requests)
+    assert first == second  # the same client port: one TCP connection for both turns
