@@ -232,6 +232,7 @@ def run_check(
         candidate.read_answer("ready")
         namespace: dict[str, Any] = {"__name__": "__check__"}
         exec(compile(prompt, "prompt.py", "exec"), namespace)
+        namespace[entry_point] = candidate  # some tests call the function by its name, not as `candidate`
         exec(compile(test, "test.py", "exec"), namespace)
         namespace["check"](candidate)
     finally:

@@ -40,6 +40,12 @@ def test_checking_programs_and_broken_variants_compile_for_every_problem(problem
             compile(check_program(problem, program, "t0ken"), problem.task_id, "exec")
 
 
+def test_the_clis_default_broken_variants_are_all_of_them() -> None:
+    from agent.cli.eval import _ALL_BROKEN
+
+    assert _ALL_BROKEN.split(",") == list(BROKEN_VARIANTS)
+
+
 def test_unknown_broken_variant_is_refused(problems: list[Problem]) -> None:
     with pytest.raises(ValueError, match="unknown broken variant"):
         broken_program(problems[0], "subtle")
