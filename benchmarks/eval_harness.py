@@ -1,6 +1,6 @@
 """Wall time of `qwq-agent eval humaneval --check-harness` against a fresh `docker run` per check.
 
-The harness checks every problem's canonical solution and its broken variants (4 checks per problem: 656 for
+The harness checks every problem's canonical solution and its broken variants (6 checks per problem: 984 for
 all 164), each in a fresh hardened sandbox. It runs here through the real CLI as a subprocess, at concurrency
 1 and 4 (with its default warm pool of fresh containers, max(2, concurrency); `--no-pool` adds runs
 without it). The baseline, measured in the same run on the same checks: one `docker run --rm -i` per check

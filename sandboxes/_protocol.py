@@ -183,7 +183,12 @@ def answer_spec(op: str, *, max_output: int = 0, value_limit: int = 0, max_data:
         "duration_s": seconds,
     }
     specs: dict[str, dict[str, Check]] = {
-        "ping": {"pid": integer(1, 2**22), "uid": integer(0, 2**32), "python": text(_MAX_SHORT)},
+        "ping": {
+            "pid": integer(1, 2**22),
+            "uid": integer(0, 2**32),
+            "python": text(_MAX_SHORT),
+            "guarded": flag,
+        },
         "python": {
             **common,
             "value": optional(text(value_limit + _MARKER_SLACK)),
@@ -193,7 +198,7 @@ def answer_spec(op: str, *, max_output: int = 0, value_limit: int = 0, max_data:
             "lost_before": flag,
             "crashed": flag,
         },
-        "shell": {**common, "error": optional(text(_MAX_SHORT))},
+        "shell": {**common, "error": optional(text(_MAX_SHORT)), "python_lost": flag},
         "write": {"path": text(_MAX_PATH), "size": count},
         "read": {"path": text(_MAX_PATH), "data": base64_data(max_data)},
         "reset": {},

@@ -5,20 +5,28 @@ and run on any python3 from 3.8 on; it is never imported by the host at run time
 
 Process design, inside the container's own PID namespace:
 
-    PID 1  docker-init (tini): reaps orphans; ignores SIGKILL from inside the namespace.
-    PID 2  this supervisor: talks to the host over fds 0/1 (length-prefixed JSON frames), never runs model code.
-           SIGTERM/SIGINT/SIGHUP are caught and ignored, so a signal sent to PID 1 (forwarded by tini) does not
-           end the sandbox.
+    PID 1  this supervisor: talks to the host over fds 0/1 (length-prefixed JSON frames), never runs model code,
+           reaps orphans. Being the namespace's init, it cannot be stopped or killed from inside (Linux drops
+           SIGSTOP and SIGKILL sent to PID 1 by its own namespace; other signals are caught and ignored).
       └─ worker (its own process group): holds the persistent namespace, runs Python cells; forked from the
            supervisor, so a fresh one costs a fork, not an interpreter start.
       └─ shell commands: `bash -c` (or `sh -c`) in a new session, one per call.
 
+The container lives exactly as long as its host: the host's attach connection is the only writer of the
+supervisor's stdin (Docker closes it when the connection drops, also when the host is SIGKILLed). A watchdog
+thread waits for that hang-up and ends PID 1, which ends every process of the container at once, whatever the
+main loop is doing at that moment. The model's code cannot hold the stdin open or stop the watchdog: the
+supervisor makes itself non-dumpable before any code runs, so its `/proc/1/fd/*` (and its memory) are closed
+to processes without CAP_SYS_PTRACE, which the container never has; and PID 1 cannot be SIGSTOPped from inside.
+
 On timeout the supervisor sends the worker SIGINT (a KeyboardInterrupt keeps the namespace), waits a short
 grace, then SIGKILLs the worker's process group and forks a fresh worker (state lost). Shell commands are
-SIGKILLed with their session. After every call every process other than PID 1, the supervisor and the worker
-is killed, so nothing started by a call outlives it. The model's code runs as the same user as the supervisor,
-so it can kill the supervisor or forge frames: the host treats every frame as untrusted and replaces a container
-whose runner died or misbehaved. Only the container boundary is a security boundary.
+SIGKILLed with their session. After every call every process other than the supervisor and the worker is
+killed, so nothing started by a call outlives it; threads started by a cell live on in the worker (they are
+part of its state, like its variables). Every request carries an id; a cancel names the call it stops, so
+cancelling a call that is only queued never touches the one running. The model's code runs as the same user
+as the supervisor; the host treats every frame as untrusted anyway and replaces a container whose runner
+died or misbehaved. Only the container boundary is a security boundary.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -51,6 +60,9 @@ MAX_ERROR = 2000
 MAX_PATH_IN_ERROR = 300
 # After SIGINT, how long a cell may take to unwind (finally blocks, KeyboardInterrupt handlers) before SIGKILL.
 INTERRUPT_GRACE_S = 1.0
+# Make PID 1 non-dumpable (see the module doc). Tests of the host's frame checks turn this off to forge frames.
+GUARDED = True
+PR_SET_DUMPABLE = 4
 
 
 # ---------------------------------------------------------------------------------------------- framing
@@ -242,7 +254,24 @@ def sweep(keep: set[int]) -> int:
                 pass
         reap(victims)
         time.sleep(0.001)
+    reap_orphans(keep)
     return killed
+
+
+def reap_orphans(keep: set[int]) -> None:
+    """Collect the zombies among this process's children, except `keep`.
+
+    As the namespace's init the supervisor inherits every orphan (a cell's double-forked daemon); their zombies
+    would otherwise use up the pids limit. `keep` holds the worker, whose status the supervisor reads itself.
+    """
+    me = str(os.getpid())
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in keep:
+            continue
+        fields = stat_fields(int(name))
+        if fields[:1] == ["Z"] and fields[1:2] == [me]:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(name), os.WNOHANG)
 
 
 def reap(pids: list[int]) -> None:
@@ -262,7 +291,8 @@ def describe_status(status: int) -> tuple[int | None, int | None]:
 
 
 def child_setup() -> None:
-    """In a new child: make it the first thing the OOM killer picks, and slightly nicer than the supervisor."""
+    """In a new child: make it the first thing the OOM killer picks, slightly nicer than the supervisor, and
+    unable to signal the supervisor (see `SignalShield`)."""
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")
@@ -270,6 +300,106 @@ def child_setup() -> None:
         pass
     with contextlib.suppress(OSError):
         os.nice(5)
+    if SHIELD is not None:
+        SHIELD.install()
+
+
+# ---------------------------------------------------------------------------------------------- the shield
+
+# struct seccomp_data: nr at 0, arch at 4, args[i] at 16 + 8 * i (the low 32 bits first: little-endian only).
+_LD, _JEQ, _JGE, _RET = 0x20, 0x15, 0x35, 0x06
+_ALLOW, _EPERM = 0x7FFF0000, 0x00050001
+_MINUS_ONE = 0xFFFFFFFF
+# arch -> (AUDIT_ARCH value, syscall numbers by name)
+_SYSCALLS: dict[str, tuple[int, dict[str, int]]] = {
+    "x86_64": (
+        0xC000003E,
+        {"kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+         "pidfd_open": 434, "pidfd_send_signal": 424, "setpgid": 109, "ptrace": 101, "fcntl": 72, "ioctl": 16,
+         "process_vm_readv": 310, "process_vm_writev": 311},
+    ),
+    "aarch64": (
+        0xC00000B7,
+        {"kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
+         "pidfd_open": 434, "pidfd_send_signal": 424, "setpgid": 154, "ptrace": 117, "fcntl": 25, "ioctl": 29,
+         "process_vm_readv": 270, "process_vm_writev": 271},
+    ),
+}  # fmt: skip
+
+
+class SignalShield:
+    """A seccomp filter for every process the model's code runs in: no signal, trace or memory access can
+    reach the supervisor (PID 1) or its watchdog thread.
+
+    Linux already drops SIGSTOP and SIGKILL sent to a namespace's init from inside; gVisor does not, so there
+    a stopped supervisor would outlive its host. The filter refuses (EPERM) `kill`, `tkill`, `tgkill`,
+    `rt_(tg)sigqueueinfo`, `pidfd_open`, `ptrace`, `process_vm_readv/writev` aimed at PID 1, at -1 (everyone,
+    or PID 1's process group) or at the watchdog's thread, joining PID 1's process group, `pidfd_send_signal`,
+    and making PID 1 the owner of a descriptor's SIGIO (`F_SETOWN`, `FIOSETOWN`, `SIOCSPGRP`). Any other
+    architecture's system calls (a 64-bit process entering the 32-bit way) are refused as a whole.
+    """
+
+    def __init__(self, arch: str, protected: list[int]) -> None:
+        import ctypes
+
+        audit_arch, nr = _SYSCALLS[arch]
+        program = self.program(audit_arch, nr, protected, x32=arch == "x86_64")
+
+        class Filter(ctypes.Structure):
+            _fields_ = [
+                ("code", ctypes.c_ushort),
+                ("jt", ctypes.c_ubyte),
+                ("jf", ctypes.c_ubyte),
+                ("k", ctypes.c_uint),
+            ]
+
+        class Program(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+        self.filters = (Filter * len(program))(*[Filter(*op) for op in program])
+        self.prog = Program(len(program), self.filters)
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.ctypes = ctypes
+
+    @staticmethod
+    def program(
+        audit_arch: int, nr: dict[str, int], protected: list[int], x32: bool
+    ) -> list[tuple[int, ...]]:
+        """The BPF program as (code, jt, jf, k); "deny" jumps are resolved at the end."""
+        pids = sorted({1, _MINUS_ONE, *protected})
+        rules: list[tuple[str, int, list[int]]] = [  # (syscall, argument, refused values)
+            *(
+                (name, 0, pids)
+                for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+            ),
+            *((name, 0, pids) for name in ("pidfd_open", "process_vm_readv", "process_vm_writev")),
+            ("ptrace", 1, pids),
+            ("setpgid", 1, [1]),
+            ("fcntl", 1, [8, 15]),  # F_SETOWN, F_SETOWN_EX
+            ("ioctl", 1, [0x8901, 0x8902]),  # FIOSETOWN, SIOCSPGRP
+        ]
+        ops: list[Any] = [(_LD, 0, 0, 4), (_JEQ, 1, 0, audit_arch), (_RET, 0, 0, _EPERM), (_LD, 0, 0, 0)]
+        if x32:
+            ops.append((_JGE, "deny", 0, 0x40000000))
+        ops.append((_JEQ, "deny", 0, nr["pidfd_send_signal"]))
+        for name, arg, values in rules:
+            block: list[Any] = [(_LD, 0, 0, 16 + 8 * arg)]
+            block += [(_JEQ, "deny", 0, value) for value in values]
+            block.append((_RET, 0, 0, _ALLOW))
+            ops.append((_JEQ, 0, len(block), nr[name]))
+            ops += block
+        ops += [(_RET, 0, 0, _ALLOW), (_RET, 0, 0, _EPERM)]
+        deny = len(ops) - 1
+        return [tuple(deny - i - 1 if part == "deny" else part for part in op) for i, op in enumerate(ops)]
+
+    def install(self) -> None:
+        """Apply the filter to the calling process (and everything it starts); it cannot be lifted."""
+        self.libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS (Docker's no-new-privileges set it already)
+        if self.libc.prctl(22, 2, self.ctypes.byref(self.prog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+            os._exit(71)  # never run the model's code unshielded once the shield was promised
+
+
+SHIELD: SignalShield | None = None
 
 
 # ---------------------------------------------------------------------------------------------- the worker
@@ -373,6 +503,7 @@ def worker_setup(out_w: int, err_w: int) -> None:
     os.close(out_w)
     os.close(err_w)
     child_setup()
+    set_dumpable(1)  # only the supervisor is shielded; the worker is the model's own process
 
 
 def worker_main(req_r: int, res_w: int, out_w: int, err_w: int) -> None:
@@ -555,9 +686,10 @@ class Cell:
 
 
 class Supervisor:
-    def __init__(self, proto_in: int, proto_out: int) -> None:
+    def __init__(self, proto_in: int, proto_out: int, *, guarded: bool = False) -> None:
         self.proto_in = proto_in
         self.proto_out = proto_out
+        self.guarded = guarded
         self.wake_r, self.wake_w = os.pipe()
         set_nonblocking(self.wake_r)
         set_nonblocking(self.wake_w)
@@ -566,6 +698,8 @@ class Supervisor:
         self.cell = 0
         self.worker: Worker | None = None
         self.pending: list[Any] = []
+        self.current: Any = None  # the id of the request being served
+        self.dropped: set[Any] = set()  # ids of pending requests the host cancelled before they ran
 
     # -- plumbing
 
@@ -589,7 +723,12 @@ class Supervisor:
         if message is None:
             self.shutdown()
         if isinstance(message, dict) and message.get("op") == "cancel":
-            raise Cancelled()
+            target = message.get("id")
+            if target is not None and target == self.current:
+                raise Cancelled()
+            if any(isinstance(p, dict) and p.get("id") == target for p in self.pending):
+                self.dropped.add(target)  # queued behind the running call: answered as cancelled, not run
+            return  # a cancel for a call that already ended
         # The host may send its next request right after a cancel (Ctrl-C, then a new call): keep it for later.
         self.pending.append(message)
 
@@ -672,6 +811,7 @@ class Supervisor:
         out, err = Capture(int(req["max_output"])), Capture(int(req["max_output"]))
         shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
         ooms_before = oom_kills()
+        worker_before = self.worker if self.worker is not None and self.worker.alive() else None
         try:
             proc = subprocess.Popen(
                 [shell, "-c", req["cmd"]],
@@ -718,6 +858,11 @@ class Supervisor:
             drain(fd, capture)
         proc.stdout.close()
         proc.stderr.close()
+        python_lost = False
+        if worker_before is not None and not worker_before.alive():
+            python_lost = True
+            worker_before.kill()  # collected already; this closes its pipes
+            self.new_worker()
         sweep({self.worker.pid} if self.worker is not None and self.worker.alive() else set())
         killed = timed_out or cancelled
         return shell_answer(
@@ -729,6 +874,7 @@ class Supervisor:
             timed_out=timed_out,
             cancelled=cancelled,
             oom_killed=oom_kills() > ooms_before,
+            python_lost=python_lost,
         )
 
     def op_write(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -777,7 +923,12 @@ class Supervisor:
         return {}
 
     def op_ping(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid(), "python": sys.version.split()[0], "uid": os.getuid()}
+        return {
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+            "uid": os.getuid(),
+            "guarded": self.guarded,
+        }
 
     # -- main loop
 
@@ -797,15 +948,32 @@ class Supervisor:
                 continue  # arrived after its call had ended
             if op == "exit":
                 self.shutdown()
-            handler = getattr(self, f"op_{op}", None)
-            response: dict[str, Any]
-            try:
-                if handler is None:
-                    raise ValueError(f"unknown op {str(op)[:100]!r}")
-                response = dict(handler(request), id=request.get("id"), ok=True)
-            except Exception as exc:
-                response = failure(request, exc)
+            self.current = request.get("id")
+            if self.current in self.dropped and op in ("python", "shell"):
+                self.dropped.discard(self.current)
+                response = dict(skipped_answer(op), id=self.current, ok=True)
+            else:
+                response = self.handle(op, request)
+            self.current = None
             write_frame(self.proto_out, response)
+
+    def handle(self, op: Any, request: dict[str, Any]) -> dict[str, Any]:
+        handler = getattr(self, f"op_{op}", None)
+        try:
+            if handler is None:
+                raise ValueError(f"unknown op {str(op)[:100]!r}")
+            return dict(handler(request), id=request.get("id"), ok=True)
+        except Exception as exc:
+            return failure(request, exc)
+
+
+def skipped_answer(op: str) -> dict[str, Any]:
+    """The answer to a `python` or `shell` call the host cancelled while it waited its turn: it never ran."""
+    answer = shell_answer(Capture(1), Capture(1), started=time.monotonic(), cancelled=True)
+    if op == "python":
+        del answer["python_lost"]
+        answer.update(value=None, traceback=None, state_lost=False, lost_before=False, crashed=False)
+    return answer
 
 
 def shell_answer(
@@ -819,8 +987,13 @@ def shell_answer(
     timed_out: bool = False,
     cancelled: bool = False,
     oom_killed: bool = False,
+    python_lost: bool = False,
 ) -> dict[str, Any]:
-    """The answer to a shell call: always the same fields, which the host checks one by one."""
+    """The answer to a shell call: always the same fields, which the host checks one by one.
+
+    `python_lost`: the Python worker died while the command ran (the out-of-memory killer picks the largest
+    process, which may well be the worker holding the model's variables); a fresh one was started.
+    """
     return {
         "stdout": out.text(),
         "stderr": err.text(),
@@ -833,6 +1006,7 @@ def shell_answer(
         "timed_out": timed_out,
         "cancelled": cancelled,
         "oom_killed": oom_killed,
+        "python_lost": python_lost,
         "duration_s": time.monotonic() - started,
     }
 
@@ -869,7 +1043,48 @@ def confine(path: str) -> str:
     return real
 
 
+def set_dumpable(value: int) -> bool:
+    """prctl(PR_SET_DUMPABLE, value); False where it cannot be done (no ctypes in the image)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_DUMPABLE, value, 0, 0, 0)) == 0
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
+def watch_host(fd: int) -> None:
+    """Until the host's end of `fd` (the supervisor's stdin) hangs up; then end the whole container.
+
+    Runs in a thread of its own, so a main loop stuck on anything (a worker that half-wrote a frame, a full
+    pipe) cannot keep the container alive. No events are requested: a hang-up is always reported.
+    """
+    poller = select.poll()
+    hang_up = getattr(select, "POLLRDHUP", 0)  # a socket's half-close; a pipe reports POLLHUP unasked
+    poller.register(fd, hang_up)
+    while True:
+        for _, events in poller.poll():
+            if events & (hang_up | select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                os._exit(0)  # PID 1 ending makes the kernel kill every process of the namespace
+
+
+def shield_children(watchdog: threading.Thread) -> bool:
+    """Prepare the `SignalShield` every child installs; False where this machine is not one it knows."""
+    global SHIELD
+    arch = os.uname().machine
+    if arch not in _SYSCALLS or sys.byteorder != "little" or watchdog.native_id is None:
+        return False
+    try:
+        SHIELD = SignalShield(arch, [watchdog.native_id])
+    except (ImportError, OSError, AttributeError):
+        return False
+    return True
+
+
 def main() -> None:
+    # Before anything else runs: PID 1's descriptors and memory become unreachable for the model's code.
+    guarded = GUARDED and os.getpid() == 1 and set_dumpable(0)
     # Keep the protocol on private descriptors so nothing printed by accident can corrupt it, and so no child
     # inherits them; fds 0 and 1 become /dev/null and stderr.
     proto_in = os.dup(0)
@@ -879,7 +1094,11 @@ def main() -> None:
     os.close(devnull)
     os.dup2(2, 1)
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8")
-    supervisor = Supervisor(proto_in, proto_out)
+    watchdog = threading.Thread(target=watch_host, args=(proto_in,), name="watch-host", daemon=True)
+    watchdog.start()
+    if guarded:
+        guarded = shield_children(watchdog)
+    supervisor = Supervisor(proto_in, proto_out, guarded=guarded)
 
     def ignore(signum: int, frame: Any) -> None:
         pass

@@ -86,7 +86,9 @@ class ExecResult(BaseModel):
     signal: int | None = None
     """The signal that ended the Python process (`crashed`) or the shell command, when one did."""
     crashed: bool = False
-    """The Python process died during the call (os._exit, a signal, out of memory) and was restarted."""
+    """The Python process died during the call (os._exit, a signal, out of memory) and was restarted. Also
+    set on a shell call during which the Python process died (the out-of-memory killer chose it): the
+    command itself may still have succeeded (`ok`), but the Python variables are gone (`state_lost`)."""
     lost_before: bool = False
     """The state had been lost before this call: the Python process had died, or (with `sandbox_replaced`)
     the container had and was replaced; the call itself ran normally in the fresh one."""

@@ -63,6 +63,10 @@ def _close_all() -> None:
             sandbox.close()
 
 
+class _Skipped(Exception):
+    """The call was cancelled before it was sent to the runner: it never ran."""
+
+
 class _Lost(Exception):
     """The call's sandbox was lost: replaced after its runner hung, died or broke the protocol, or closed."""
 
@@ -115,8 +119,19 @@ class DockerSandbox:
         self._swap_lock = threading.Lock()  # held only to swap the container and channel attributes
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
+        # Cancelling by call id: `_running` is the id of the request the runner has and has not answered;
+        # `_queued` the ids of async calls not finished yet, `_cancelled` those of them cancelled before they
+        # were sent. `_cancel_lock` makes "not cancelled, so send it" one step against a concurrent cancel.
+        self._cancel_lock = threading.Lock()
+        self._running: int | None = None
+        self._queued: set[int] = set()
+        self._cancelled: set[int] = set()
         self.replacements = 0
         """How many times the container was replaced after its runner died or hung."""
+        self.guarded: bool | None = None
+        """Whether the runner shielded itself (PID 1, not dumpable), so that the container dies with this
+        process whatever the code inside does (None until started). False only with images whose python3
+        lacks ctypes: then code that holds the runner's stdin open can outlive a SIGKILLed host."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -210,7 +225,9 @@ class DockerSandbox:
             "mem_limit": cfg.memory,
             "memswap_limit": cfg.memory,
             "nano_cpus": int(cfg.cpus * 1e9),
-            "init": True,
+            # No docker-init: the runner is PID 1 itself, which the code inside can neither stop nor kill, and
+            # reaps orphans itself (see sandboxes/_runner.py).
+            "init": False,
             "auto_remove": True,
             "ulimits": [Ulimit(name="core", soft=0, hard=0), Ulimit(name="nofile", soft=1024, hard=1024)],
             "log_config": LogConfig(type=cfg.log_driver),
@@ -221,8 +238,8 @@ class DockerSandbox:
             "name": f"qwq-sandbox-{secrets.token_hex(6)}",
             "command": ["python3", "-I", "-c", _runner()],
             # stdin_open without detach makes the SDK set StdinOnce: when the host's attach connection closes
-            # (even when the host process is SIGKILLed) Docker closes the runner's stdin, the runner exits and
-            # `auto_remove` deletes the container.
+            # (even when the host process is SIGKILLed) Docker closes the runner's stdin, the runner's watchdog
+            # ends PID 1 and with it the container, and `auto_remove` deletes it.
             "stdin_open": True,
             "detach": False,
             "tty": False,
@@ -257,6 +274,7 @@ class DockerSandbox:
             answer = validate_answer(channel.recv(time.monotonic() + self.config.start_timeout), _PING)
             if not answer["ok"]:
                 raise SandboxStartError(f"the runner did not start: {answer['error']}")
+            self.guarded = answer["guarded"]
         except BaseException as exc:
             if channel is not None:
                 channel.close()
@@ -318,16 +336,19 @@ class DockerSandbox:
 
     # ------------------------------------------------------------------ calls
 
-    def _call(self, request: dict[str, Any], wait_s: float, spec: dict[str, Check]) -> tuple[Answer, bool]:
+    def _call(
+        self, request: dict[str, Any], wait_s: float, spec: dict[str, Check], call_id: int | None = None
+    ) -> tuple[Answer, bool]:
         """Send one request; returns its checked answer and whether the container was replaced before it ran.
 
         Raises `_Lost` after replacing a container whose runner hung, died or answered anything but an answer
-        of `spec` (a runner failing a `python` or `shell` call counts as broken too).
+        of `spec` (a runner failing a `python` or `shell` call counts as broken too), and `_Skipped` when the
+        call was cancelled (`cancel(call_id)`) before it was sent.
         """
         with self._lock:
             if self._container is None:
                 self.start()
-            request = {**request, "id": next(_ids)}
+            request = {**request, "id": next(_ids) if call_id is None else call_id}
             channel, replaced_before = self._send(request)
             try:
                 answer = self._answer_to(channel, request["id"], time.monotonic() + wait_s)
@@ -346,6 +367,9 @@ class DockerSandbox:
                     raise _Lost("closed") from None
                 self._replace()
                 raise _Lost("protocol" if isinstance(exc, ProtocolError) else "died", str(exc)) from None
+            finally:
+                with self._cancel_lock:
+                    self._running = None
             return answer, replaced_before
 
     def _send(self, request: dict[str, Any]) -> tuple[Channel, bool]:
@@ -353,7 +377,7 @@ class DockerSandbox:
         channel = self._channel
         assert channel is not None
         try:
-            channel.send(request)
+            self._send_unless_cancelled(channel, request)
             return channel, False
         except ChannelClosed:
             pass
@@ -361,7 +385,7 @@ class DockerSandbox:
         channel = self._channel
         assert channel is not None
         try:
-            channel.send(request)
+            self._send_unless_cancelled(channel, request)
         except ChannelClosed as exc:  # the fresh container died at once
             if not self._closed:
                 self._replace()
@@ -379,15 +403,37 @@ class DockerSandbox:
                 raise ProtocolError("an answer to another request")
             return answer
 
-    def cancel(self) -> None:
-        """Ask the runner to stop the call in progress (from any thread); a no-op when idle."""
-        channel = self._channel
+    def _send_unless_cancelled(self, channel: Channel, request: dict[str, Any]) -> None:
+        with self._cancel_lock:
+            if request["id"] in self._cancelled:
+                raise _Skipped()
+            channel.send(request)
+            self._running = request["id"]
+
+    def cancel(self, call_id: int | None = None) -> None:
+        """Stop one call (from any thread): the one in progress (None), or the call `call_id` names.
+
+        A call that is running is interrupted in the sandbox; one that is still waiting its turn is dropped
+        and never runs; any other call, running or queued, is left alone. A no-op when that call is over.
+        """
+        with self._cancel_lock:
+            target = self._running if call_id is None else call_id
+            if target is None:
+                return
+            if target != self._running:
+                if target in self._queued:
+                    self._cancelled.add(target)
+                return
+            channel = self._channel
         if channel is not None:
             with contextlib.suppress(ChannelClosed):
-                channel.send({"op": "cancel"})
+                channel.send({"op": "cancel", "id": target})
 
     def run_python(self, code: str, timeout: float | None = None) -> ExecResult:
         """Run a cell in the persistent namespace (like a notebook: a trailing expression's repr is `value`)."""
+        return self._run_python(code, timeout, None)
+
+    def _run_python(self, code: str, timeout: float | None, call_id: int | None) -> ExecResult:
         timeout = timeout or self.config.default_timeout
         started = time.monotonic()
         cfg = self.config
@@ -400,22 +446,29 @@ class DockerSandbox:
         }
         spec = answer_spec("python", max_output=cfg.max_output_bytes, value_limit=cfg.max_value_chars)
         try:
-            answer, replaced_before = self._call(request, timeout + cfg.kill_grace, spec)
+            answer, replaced_before = self._call(request, timeout + cfg.kill_grace, spec, call_id)
         except _Lost as lost:
             return self._lost_result(lost, started)
+        except _Skipped:
+            return ExecResult(ok=False, error="cancelled before it started", cancelled=True)
         return self._python_result(answer, timeout, replaced_before)
 
     def run_shell(self, cmd: str, timeout: float | None = None) -> ExecResult:
         """Run `bash -c cmd` (or `sh`) in the workspace; everything it started is killed when it ends."""
+        return self._run_shell(cmd, timeout, None)
+
+    def _run_shell(self, cmd: str, timeout: float | None, call_id: int | None) -> ExecResult:
         timeout = timeout or self.config.default_timeout
         started = time.monotonic()
         max_output = self.config.max_output_bytes
         request = {"op": "shell", "cmd": cmd, "timeout": timeout, "max_output": max_output}
         spec = answer_spec("shell", max_output=max_output)
         try:
-            answer, replaced_before = self._call(request, timeout + self.config.kill_grace, spec)
+            answer, replaced_before = self._call(request, timeout + self.config.kill_grace, spec, call_id)
         except _Lost as lost:
             return self._lost_result(lost, started)
+        except _Skipped:
+            return ExecResult(ok=False, error="cancelled before it started", cancelled=True)
         return self._shell_result(answer, timeout, replaced_before)
 
     def write_file(self, path: str, data: str | bytes) -> str:
@@ -452,28 +505,48 @@ class DockerSandbox:
 
     # ------------------------------------------------------------------ async
 
-    def _in_thread(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+    def _submit(self, fn: Callable[..., _T], *args: Any) -> concurrent.futures.Future[_T]:
         # A private single thread per sandbox: calls on one sandbox are serial anyway, and many sandboxes must
         # not queue behind each other in the loop's small default executor.
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qwq-sandbox")
-        return asyncio.wrap_future(self._executor.submit(fn, *args))
+        return self._executor.submit(fn, *args)
+
+    def _in_thread(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        return asyncio.wrap_future(self._submit(fn, *args))
 
     async def _cancellable(self, fn: Callable[..., _T], *args: Any) -> _T:
-        future = self._in_thread(fn, *args)
+        """`fn(*args, call_id)` in the sandbox's thread; cancelling the await cancels that call and no other.
+
+        The id is chosen here, before the call waits its turn, so that a cancel can name it wherever it is:
+        still queued for the thread (dropped there), waiting for the sandbox's lock (never sent), or running
+        in the sandbox (interrupted).
+        """
+        call_id = next(_ids)
+        with self._cancel_lock:
+            self._queued.add(call_id)
+        submitted = self._submit(fn, *args, call_id)
+        # Forgotten when the thread is done with it, or when it is taken out of the queue unrun.
+        submitted.add_done_callback(lambda _: self._forget(call_id))
         try:
-            return await future  # cancelling this cannot stop the running thread, only stop waiting for it
+            # Cancelling this cannot stop the running thread, only stop waiting for it (and unqueue the call).
+            return await asyncio.wrap_future(submitted)
         except asyncio.CancelledError:
-            self.cancel()  # the thread's call ends promptly; the caller's cancellation goes on
+            self.cancel(call_id)  # a running call ends promptly, a queued one never runs; the rest go on
             raise
+
+    def _forget(self, call_id: int) -> None:
+        with self._cancel_lock:
+            self._queued.discard(call_id)
+            self._cancelled.discard(call_id)
 
     # `timeout` is the sandbox's hard limit for the code (enforced inside the container), not a limit on the
     # await; wrap the await in `asyncio.timeout` for that (cancelling stops the code in the sandbox too).
     async def arun_python(self, code: str, timeout: float | None = None) -> ExecResult:  # noqa: ASYNC109
-        return await self._cancellable(self.run_python, code, timeout)
+        return await self._cancellable(self._run_python, code, timeout)
 
     async def arun_shell(self, cmd: str, timeout: float | None = None) -> ExecResult:  # noqa: ASYNC109
-        return await self._cancellable(self.run_shell, cmd, timeout)
+        return await self._cancellable(self._run_shell, cmd, timeout)
 
     async def awrite_file(self, path: str, data: str | bytes) -> str:
         return await self._in_thread(self.write_file, path, data)
@@ -560,6 +633,13 @@ class DockerSandbox:
         if error is not None and a["oom_killed"]:
             error += f"; a process ran out of memory (limit {self.config.memory}) and was killed"
         ok = error is None
+        python_lost: bool = a["python_lost"]
+        if python_lost:
+            cause = f"ran out of memory (limit {self.config.memory})" if a["oom_killed"] else "died"
+            note = (
+                f"the Python process {cause} during the command; it was restarted: variables lost, files kept"
+            )
+            error = note if error is None else f"{error}; {note}"
         if replaced_before:
             note = "the sandbox had died before this call and was replaced: variables and files were lost"
             error = note if error is None else f"{error}; {note}"
@@ -571,7 +651,7 @@ class DockerSandbox:
             timed_out=timed_out,
             duration_s=a["duration_s"],
             exit_code=exit_code,
-            state_lost=replaced_before,
+            state_lost=replaced_before or python_lost,
             sandbox_replaced=replaced_before,
             truncated=a["truncated"],
             stdout_bytes=a["stdout_bytes"],
@@ -579,6 +659,7 @@ class DockerSandbox:
             oom_killed=a["oom_killed"],
             cancelled=cancelled,
             signal=sig,
+            crashed=python_lost,
             lost_before=replaced_before,
         )
 

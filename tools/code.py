@@ -63,7 +63,10 @@ def _shell_notes(result: ExecResult, timeout_s: dict[str, str], memory: str) -> 
         notes.append(render_note("shell_killed", signal=result.signal_name))
     elif result.exit_code:
         notes.append(render_note("shell_exit_status", status=result.exit_code))
-    if notes and result.oom_killed:
+    if result.crashed:  # the Python process died while the command ran (the OOM killer may pick it)
+        notes.append(render_note("shell_python_lost", **({"memory": memory} if result.oom_killed else {})))
+        notes.append(render_note("state_lost"))
+    elif notes and result.oom_killed:
         notes.append(render_note("shell_out_of_memory", memory=memory))
     return notes
 

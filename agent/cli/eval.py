@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "main"]
 
+# The names of agent.evals.humaneval.BROKEN_VARIANTS, here so that --help imports nothing (a test keeps them equal).
+_ALL_BROKEN = "raise,constant,exit,frame,always-equal"
+
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
     from agent.cli.common import add_keep_thinking_argument, add_model_arguments, add_sandbox_arguments
@@ -77,9 +80,9 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     )
     parser.add_argument(
         "--broken",
-        default="raise,constant,exit",
+        default=_ALL_BROKEN,
         metavar="VARIANTS",
-        help="broken variants for --check-harness: raise, constant, exit (default: all)",
+        help=f"broken variants for --check-harness: {_ALL_BROKEN.replace(',', ', ')} (default: all)",
     )
     parser.add_argument(
         "--resume", action="store_true", help="keep the rows in --output and skip those checks"
@@ -265,7 +268,7 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
         from agent.cli.common import ConfigurationError
 
         raise ConfigurationError(
-            f"unknown broken variant(s) {', '.join(unknown)}: choose from raise, constant, exit"
+            f"unknown broken variant(s) {', '.join(unknown)}: choose from {', '.join(BROKEN_VARIANTS)}"
         )
     per_problem = 1 + len(variants) if args.check_harness else 1
     total = len(problems) * per_problem - sum(1 for key in skip if key[0] in {p.task_id for p in problems})

@@ -254,6 +254,7 @@ def _trial(runtime: str | None) -> bool:
         with DockerSandbox(config=SandboxConfig(runtime=runtime)) as sandbox:
             code = "import platform, sys; print(sys.version.split()[0], platform.release())"
             result = sandbox.run_python(code, timeout=30)
+            guarded = sandbox.guarded
     except Exception as exc:
         _line(False, f"a sandbox did not start: {exc}")
         return False
@@ -263,6 +264,15 @@ def _trial(runtime: str | None) -> bool:
     python, _, kernel = result.stdout.strip().partition(" ")
     where = f"runtime {runtime or 'of the engine'}, kernel {kernel}"
     _line(True, f"a sandbox starts and runs Python {python} ({where})")
+    if not guarded:
+        _line(
+            False,
+            "the runner could not shield itself: code inside could keep a sandbox alive after its host died",
+        )
+        print("   (the image's python3 lacks ctypes, or the CPU is neither x86_64 nor aarch64)")
+        print("   run: qwq-agent sandbox build   (the image it makes has what the runner needs)")
+        return False
+    _line(True, "the runner is shielded: a sandbox dies with the process that started it")
     return True
 
 

@@ -6,12 +6,16 @@ checked in a container that has seen nothing else. The container has the sandbox
 network, read-only root, memory/pids/CPU limits) and the check has a hard timeout.
 
 What "passed" means: the sandbox's Python worker (a process forked inside the fresh container, just as
-HumanEval's own harness forks a process per check) runs, in one namespace, the problem's prompt (HumanEval's
-program is prompt + completion + test, so the imports and helper functions the prompt defines exist even when
-a solution file leaves them out), then the solution, then the test's `check` function on the entry point. It
-passes only if that ends without an exception within the timeout **and** writes a random token that the host
-chose, after `check` returned. The token makes a solution that ends the program early without an error
-(`os._exit(0)`, a swallowed `SystemExit`) fail, as it must.
+HumanEval's own harness forks a process per check) runs the problem's prompt and the official test, and calls
+the test's `check` function on a stand-in for the entry point. The solution itself runs in a second, fresh
+interpreter, after the prompt (HumanEval's program is prompt + completion + test, so the imports and helper
+functions the prompt defines exist even when a solution file leaves them out); each call of the stand-in is a
+round trip to it, and only plain values (numbers, strings, bytes, and lists, tuples, sets and dicts of them)
+come back, so the test compares with the built-in `==`. The solution can therefore neither reach the test's
+state (its frames, its `check`, its token) nor pass with an object whose `__eq__` always says True
+(`agent/evals/_isolation.py` says how). A check passes only if `check` returns without an exception within the
+timeout **and** the test's process then writes a random token that the host chose. The token makes a program
+that ends early without an error fail, as it must.
 
 Check containers skip the engine-wide scan for leftover sandboxes that every sandbox start otherwise does:
 hundreds of checks would repeat it hundreds of times (agent sandboxes and every other command still do it).
@@ -25,6 +29,8 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.evals.problems import Problem, ProblemError
@@ -35,21 +41,13 @@ if TYPE_CHECKING:
 
 __all__ = ["CheckResult", "Checker", "check_program", "judge"]
 
-# The checking program. It is code run in the sandbox, not text for the model.
-_TEMPLATE = """\
-import os
-import sys
+_ISOLATION = Path(__file__).with_name("_isolation.py")
 
-_token_fd = os.dup(1)  # the solution may replace or close sys.stdout; the token must still get out
-_sources = [("prompt.py", {prompt!r}), ("solution.py", {solution!r}), ("test.py", {test!r})]
-_namespace = {{"__name__": "__candidate__"}}
-for _name, _source in _sources:
-    exec(compile(_source, _name, "exec"), _namespace)
-if not callable(_namespace.get({entry_point!r})):
-    sys.exit("the solution defines no function " + {entry_point!r})
-_namespace["check"](_namespace[{entry_point!r}])
-os.write(_token_fd, b"\\n" + {token!r}.encode() + b"\\n")
-"""
+
+@cache
+def _isolation_source() -> str:
+    """The checking program's code (run in the sandbox, not text for the model)."""
+    return _ISOLATION.read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -76,13 +74,11 @@ def check_program(problem: Problem, solution: str, token: str) -> str:
     """The Python program that checks `solution` against `problem`'s official test (see the module doc)."""
     if not problem.checkable:
         raise ProblemError(f"{problem.task_id} has no official test to check against")
-    return _TEMPLATE.format(
-        prompt=problem.prompt if problem.is_code else "",
-        solution=solution,
-        test=problem.test,
-        entry_point=problem.entry_point,
-        token=token,
-    )
+    prompt = problem.prompt if problem.is_code else ""
+    source = _isolation_source()
+    sources = [["prompt.py", prompt], ["solution.py", solution]]
+    call = f"run_check({sources!r}, {problem.entry_point!r}, {problem.test!r}, {prompt!r}, {token!r}, {source!r})"
+    return f"{source}\n\n{call}\n"
 
 
 def _last_line(text: str) -> str:

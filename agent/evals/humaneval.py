@@ -52,7 +52,56 @@ BROKEN_VARIANTS: dict[str, str] = {
     "raise": "the entry point replaced by one that raises NotImplementedError",
     "constant": "the entry point replaced by one that returns None",
     "exit": "the canonical solution preceded by sys.exit(0), so the process ends with status 0 before any test",
+    "frame": "a wrong entry point, and code that reaches up the stack with sys._getframe to steal the token "
+    "and to replace the test with one that checks nothing",
+    "always-equal": "the entry point returns an object whose __eq__ (and every comparison) is always True",
 }
+
+# Code of the hostile variants (run in the check's sandbox, not text for the model). Each would pass a checker
+# that runs the solution in the test's own process and compares what it returns as it is.
+_FRAME_ATTACK = """
+import os as _os
+import sys as _sys
+
+
+def _reach_up():
+    frame = _sys._getframe(1)
+    while frame is not None:
+        names = {**frame.f_globals, **frame.f_locals}
+        for value in (*frame.f_code.co_consts, *names.values()):
+            if isinstance(value, str) and len(value) == 32 and set(value) <= set("0123456789abcdef"):
+                _os.write(1, ("\\n" + value + "\\n").encode())
+                _os._exit(0)
+        frame.f_globals["exec"] = lambda *args, **kwargs: None
+        frame = frame.f_back
+
+
+check = lambda candidate: None
+_reach_up()
+"""
+_ALWAYS_EQUAL = """
+class _AlwaysEqual:
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return True
+
+    __le__ = __lt__ = __ge__ = __gt__ = __eq__
+
+    def __ne__(self, other):
+        return False
+
+    def __sub__(self, other):
+        return self
+
+    __add__ = __radd__ = __rsub__ = __mul__ = __rmul__ = __sub__
+
+    def __abs__(self):
+        return self
+
+    def __bool__(self):
+        return True
+"""
 
 
 DEFAULT_MAX_MODEL_FAILURES = 3
@@ -73,6 +122,10 @@ def broken_program(problem: Problem, variant: str) -> str:
         return f"{program}\n\ndef {entry}(*args, **kwargs):\n    return None\n"
     if variant == "exit":
         return f"import sys\nsys.exit(0)\n{program}"
+    if variant == "frame":
+        return f"{program}\n\ndef {entry}(*args, **kwargs):\n    return None\n{_FRAME_ATTACK}"
+    if variant == "always-equal":
+        return f"{program}\n{_ALWAYS_EQUAL}\n\ndef {entry}(*args, **kwargs):\n    return _AlwaysEqual()\n"
     raise ValueError(f"unknown broken variant {variant!r}; choose from {', '.join(BROKEN_VARIANTS)}")
 
 

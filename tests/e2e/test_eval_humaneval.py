@@ -148,7 +148,7 @@ def test_wrong_missing_and_exiting_solutions_fail(tmp_path: Path) -> None:
     assert by_id[missing.task_id]["solution_found"] is False
     assert "no solution file" in by_id[missing.task_id]["error"]
     assert by_id[exiting.task_id]["passed"] is False
-    assert "exited with status 0" in by_id[exiting.task_id]["error"]
+    assert "the solution's process ended" in by_id[exiting.task_id]["error"]
     assert "0.0%" in proc.stdout
 
 
@@ -160,12 +160,12 @@ def test_check_harness_canonical_pass_and_broken_fail(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     written = rows(output)
-    assert len(written) == 5 * 4
+    assert len(written) == 5 * 6
     canonical = [r for r in written if r["kind"] == "canonical"]
     broken = [r for r in written if r["kind"] == "broken"]
     assert sorted(r["task_id"] for r in canonical) == [f"HumanEval/{i}" for i in range(5)]
     assert all(r["passed"] for r in canonical), canonical
-    assert {r["variant"] for r in broken} == {"raise", "constant", "exit"}
+    assert {r["variant"] for r in broken} == {"raise", "constant", "exit", "frame", "always-equal"}
     assert not any(r["passed"] for r in broken), broken
     assert all(r["ok"] for r in written)
     assert "OK" in proc.stdout
@@ -247,6 +247,49 @@ def test_checks_run_in_the_sandbox_not_on_the_host(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(r["ok"] for r in rows(output)), rows(output)
     assert not marker.exists()
+
+
+# Solutions that try to pass without solving: each reaches for the test's state or fakes a comparison.
+CHEATS = {
+    "eq-subclass": "class _Int(int):\n    def __eq__(self, other):\n        return True\n"
+    "    __hash__ = int.__hash__\n\ndef f(x):\n    return _Int(0)\n",
+    "patch-builtins": "import builtins\nbuiltins.AssertionError = type('Never', (Exception,), {})\n"
+    "def f(x):\n    return 0\n",
+    "kill-the-test": "import os, signal\ndef f(x):\n    os.kill(os.getppid(), signal.SIGKILL)\n",
+    "read-the-tests-memory": "import os\ndef f(x):\n"
+    "    data = open(f'/proc/{os.getppid()}/mem', 'rb')\n    return 0\n",
+    "huge-nesting": "def f(x):\n    v = []\n    for _ in range(10000):\n        v = [v]\n    return v\n",
+    "forged-answer": 'import os, json\ndef f(x):\n    os.write(4, b\'{"value": {"list": 5}}\\n\')\n'
+    "    return 0\n",
+}
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_solutions_that_cheat_fail(tmp_path: Path) -> None:
+    """Beside the broken variants of --check-harness (frame, always-equal): other ways to fake a pass."""
+    test = "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(5) == 6\n"
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(
+        "\n".join(_problem_line(f"cheat/{name}", "    return x + 1\n", test) for name in CHEATS)
+    )
+    script = {
+        f"cheat/{name}": [
+            turn("I write it.", "write_file", path="solution.py", content=code),
+            turn("Done."),
+        ]
+        for name, code in CHEATS.items()
+    }
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(script))
+    output = tmp_path / "results.jsonl"
+    proc = eval_cli(
+        tmp_path, "--problems", str(problems), "-j", "2", "--scripted", str(path), "--output", str(output)
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    by_id = {r["task_id"]: r for r in rows(output)}
+    assert set(by_id) == {f"cheat/{name}" for name in CHEATS}
+    passed = {task for task, row in by_id.items() if row["passed"]}
+    assert passed == set(), {task: by_id[task] for task in passed}
 
 
 def test_usage_errors_exit_2_and_say_what_to_do(tmp_path: Path) -> None:

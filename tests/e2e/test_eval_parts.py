@@ -40,6 +40,12 @@ def test_checking_programs_and_broken_variants_compile_for_every_problem(problem
             compile(check_program(problem, program, "t0ken"), problem.task_id, "exec")
 
 
+def test_the_clis_default_broken_variants_are_all_of_them() -> None:
+    from agent.cli.eval import _ALL_BROKEN
+
+    assert _ALL_BROKEN.split(",") == list(BROKEN_VARIANTS)
+
+
 def test_unknown_broken_variant_is_refused(problems: list[Problem]) -> None:
     with pytest.raises(ValueError, match="unknown broken variant"):
         broken_program(problems[0], "subtle")
@@ -219,3 +225,104 @@ def test_build_model_scripted_and_errors(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(ConfigurationError, match="--base-url"):
         build_model(_args())
+
+
+# ------------------------------------------------------------------------------- plain values between processes
+
+PLAIN = [
+    None,
+    True,
+    0,
+    -(10**40),
+    1.5,
+    float("inf"),
+    "a\ud800b",
+    b"\x00\xff",
+    1 + 2j,
+    [1, [2, (3,)]],
+    (1, "x", None),
+    {1, (2, 3), frozenset({4})},
+    {"a": [1], 2: {"b"}, (3, 4): None},
+    [],
+    (),
+    {},
+]
+
+
+@pytest.mark.parametrize("value", PLAIN, ids=repr)
+def test_plain_values_cross_unchanged_with_their_exact_types(value: object) -> None:
+    from agent.evals._isolation import decode, encode
+
+    crossed = decode(json.loads(json.dumps(encode(value))))
+    assert crossed == value
+    assert type(crossed) is type(value)
+    assert repr(crossed) == repr(value) or isinstance(value, (set, dict))
+
+
+class _AlwaysEqual:
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = object.__hash__
+
+
+class _SneakyInt(int):
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = int.__hash__
+
+
+@pytest.mark.parametrize(
+    "value",
+    [_AlwaysEqual(), _SneakyInt(3), [1, _SneakyInt(3)], {"a": _AlwaysEqual()}, iter([1]), range(3), print],
+    ids=["always-equal", "int-subclass", "nested", "dict-value", "iterator", "range", "function"],
+)
+def test_anything_else_is_refused(value: object) -> None:
+    from agent.evals._isolation import NotPlain, encode
+
+    with pytest.raises(NotPlain):
+        encode(value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"list": 5},
+        {"tuple": [1], "list": [2]},
+        {"set": [{"list": [1]}]},
+        {"dict": [[1]]},
+        {"dict": [[{"list": []}, 1]]},
+        {"complex": [1, "2"]},
+        {"bytes": "not base64!"},
+        {"object": []},
+        [1, 2],
+    ],
+)
+def test_data_that_stands_for_no_plain_value_is_refused(data: object) -> None:
+    from agent.evals._isolation import NotPlain, decode
+
+    with pytest.raises((NotPlain, ValueError)):
+        decode(data)
+
+
+def test_nesting_is_bounded_on_both_sides() -> None:
+    from agent.evals._isolation import MAX_DEPTH, NotPlain, decode, encode
+
+    deep: list[object] = []
+    for _ in range(MAX_DEPTH + 5):
+        deep = [deep]
+    with pytest.raises(NotPlain):
+        encode(deep)
+    data: object = None
+    for _ in range(MAX_DEPTH + 5):
+        data = {"list": [data]}
+    with pytest.raises(NotPlain):
+        decode(data)
+
+
+def test_the_checking_program_never_runs_the_solution_in_the_tests_process(problems: list[Problem]) -> None:
+    program = check_program(problems[0], "SOLUTION = 1", "t0ken")
+    # The solution travels as a string to the other interpreter; the test's process only compiles the test.
+    assert program.count("SOLUTION = 1") == 1
+    assert "run_check(" in program.splitlines()[-1]

@@ -57,6 +57,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "shell_killed": {"signal": "SIGTERM"},
     "shell_exit_status": {"status": 2},
     "shell_out_of_memory": {"memory": "1g"},
+    "shell_python_lost": {"memory": "1g"},
     "sandbox_unresponsive": {},
     "sandbox_died": {},
     "sandbox_protocol": {},

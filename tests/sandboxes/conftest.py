@@ -92,6 +92,29 @@ def sb_on_runtime(sandbox_image: str, runtime: str) -> Iterator[DockerSandbox]:
         yield sandbox
 
 
+@pytest.fixture
+def unguarded_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sandboxes started in this test run a runner that leaves PID 1 dumpable, as a broken or tampered-with
+    runner would: the code inside can then write frames straight to the host (`/proc/1/fd/4`), which is how
+    the tests check that the host survives any frame. The real runner makes that impossible."""
+    from sandboxes import docker_sandbox
+
+    source = docker_sandbox._runner()
+    unguarded = source.replace("\nGUARDED = True\n", "\nGUARDED = False\n")
+    assert unguarded != source
+    monkeypatch.setattr(docker_sandbox, "_runner_source", unguarded)
+
+
+@pytest.fixture
+def unguarded_sb_on_runtime(
+    unguarded_runner: None, sandbox_image: str, runtime: str
+) -> Iterator[DockerSandbox]:
+    """`sb_on_runtime`, with the unguarded runner."""
+    with DockerSandbox(sandbox_image, config=TIGHT.model_copy(update={"runtime": runtime})) as sandbox:
+        assert sandbox.guarded is False
+        yield sandbox
+
+
 def assert_healthy(sandbox: DockerSandbox) -> None:
     """The normal call that must work after every hostile one."""
     r = sandbox.run_python("print(6 * 7)", timeout=20)

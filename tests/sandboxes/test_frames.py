@@ -65,6 +65,7 @@ def python_answer(**changes: Any) -> dict[str, Any]:
 
 def shell_answer(**changes: Any) -> dict[str, Any]:
     answer = {k: v for k, v in python_answer().items() if k in SHELL or k in ("id", "ok")}
+    answer["python_lost"] = False
     answer.update(changes)
     return answer
 
@@ -347,3 +348,12 @@ def test_channel_on_arbitrary_streams_raises_only_its_own_errors(chunks: list[tu
                 assert isinstance(channel.recv(time.monotonic() + 2), dict)
             except (ProtocolError, ChannelClosed, ChannelTimeout):
                 return
+
+
+@pytest.mark.parametrize("op", ["python", "shell"])
+def test_the_runners_answer_to_a_call_cancelled_in_the_queue_follows_the_protocol(op: str) -> None:
+    from sandboxes._runner import skipped_answer
+
+    answer = validate_answer({**skipped_answer(op), "id": 3, "ok": True}, SPECS[op])
+    assert answer["cancelled"] is True
+    assert answer["stdout"] == ""

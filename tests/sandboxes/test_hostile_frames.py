@@ -1,7 +1,9 @@
 """Forged runner frames and lone surrogates from inside a real container, under runc and runsc.
 
-Model code runs as the runner's user, so it can write frames straight to the host through the container's
-stdout (`/proc/1/fd/1`, the init's stdout, which Docker attaches). Each class of malformed frame must end in an
+The real runner makes itself non-dumpable, so the code inside cannot reach its descriptors; a broken or
+tampered-with runner could still send anything. These tests run an unguarded runner (`unguarded_runner`), whose
+protocol output the model's code can write to (`/proc/1/fd/4`, the runner's copy of the container's stdout,
+which Docker attaches), to play that runner. Each class of malformed frame must end in an
 `ExecResult` (or, for file operations, a `SandboxFileError`) saying the sandbox was replaced, never in an
 exception from the decoder; the next call must work. Text with lone surrogates must come out as U+FFFD.
 """
@@ -22,11 +24,13 @@ from tools.code import format_exec_result
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
 D800, DC80 = chr(0xD800), chr(0xDC80)
+# The runner's private copy of the container's stdout (fds 3 and 4 are the first it makes).
+PROTOCOL_OUT = "/proc/1/fd/4"
 
 
 @pytest.fixture
-def sb(sb_on_runtime: DockerSandbox) -> DockerSandbox:
-    return sb_on_runtime
+def sb(unguarded_sb_on_runtime: DockerSandbox) -> DockerSandbox:
+    return unguarded_sb_on_runtime
 
 
 def _next_request_id() -> int:
@@ -66,7 +70,7 @@ def _writer(body_expression: str) -> str:
     return (
         "import os, struct\n"
         f"body = {body_expression}\n"
-        "fd = os.open('/proc/1/fd/1', os.O_WRONLY)\n"
+        f"fd = os.open({PROTOCOL_OUT!r}, os.O_WRONLY)\n"
         "data = memoryview(struct.pack('>I', len(body)) + body)\n"
         "while data:\n"
         "    data = data[os.write(fd, data):]\n"

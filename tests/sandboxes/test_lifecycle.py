@@ -47,7 +47,7 @@ def test_container_is_started_hardened(sandbox_image: str, docker_client: Any) -
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["ReadonlyRootfs"] is True
     assert host["Privileged"] is False
-    assert host["Init"] is True
+    assert host["Init"] is False  # the runner is PID 1 itself (see sandboxes/_runner.py)
     assert host["PidsLimit"] == 256
     assert host["Memory"] == 1024**3
     assert host["MemorySwap"] == host["Memory"]  # no swap
@@ -227,6 +227,120 @@ async def test_cancelling_an_async_call_stops_it_in_the_sandbox(
         r = await asyncio.wait_for(sb.arun_python("x + 1"), timeout=30)  # not stuck behind the sleep
         assert r.value == "2"
         await asyncio.to_thread(healthy, sb)
+
+
+async def test_cancelling_a_queued_call_leaves_the_running_one_alone(sandbox_image: str) -> None:
+    # The repro: a 6 s sleep was cancelled at 1.5 s because a second call, queued behind it, timed out.
+    async with DockerSandbox(sandbox_image) as sb:
+        running = asyncio.create_task(sb.arun_python("import time; time.sleep(3); 'slept'", timeout=60))
+        await asyncio.sleep(0.5)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sb.arun_python("ran = True", timeout=60), timeout=0.5)
+        r = await running
+        assert r.ok, r
+        assert not r.cancelled
+        assert r.value == "'slept'"
+        assert (await sb.arun_python("'ran' in globals()")).value == "False"  # the queued call never ran
+
+
+async def test_a_call_cancelled_while_it_waits_for_the_sandbox_is_never_sent(sandbox_image: str) -> None:
+    # Here the first call comes from another thread (the sync API): the cancelled call's own thread has
+    # already taken it and waits for the sandbox; it must be dropped there, and the running call go on.
+    async with DockerSandbox(sandbox_image) as sb:
+        running = asyncio.create_task(
+            asyncio.to_thread(sb.run_python, "import time; time.sleep(3); 'slept'", 60)
+        )
+        await asyncio.sleep(0.5)
+        queued = asyncio.create_task(sb.arun_shell("touch ran", timeout=60))
+        await asyncio.sleep(0.5)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        r = await running
+        assert r.ok, r
+        assert r.value == "'slept'"
+        assert (await sb.arun_shell("ls")).stdout == ""  # the cancelled command never ran
+
+
+# What the code inside does to keep its container alive after the host died. Each must fail: the container
+# is gone within seconds of the host's SIGKILL.
+HOLD_ON: dict[str, str] = {
+    # A write end of the runner's stdin: EOF would never come.
+    "hold-stdin": textwrap.dedent(
+        """
+        import os
+        held = []
+        for n in range(8):
+            try:
+                held.append(os.open(f'/proc/1/fd/{n}', os.O_WRONLY))
+            except OSError:
+                pass
+        print(len(held))
+        """
+    ),
+    # A stopped supervisor reads nothing.
+    "stop-supervisor": "import os, signal; os.kill(1, signal.SIGSTOP); os.kill(os.getppid(), signal.SIGSTOP)",
+    # The supervisor's main loop stuck reading a frame the worker only half wrote.
+    "half-frame": textwrap.dedent(
+        """
+        import os, struct, time
+        for n in os.listdir('/proc/self/fd'):
+            try:
+                flags = open(f'/proc/self/fdinfo/{n}').read().split('flags:')[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if int(n) > 2 and int(flags, 8) & os.O_WRONLY and os.readlink(f'/proc/self/fd/{n}').startswith('pipe:'):
+                os.write(int(n), struct.pack('>I', 1000) + b'{"error": ')
+        time.sleep(600)
+        """
+    ),
+}
+
+_HOST = textwrap.dedent(
+    """
+    import sys, threading, time
+    from sandboxes import DockerSandbox, SandboxConfig, docker_sandbox
+    # Another host: sandboxes started meanwhile (other tests) must not sweep this one as a dead owner's.
+    labels = docker_sandbox.owner_labels
+    docker_sandbox.owner_labels = lambda: {**labels(), "qwq-agent.owner-host": "elsewhere"}
+    sb = DockerSandbox(sys.argv[1], SandboxConfig(runtime=sys.argv[3])).start()
+    print(sb.container_id, flush=True)
+    threading.Thread(target=sb.run_python, args=(sys.argv[2], 600), daemon=True).start()
+    time.sleep(2)  # the code has done its worst by now (or is stuck in it)
+    print("ready", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.parametrize("case", sorted(HOLD_ON))
+def test_the_container_dies_with_its_host_whatever_the_code_does(
+    sandbox_image: str, docker_client: Any, case: str, runtime: str
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOST, sandbox_image, HOLD_ON[case], runtime],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    cid = ""
+    try:
+        assert proc.stdout is not None
+        cid = proc.stdout.readline().strip()
+        assert cid
+        assert proc.stdout.readline().strip() == "ready"
+        assert docker_client.api.inspect_container(cid)["State"]["Running"]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        # No other sandbox is started here: nothing but the container itself may end it.
+        assert _gone(docker_client, cid, within=15), f"{case}: the container outlived its host"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if cid:
+            with contextlib.suppress(Exception):
+                docker_client.api.remove_container(cid, force=True)
 
 
 def test_unknown_image_says_what_to_do() -> None:
