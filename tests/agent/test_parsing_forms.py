@@ -186,3 +186,12 @@ def test_a_surrogate_pair_split_across_deltas_becomes_its_character() -> None:
     assert completion.thinking == "a\U0001f600b \ufffd\ufffd"
     assert "".join(e.text for e in events if isinstance(e, ThinkingDelta)) == completion.thinking
     assert completion.raw == completion.thinking
+
+
+def test_a_note_that_quotes_a_name_given_as_a_surrogate_escape_encodes() -> None:
+    # Found by the run fuzz (seed 20268620): the note quoted the decoded name, lone surrogate and all.
+    text = '</think>\n<tool_call>\n{"name": "\\udfff", "arguments": "{\\"a\\" 1}"}\n</tool_call>'
+    (malformed,) = parse_completion(text).malformed
+    malformed.error.encode("utf-8")
+    malformed.raw.encode("utf-8")
+    assert "\ufffd" in malformed.error
