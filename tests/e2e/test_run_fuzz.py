@@ -70,10 +70,10 @@ SEED = int(os.environ.get("QWQ_FUZZ_SEED", "20261202"))
 _ONLY = os.environ.get("QWQ_FUZZ_RUNS")
 
 # How the 10,000 runs are spread: the fast path (function tools only) carries most of them.
-FAST_RUNS = 8_600
-WEB_RUNS = 1_000
-CLI_RUNS = 300
-SANDBOX_RUNS = 100
+FAST_RUNS = 9_140
+WEB_RUNS = 600
+CLI_RUNS = 200
+SANDBOX_RUNS = 60
 
 
 def runs(default: int) -> int:
