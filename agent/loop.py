@@ -30,6 +30,7 @@ from agent.parsing import Completion, StreamParser
 from agent.parsing._forms import mentioned_call
 from agent.transcript import TranscriptWriter, new_run_id, open_for_resume
 from tools.base import Tool, tool
+from tools.serialize import replace_surrogates
 from tools.toolbox import Toolbox
 from tools.types import ToolCall, ToolResult
 
@@ -248,7 +249,7 @@ class Agent:
                     usage=state.usage.as_dict(),
                 )
             return AgentRun(self, state, writer, finished=True)
-        added: list[Message] = [UserMessage(content=task)] if task is not None else []
+        added: list[Message] = [UserMessage(content=replace_surrogates(task))] if task is not None else []
         state.messages.extend(added)
         writer.resume(messages=added)
         return AgentRun(self, state, writer, step_budget_from=state.steps)
@@ -285,8 +286,8 @@ class Agent:
         system = self.system_prompt
         if system is None:
             system = prompts.render_system_prompt("default")
-        opening: list[Message] = [SystemMessage(content=system)] if system else []
-        opening.append(UserMessage(content=task))
+        opening: list[Message] = [SystemMessage(content=replace_surrogates(system))] if system else []
+        opening.append(UserMessage(content=replace_surrogates(task)))
         return opening
 
     def _writer(self, run_id: str) -> TranscriptWriter | None:

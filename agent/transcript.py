@@ -536,6 +536,27 @@ def _is_final_step(messages: list[Message]) -> bool:
     return len(messages) == 1 and isinstance(messages[0], AssistantMessage) and not messages[0].tool_calls
 
 
+# The fields of a run_end record that readers use as they are, and the type each must have.
+_END_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "stop_reason": str,
+    "answer": str,
+    "steps": int,
+    "detail": str,
+    "usage": dict,
+    "time": (int, float),
+}
+
+
+def _checked_end(record: dict[str, Any]) -> dict[str, Any]:
+    """A `run_end` record whose fields have the types readers rely on; raises TypeError for one that does not
+    (a damaged line: its `steps` as `1e999` would otherwise raise in whoever reads it, far from here)."""
+    for name, kind in _END_FIELDS.items():
+        value = record.get(name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise TypeError(f"the run_end record's {name} is not a {getattr(kind, '__name__', 'number')}")
+    return record
+
+
 def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
     """Read a transcript back. A torn last line is ignored; damage anywhere else raises `TranscriptError`."""
     file_path = Path(path)
@@ -616,13 +637,13 @@ def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
                 others.append((len(recorded), record))
                 end_record = None
             elif kind == "run_end":
-                end_record = record
+                end_record = _checked_end(record)
             else:
                 others.append((len(recorded), record))
         config = start.get("config", {})
         if not isinstance(config, dict):
             raise TypeError("config is not an object")
-    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError, OverflowError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TranscriptError(
             f"{file_path}: line {number} is not a valid transcript record ({reason})"

@@ -78,9 +78,37 @@ def truncate_middle(text: str, max_chars: int) -> str:
     return text[:head] + _marker(cut) + (text[len(text) - tail :] if tail else "")
 
 
+def _without_surrogates(value: Any) -> Any:
+    """A copy of the strings, lists, tuples and dicts in `value` with lone surrogates replaced (iteratively, so
+    a deep value costs no stack); other objects are kept as they are."""
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    seen: set[int] = set()  # a structure that contains itself is copied once (pydantic then names the cycle)
+    while stack:
+        parent, key, item = stack.pop()
+        if isinstance(item, list | tuple | dict):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+        if isinstance(item, str):
+            parent[key] = replace_surrogates(item)
+        elif isinstance(item, list | tuple):
+            copy = list(item)
+            parent[key] = copy
+            stack.extend((copy, i, child) for i, child in enumerate(copy))
+        elif isinstance(item, dict):
+            mapping = {replace_surrogates(k) if isinstance(k, str) else k: v for k, v in item.items()}
+            parent[key] = mapping
+            stack.extend((mapping, k, child) for k, child in mapping.items())
+    return root[0]
+
+
 def _json_text(value: Any) -> str:
     # `fallback=str` keeps serialisation total: an object pydantic cannot encode is shown by its str().
-    data = to_jsonable_python(value, fallback=str)
+    try:
+        data = to_jsonable_python(value, fallback=str)
+    except UnicodeEncodeError:  # pydantic refuses lone surrogates (a file name read with surrogateescape)
+        data = to_jsonable_python(_without_surrogates(value), fallback=str)
     compact = json.dumps(data, ensure_ascii=False)
     # Indent only where it helps reading: long objects, or long lists of structures. A long flat list of
     # scalars would become one line per number, many more tokens for nothing.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import difflib
-import functools
 import inspect
 import logging
 import math
@@ -28,7 +27,7 @@ from typing import Any, TypeVar
 
 from tools.base import Tool
 from tools.errors import ToolArgumentsError, ToolDefinitionError, ToolError, UnknownToolError
-from tools.serialize import DEFAULT_MAX_RESULT_CHARS, to_text, truncate_middle
+from tools.serialize import DEFAULT_MAX_RESULT_CHARS, replace_surrogates, to_text, truncate_middle
 from tools.types import ToolCall, ToolResult
 
 __all__ = ["DEFAULT_TIMEOUT", "Toolbox"]
@@ -88,25 +87,32 @@ class _DaemonThreads:
 _THREADS = _DaemonThreads()
 
 
-async def _in_daemon_thread(fn: Callable[..., T], name: str, /, *args: Any, **kwargs: Any) -> T:
-    """Run `fn` in a daemon thread (with the caller's context variables) and await its outcome."""
+async def _in_daemon_thread(
+    fn: Callable[..., T], name: str, /, *args: Any, **kwargs: Any
+) -> tuple[T, None] | tuple[None, BaseException]:
+    """Run `fn` in a daemon thread (with the caller's context variables); await (its result, None) or (None,
+    what it raised).
+
+    The exception travels as a value for the caller to raise: a future refuses StopIteration (`set_exception`
+    raises TypeError in the loop's callback, and the call then waited for its timeout), and raised out of
+    this coroutine it would become a RuntimeError.
+    """
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+    future: asyncio.Future[tuple[T, None] | tuple[None, BaseException]] = loop.create_future()
     context = contextvars.copy_context()
 
-    def settle(outcome: Callable[[], None]) -> None:
+    def settle(outcome: tuple[T, None] | tuple[None, BaseException]) -> None:
         if not future.done():  # a timed-out or cancelled call is no longer waited for
-            outcome()
+            future.set_result(outcome)
 
     def run() -> None:
+        outcome: tuple[T, None] | tuple[None, BaseException]
         try:
-            result = context.run(fn, *args, **kwargs)
+            outcome = (context.run(fn, *args, **kwargs), None)
         except BaseException as exc:  # delivered to the awaiting task, which decides what to do with it
-            deliver: Callable[[], None] = functools.partial(future.set_exception, exc)
-        else:
-            deliver = functools.partial(future.set_result, result)
+            outcome = (None, exc)
         try:
-            loop.call_soon_threadsafe(settle, deliver)
+            loop.call_soon_threadsafe(settle, outcome)
         except RuntimeError:  # the loop closed while we ran: nobody is waiting any more
             _log.debug("tool %s finished after its event loop closed", name)
 
@@ -231,7 +237,11 @@ class Toolbox:
         return found.timeout if found.timeout is not None else self.default_timeout
 
     def _text(self, text: str) -> str:
-        return text if self.max_result_chars is None else truncate_middle(text, self.max_result_chars)
+        """A result's text as the model reads it: capped, and without lone surrogates (a tool's output or
+        exception message may carry them; they would break the transcript and the next model request)."""
+        if self.max_result_chars is not None:
+            text = truncate_middle(text, self.max_result_chars)
+        return replace_surrogates(text)
 
     async def call(self, tool_call: ToolCall) -> ToolResult:
         """Validate and run one call; every outcome the model must hear about is a `ToolResult`.
@@ -239,6 +249,7 @@ class Toolbox:
         Unknown tool, bad arguments, an exception in the tool (type, message, innermost frame), a `ToolError`
         (its message only) and a timeout become `is_error=True` results. `asyncio.CancelledError` propagates.
         The result is serialised with `tools.serialize.to_text`; a tool may also return a `ToolResult` itself.
+        Every result's text is free of lone surrogates, whatever the tool returned or raised.
         """
         try:
             found = self._lookup(tool_call.name)
@@ -254,7 +265,9 @@ class Toolbox:
                 if found.is_async:
                     value = await found.call_validated(arguments)
                 else:
-                    value = await _in_daemon_thread(found.call_validated, found.name, arguments)
+                    value, error = await _in_daemon_thread(found.call_validated, found.name, arguments)
+                    if error is not None:
+                        raise error
                 # A sync function may hand back an awaitable (a lambda around an async client call).
                 if inspect.isawaitable(value):
                     value = await value
@@ -279,7 +292,7 @@ class Toolbox:
         if isinstance(value, ToolResult):
             return ToolResult(content=self._text(value.content), is_error=value.is_error)
         try:
-            return ToolResult(content=to_text(value, self.max_result_chars))
+            return ToolResult(content=replace_surrogates(to_text(value, self.max_result_chars)))
         except Exception as exc:  # e.g. a dict that contains itself
             return ToolResult(content=self._text(_say("unserialisable", error=exc)), is_error=True)
 

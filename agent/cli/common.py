@@ -162,7 +162,11 @@ def load_script(path: Path) -> list[str] | dict[str, list[str]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigurationError(f"cannot read the script {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"the script {path} is not UTF-8 text: {exc.reason} at byte {exc.start}"
+        ) from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a number too long, nesting too deep
         raise ConfigurationError(f"the script {path} is not JSON: {exc}") from exc
 
     def texts(value: Any, where: str) -> list[str]:

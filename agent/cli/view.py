@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.live import Live
 
-__all__ = ["JsonView", "LiveView", "QuietView", "View", "make_view", "terminal_safe"]
+__all__ = ["JsonView", "LiveView", "QuietView", "View", "json_line", "make_view", "terminal_safe"]
 
 _RESULT_LINES = 12
 _ARGUMENT_CHARS = 400
@@ -73,6 +73,22 @@ class QuietView(View):
             print(terminal_safe(event.answer), flush=True)
 
 
+# What JSON leaves unescaped but a terminal may act on: DEL and the C1 controls (U+009B is a CSI on some).
+_JSON_UNESCAPED_CONTROL = re.compile("[\x7f-\x9f]")
+
+
+def json_line(value: Any) -> str:
+    """`value` as one line of JSON that is safe on a terminal too.
+
+    `json_text` survives surrogates and deep nesting, and JSON escapes the C0 controls itself; DEL and the C1
+    controls, which it keeps as they are, are escaped here (they can only occur inside strings, so the line
+    stays the same JSON).
+    """
+    from agent.transcript import json_text
+
+    return _JSON_UNESCAPED_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", json_text(value))
+
+
 class JsonView(View):
     """One JSON object per event on stdout, for scripts; CLI notes go to stderr as JSON too."""
 
@@ -80,16 +96,11 @@ class JsonView(View):
         self.stream = stream or sys.stdout
 
     def handle(self, event: Event) -> None:
-        from agent.transcript import json_text
-
-        # JSON escapes control characters itself; json_text also survives surrogates and deep nesting
-        self.stream.write(json_text(event) + "\n")
+        self.stream.write(json_line(event) + "\n")
         self.stream.flush()
 
     def note(self, text: str) -> None:
-        from agent.transcript import json_text
-
-        print(json_text({"type": "note", "text": text}), file=sys.stderr, flush=True)
+        print(json_line({"type": "note", "text": text}), file=sys.stderr, flush=True)
 
 
 def _short(value: Any, limit: int) -> str:

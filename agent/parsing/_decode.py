@@ -109,10 +109,18 @@ def e_stray_close() -> str:
 
 @dataclass(frozen=True, slots=True)
 class MalformedCall:
-    """A `<tool_call>` block that could not be turned into a call; `error` is what the model will read."""
+    """A `<tool_call>` block that could not be turned into a call; `error` is what the model will read.
+
+    Both texts are cleaned of lone surrogates here, whoever builds one: an error sentence may quote a name the
+    block gave as a `"\\udfff"` escape, and the note goes into the next model request.
+    """
 
     raw: str
     error: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "raw", clean_text(self.raw))
+        object.__setattr__(self, "error", clean_text(self.error))
 
 
 @dataclass(slots=True)

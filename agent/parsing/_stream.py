@@ -37,6 +37,10 @@ The rules, in the order a reader usually asks about them:
   sides of a call is joined by the whitespace that surrounded the call. The stream applies the same rule
   incrementally (whitespace is held until something follows it), so the deltas concatenate to the fields.
 
+* **Lone surrogates** (a server's `"\\ud800"` escape, bytes decoded with `surrogateescape`) become U+FFFD as
+  the text is read, so every field, event and `raw` encodes as UTF-8; a high surrogate that ends a delta waits
+  for the next one, so a pair split across two deltas still becomes its character.
+
 Nothing here raises on any text: a parser that fails takes the whole agent loop down with it.
 """
 
@@ -48,7 +52,7 @@ from typing import Final
 
 from agent.events import ContentDelta, MalformedCallEvent, ParseEvent, ThinkingDelta, ToolCallParsed
 from agent.models._turns import CALL_CLOSE, CALL_OPEN, END_TOKENS, RESPONSE_OPEN, THINK_CLOSE, THINK_OPEN
-from agent.parsing._decode import Decoded, MalformedCall, decode_block, e_nested, e_stray_close
+from agent.parsing._decode import Decoded, MalformedCall, clean_text, decode_block, e_nested, e_stray_close
 from agent.parsing._forms import LenientCalls
 from tools.types import ToolCall
 
@@ -201,6 +205,9 @@ class StreamParser:
         self._end_tag = ""
         self._text_after_end = False
         self._finished = False
+        # A high surrogate that ends a delta may pair with a low one that starts the next (a JSON escape pair
+        # split across two server events): held back until the next delta says which.
+        self._high = ""
         self._completion: Completion | None = None
         self._events: list[ParseEvent] = []
         self._delta_kind = _THINK
@@ -217,6 +224,14 @@ class StreamParser:
             raise RuntimeError(
                 "StreamParser.feed() after finish()/close(); use one StreamParser per completion"
             )
+        if self._high:
+            delta, self._high = self._high + delta, ""
+        if delta and "\ud800" <= delta[-1] <= "\udbff":
+            delta, self._high = delta[:-1], delta[-1]
+        return self._read(clean_text(delta))
+
+    def _read(self, delta: str) -> list[ParseEvent]:
+        """`feed` for text already cleaned of lone surrogates."""
         if not delta:
             return []
         if self._mode == _END:  # past a cut: only whether anything but whitespace follows matters
@@ -233,8 +248,10 @@ class StreamParser:
         """Declare the end of the output; return the events only the end settles."""
         if self._finished:
             return []
+        held = self._read(clean_text(self._high)) if self._high else []
+        self._high = ""
         self._finished = True
-        self._events = []
+        self._events = held
         if self._mode != _END:
             self._scan(final=True)
         if self._mode != _END:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.transcript import read_transcript
 
 
@@ -76,3 +78,17 @@ def test_unknown_option_in_the_file_is_named(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "max_stpes" in proc.stderr
     assert "max-steps" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe not UTF-8", b"[" * 100_000 + b"]" * 100_000, b"[" + b"9" * 5_000 + b"]", b"[NaN"],
+    ids=["not-utf8", "deep", "huge-number", "broken"],
+)
+def test_a_script_that_cannot_be_read_is_a_configuration_error(tmp_path: Path, content: bytes) -> None:
+    from agent.cli.common import ConfigurationError, load_script
+
+    path = tmp_path / "script.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigurationError, match="script"):
+        load_script(path)

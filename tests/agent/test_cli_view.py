@@ -72,3 +72,13 @@ def test_replayed_status_line_shows_recorded_time() -> None:
     text = out.getvalue()
     assert "tokens 1,200 in / 30 out · 12.2s" in text
     assert "tokens 2,500 in / 50 out · 19.8s" in text
+
+
+def test_json_view_escapes_del_and_c1_controls_that_json_keeps() -> None:
+    # U+009B is a CSI on terminals that take C1 controls; JSON itself escapes only U+0000-U+001F
+    text = "a\x7fb\x9b2J\x1b[2J\u00a0é"
+    out = io.StringIO()
+    JsonView(out).handle(FinalAnswer(answer=text, stop_reason="final_answer", steps=1))
+    line = out.getvalue()
+    assert not any(0x7F <= ord(c) <= 0x9F or ord(c) < 0x20 for c in line.rstrip("\n"))
+    assert json.loads(line)["answer"] == text

@@ -596,3 +596,20 @@ async def test_a_mid_turn_timeout_keeps_the_tokens_reported_so_far() -> None:
     result = await Agent(_SlowModel(), timeout=0.2).run("go")
     assert result.stop_reason is StopReason.TIMEOUT
     assert result.usage.prompt_tokens == 100
+
+
+async def test_a_task_with_lone_surrogates_reaches_the_model_and_the_transcript_cleaned(
+    tmp_path: Path,
+) -> None:
+    # argv bytes that are not UTF-8 arrive as lone surrogates (surrogateescape); the model request must encode
+    agent, model = make_agent([turn("ok", content="done")], transcript_dir=tmp_path)
+    result = await agent.run("task \udcff \ud800")
+    assert result.stop_reason is StopReason.FINAL_ANSWER
+    task = model.requests[0].messages[-1]
+    assert isinstance(task, UserMessage)
+    assert task.content == "task \ufffd \ufffd"
+    resumed_agent, resumed_model = make_agent([turn("ok", content="again")], transcript_dir=tmp_path)
+    assert result.transcript_path is not None
+    await resumed_agent.resume(result.transcript_path, task="more \udc80")
+    assert resumed_model.requests[0].messages[-1].content == "more \ufffd"  # type: ignore[union-attr]
+    assert "\ufffd" in read_transcript(result.transcript_path).task

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from agent.events import ThinkingDelta
 from agent.parsing import MAX_DEPTH, StreamParser, parse_completion
 from tools.types import ToolCall
 
@@ -166,3 +167,31 @@ def test_lone_surrogates_in_arguments_become_replacement_characters(escape: str)
     dumped.encode("utf-8")  # would raise on a lone surrogate
     assert "\ufffd" in call.name
     assert all("\ufffd" in key for key in call.arguments)
+
+
+def test_lone_surrogates_in_the_text_itself_become_replacement_characters() -> None:
+    # A server's JSON event can carry "\ud800" escapes in the text: reasoning, content and raw must encode.
+    text = "think \ud800\n</think>\n\nanswer \udc80 end"
+    completion = parse_completion(text)
+    assert completion.thinking == "think \ufffd"
+    assert completion.content == "answer \ufffd end"
+    for field in (completion.thinking, completion.content, completion.raw):
+        field.encode("utf-8")
+
+
+def test_a_surrogate_pair_split_across_deltas_becomes_its_character() -> None:
+    parser = StreamParser()
+    events = parser.feed("a\ud83d") + parser.feed("\ude00b \ud800") + parser.feed("\udbff") + parser.finish()
+    completion = parser.close()
+    assert completion.thinking == "a\U0001f600b \ufffd\ufffd"
+    assert "".join(e.text for e in events if isinstance(e, ThinkingDelta)) == completion.thinking
+    assert completion.raw == completion.thinking
+
+
+def test_a_note_that_quotes_a_name_given_as_a_surrogate_escape_encodes() -> None:
+    # Found by the run fuzz (seed 20268620): the note quoted the decoded name, lone surrogate and all.
+    text = '</think>\n<tool_call>\n{"name": "\\udfff", "arguments": "{\\"a\\" 1}"}\n</tool_call>'
+    (malformed,) = parse_completion(text).malformed
+    malformed.error.encode("utf-8")
+    malformed.raw.encode("utf-8")
+    assert "\ufffd" in malformed.error

@@ -487,3 +487,25 @@ def test_constructing_a_writer_or_ending_a_run_without_steps_touches_nothing(tmp
     assert writer.close() is None
     assert not path.parent.exists()
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        '{"type": "step", "step": 1e999}',
+        '{"type": "run_end", "stop_reason": "final_answer", "steps": 1e999}',
+        '{"type": "run_end", "stop_reason": "final_answer", "steps": "abc"}',
+        '{"type": "run_end", "stop_reason": {"a": 1}}',
+        '{"type": "run_end", "stop_reason": "final_answer", "answer": ["x"]}',
+        '{"type": "run_end", "stop_reason": "final_answer", "usage": [1]}',
+    ],
+)
+def test_fields_of_the_wrong_type_are_a_transcript_error(tmp_path: Path, damage: str) -> None:
+    # Found by the CLI fuzz: `steps: 1e999` raised OverflowError in replay, far from the reader.
+    from agent.transcript import TranscriptError
+
+    path = tmp_path / "damaged.jsonl"
+    start = {"type": "run_start", "run_id": "r", "task": "t", "messages": []}
+    path.write_text(json.dumps(start) + "\n" + damage + "\n")
+    with pytest.raises(TranscriptError, match="line 2"):
+        read_transcript(path)

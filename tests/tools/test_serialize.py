@@ -133,3 +133,11 @@ def test_to_text_applies_the_cap() -> None:
     assert "characters cut from the middle" in text
     assert to_text("x" * 50_000, max_chars=None) == "x" * 50_000
     assert len(to_text(list(range(20_000)))) == 20_000
+
+
+def test_lone_surrogates_inside_structures_are_replaced() -> None:
+    # pydantic refuses them (a file name listed with surrogateescape): cleaned copies are written instead
+    value = {"\ud800key": ["\udc80", ("\udfff", 1)], "pair": "\ud83d\ude00"}
+    text = to_text(value)
+    text.encode("utf-8")
+    assert json.loads(text) == {"\ufffdkey": ["\ufffd", ["\ufffd", 1]], "pair": "\U0001f600"}

@@ -477,3 +477,42 @@ def test_validate_refuses_numbers_json_cannot_say(number: float) -> None:
 
     with pytest.raises(ToolArgumentsError, match="finite number"):
         Toolbox([scale]).validate("scale", {"factor": number})
+
+
+async def test_a_sync_tool_raising_stop_iteration_is_a_result_at_once() -> None:
+    # asyncio futures refuse StopIteration; the call used to hang until its timeout.
+    @tool
+    def exhausted() -> str:
+        """Call next() on an empty iterator."""
+        return str(next(iter([])))
+
+    box = Toolbox([exhausted], default_timeout=30)
+    result = await asyncio.wait_for(box.call(call("exhausted")), timeout=10)
+    assert result.is_error
+    assert result.content.startswith("StopIteration")
+
+
+@pytest.mark.parametrize("behaviour", ["return", "raise", "tool_result", "structure", "raise_async"], ids=str)
+async def test_results_never_carry_lone_surrogates(behaviour: str) -> None:
+    text = "a \ud800 b \udc80"
+
+    @tool
+    def sync_tool() -> object:
+        """Hand back text with lone surrogates."""
+        if behaviour == "raise":
+            raise ValueError(text)
+        if behaviour == "tool_result":
+            return ToolResult(content=text, is_error=True)
+        if behaviour == "structure":
+            return {text: [text]}
+        return text
+
+    @tool
+    async def async_tool() -> str:
+        """Raise with lone surrogates."""
+        raise RuntimeError(text)
+
+    box = Toolbox([sync_tool, async_tool])
+    result = await box.call(call("async_tool" if behaviour == "raise_async" else "sync_tool"))
+    result.content.encode("utf-8")
+    assert "\ufffd" in result.content
