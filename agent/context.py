@@ -124,20 +124,31 @@ _PIECES = re.compile(
 _SPECIAL = re.compile(r"<\|im_(?:start|end)\|>|</?(?:think|tool_call|tool_response|tools)>")
 
 
+def _word_tokens(word: str) -> float:
+    if not word.isascii():
+        wide = sum(1 for ch in word if ord(ch) > 0x2E80)  # CJK and the like: about 0.55 tokens per character
+        return max(1.0, wide * 0.55 + (len(word) - wide) / 3.0)
+    if len(word) <= 4:
+        return 1.0
+    return 1.13 if len(word) < 10 else max(1.2, len(word) / 6.0)
+
+
 def _piece_tokens(piece: str) -> float:
-    first = piece[0]
-    if first.isdigit():
+    """What one pre-tokenized piece costs on average, by its kind (measured against Qwen2's tokenizer)."""
+    if piece[0].isdigit():
         return 1.0
     if piece.isspace():
         return 1.0 + len(piece) // 16
-    word = piece.lstrip()
-    if word and word[0].isalpha():
-        if not word.isascii():
-            wide = sum(1 for ch in word if ord(ch) > 0x2E80)  # CJK and the like: about a token per character
-            return max(1.0, wide * 0.75 + (len(word) - wide) / 3.0)
-        lead = 0.0 if len(word) == len(piece) or piece[0] == " " else 1.0
-        return lead + (1.0 if len(word) <= 6 else len(word) / 4.2)
-    return max(1.0, len(piece.strip()) / 2.2)
+    if piece[0].isalpha() or piece[0] == " " and len(piece) > 1 and piece[1].isalpha():
+        return _word_tokens(piece.lstrip())
+    if len(piece) > 1 and piece[1].isalpha():  # a word led by punctuation: "(self", ".join", "。它"
+        return _LEAD + _word_tokens(piece[1:])
+    size = len(piece.strip())
+    return 1.0 if size <= 2 else _PUNCT_RUN.get(size, size / 4.0)
+
+
+_LEAD = 0.5
+_PUNCT_RUN = {3: 1.7, 4: 1.3, 5: 1.2}
 
 
 def estimate_tokens(text: str) -> int:
