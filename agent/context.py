@@ -139,7 +139,7 @@ def _piece_tokens(piece: str) -> float:
         return 1.0
     if piece.isspace():
         return 1.0 + len(piece) // 16
-    if piece[0].isalpha() or piece[0] == " " and len(piece) > 1 and piece[1].isalpha():
+    if piece[0].isalpha() or (piece[0] == " " and len(piece) > 1 and piece[1].isalpha()):
         return _word_tokens(piece.lstrip())
     if len(piece) > 1 and piece[1].isalpha():  # a word led by punctuation: "(self", ".join", "。它"
         return _LEAD + _word_tokens(piece[1:])

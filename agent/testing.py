@@ -22,10 +22,44 @@ __all__ = [
     "tool_call_text",
 ]
 
-_WORDS = (
-    "the agent reads a page of results and writes down what it found before it goes on to the next one "
-    "values such as 3.14159 or 2026-12-02 and names like parse_completion() appear in tool output too"
-).split()
+_WORDS = [
+    "the",
+    "agent",
+    "reads",
+    "a",
+    "page",
+    "of",
+    "results",
+    "and",
+    "writes",
+    "down",
+    "what",
+    "it",
+    "found",
+    "before",
+    "it",
+    "goes",
+    "on",
+    "to",
+    "the",
+    "next",
+    "one",
+    "values",
+    "such",
+    "as",
+    "3.14159",
+    "or",
+    "2026-12-02",
+    "and",
+    "names",
+    "like",
+    "parse_completion()",
+    "appear",
+    "in",
+    "tool",
+    "output",
+    "too",
+]
 
 
 @tool

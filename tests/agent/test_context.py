@@ -17,7 +17,7 @@ import pytest
 import prompts
 from agent import Agent, StopReason
 from agent.context import ContextPolicy, estimate_tokens
-from agent.events import ContextCondensed
+from agent.events import ContextCondensed, FinalAnswer
 from agent.messages import AssistantMessage, NoteMessage, ToolMessage
 from agent.models import ModelRequest, ScriptedModel, completion_text
 from agent.testing import long_run_script, page
@@ -74,6 +74,10 @@ def test_the_estimate_is_within_ten_percent_of_the_real_tokenizer(kind: str, qwe
     assert abs(estimate_tokens(text) - real) <= 0.1 * real, (estimate_tokens(text), real)
 
 
+def _transcript(folder: Path) -> Path:
+    return next(folder.glob("*.jsonl"))
+
+
 def _fits(model: ScriptedModel, request: ModelRequest) -> bool:
     text = prompts.render(request.messages, request.tools, keep_thinking=request.keep_thinking)
     return estimate_tokens(text) + REPLY <= N_CTX
@@ -85,25 +89,31 @@ async def test_a_100_step_run_with_3kb_results_finishes_inside_4096_tokens(tmp_p
     agent = Agent(model, [page], max_steps=100, max_tokens_per_step=REPLY, transcript_dir=tmp_path)
     events = [e async for e in agent.stream("Read the report, page by page.")]
     final = events[-1]
-    assert final.type == "final" and final.stop_reason == "final_answer", final
+    assert isinstance(final, FinalAnswer)
+    assert final.stop_reason == "final_answer", final
     assert len(model.requests) == 100
     assert all(_fits(model, r) for r in model.requests)
     assert all(r.max_tokens == REPLY for r in model.requests)
     # The history keeps every result whole; only what the model was shown changed.
-    run = read_transcript(next(tmp_path.glob("*.jsonl")))
+    run = read_transcript(_transcript(tmp_path))
     results = [m for m in run.messages if isinstance(m, ToolMessage)]
-    assert len(results) == 99 and all(len(r.content) == 3000 for r in results)
+    assert len(results) == 99
+    assert all(len(r.content) == 3000 for r in results)
     condensed = [e for e in events if isinstance(e, ContextCondensed)]
     assert {e.strategy for e in condensed} == {"mask", "digest"}
     assert all(e.tokens_after < e.tokens_before for e in condensed)
     records = [r for _, r in run.other_records if r["type"] == "condensation"]
     assert len(records) == len(condensed)
     masked = records[0]["masked"][0]
-    assert masked["tool"] == "page" and masked["chars"] == 3000 and masked["path"] == ""
+    assert masked["tool"] == "page"
+    assert masked["chars"] == 3000
+    assert masked["path"] == ""
     # The last request: the system prompt and the task first, the last turns whole, older ones hidden.
     last = model.requests[-1].messages
-    assert last[0].role == "system" and last[1].content == "Read the report, page by page."
-    assert isinstance(last[2], NoteMessage) and last[2].kind == "context_digest"
+    assert last[0].role == "system"
+    assert last[1].content == "Read the report, page by page."
+    assert isinstance(last[2], NoteMessage)
+    assert last[2].kind == "context_digest"
     shown = [m for m in last if isinstance(m, ToolMessage)]
     assert shown[-1].content == results[-1].content
     assert any("hidden" in m.content for m in shown)
@@ -118,7 +128,8 @@ async def test_masking_happens_in_blocks_and_the_view_stays_put_in_between() -> 
     events = [e async for e in agent.stream("Read the report.")]
     assert events[-1].stop_reason == "final_answer"  # type: ignore[union-attr]
     condensed = {e.step for e in events if isinstance(e, ContextCondensed)}
-    assert condensed and len(condensed) < 40 // 4
+    assert condensed
+    assert len(condensed) < 40 // 4
     prompts_sent = [prompts.render(r.messages, r.tools) for r in model.requests]
     for step in range(2, 41):
         if step not in condensed:
@@ -133,8 +144,10 @@ async def test_a_task_too_large_for_the_context_stops_with_context_full(tmp_path
     big_task = "Summarise this. " + page(1, size=4000)
     stopped = await Agent(small, [page], max_tokens_per_step=REPLY, transcript_dir=tmp_path).run(big_task)
     assert stopped.stop_reason is StopReason.CONTEXT_FULL
-    assert stopped.steps == 0 and small.requests == []  # never sent, never an exception
-    assert "--n-ctx 2048" in stopped.detail and "holds 512" in stopped.detail
+    assert stopped.steps == 0
+    assert small.requests == []
+    assert "--n-ctx 2048" in stopped.detail
+    assert "holds 512" in stopped.detail
 
 
 @pytest.mark.slow
@@ -146,7 +159,8 @@ async def test_context_full_after_some_steps_then_resume_with_a_larger_context(t
         small, [page], max_steps=80, max_tokens_per_step=REPLY, transcript_dir=tmp_path, context=policy
     ).run("Read the report.")
     assert first.stop_reason is StopReason.CONTEXT_FULL
-    assert first.steps > 20 and "--n-ctx 8192" in first.detail
+    assert first.steps > 20
+    assert "--n-ctx 8192" in first.detail
     assert first.transcript_path is not None
     larger = ScriptedModel(script[first.steps :], n_ctx=4 * N_CTX)
     resumed = await Agent(larger, [page], max_steps=80, max_tokens_per_step=REPLY, context=policy).resume(
@@ -155,7 +169,8 @@ async def test_context_full_after_some_steps_then_resume_with_a_larger_context(t
     assert resumed.stop_reason is StopReason.FINAL_ANSWER
     # The resumed run shows the model what it saw before: the results masked then stay masked.
     before = first_masked = [m for m in larger.requests[0].messages if isinstance(m, ToolMessage)]
-    assert before and "hidden" in first_masked[0].content
+    assert before
+    assert "hidden" in first_masked[0].content
 
 
 async def test_the_summary_is_written_by_the_model_and_replaces_the_middle(tmp_path: Path) -> None:
@@ -184,23 +199,29 @@ async def test_the_summary_is_written_by_the_model_and_replaces_the_middle(tmp_p
     events = [e async for e in agent.stream("Read the report.")]
     assert events[-1].stop_reason == "final_answer"  # type: ignore[union-attr]
     summaries = [e for e in events if isinstance(e, ContextCondensed) and e.strategy == "summary"]
-    assert summaries and summaries[0].hidden_steps is not None and summaries[0].hidden_steps[0] == 1
+    assert summaries
+    assert summaries[0].hidden_steps is not None
+    assert summaries[0].hidden_steps[0] == 1
     asked = model.summaries.requests[0]
-    assert asked.tools == () and asked.max_tokens == policy.summary_tokens
-    assert "Read the report." in asked.messages[1].content and "Step 1:" in asked.messages[1].content
+    assert asked.tools == ()
+    assert asked.max_tokens == policy.summary_tokens
+    assert "Read the report." in asked.messages[1].content
+    assert "Step 1:" in asked.messages[1].content
     if len(model.summaries.requests) > 1:  # a second summary builds on the first
         assert "Summary 0" in model.summaries.requests[1].messages[1].content
     after = next(r for r in model.requests if any(isinstance(m, NoteMessage) for m in r.messages))
     note = next(m for m in after.messages if isinstance(m, NoteMessage))
-    assert note.kind == "context_summary" and "Summary 0: pages read" in note.content
+    assert note.kind == "context_summary"
+    assert "Summary 0: pages read" in note.content
     assert after.messages[1].content == "Read the report."
     assert sum(isinstance(m, AssistantMessage) for m in after.messages) == 2  # the last turns, whole
     record = next(
         r
-        for _, r in read_transcript(next(tmp_path.glob("*.jsonl"))).other_records
+        for _, r in read_transcript(_transcript(tmp_path)).other_records
         if r.get("strategy") == "summary"
     )
-    assert "Summary 0" in record["note"] and record["tokens_after"] < record["tokens_before"]
+    assert "Summary 0" in record["note"]
+    assert record["tokens_after"] < record["tokens_before"]
 
 
 async def test_a_failing_summary_falls_back_to_the_digest() -> None:
