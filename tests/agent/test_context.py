@@ -216,9 +216,7 @@ async def test_the_summary_is_written_by_the_model_and_replaces_the_middle(tmp_p
     assert after.messages[1].content == "Read the report."
     assert sum(isinstance(m, AssistantMessage) for m in after.messages) == 2  # the last turns, whole
     record = next(
-        r
-        for _, r in read_transcript(_transcript(tmp_path)).other_records
-        if r.get("strategy") == "summary"
+        r for _, r in read_transcript(_transcript(tmp_path)).other_records if r.get("strategy") == "summary"
     )
     assert "Summary 0" in record["note"]
     assert record["tokens_after"] < record["tokens_before"]
