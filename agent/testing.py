@@ -22,44 +22,11 @@ __all__ = [
     "tool_call_text",
 ]
 
-_WORDS = [
-    "the",
-    "agent",
-    "reads",
-    "a",
-    "page",
-    "of",
-    "results",
-    "and",
-    "writes",
-    "down",
-    "what",
-    "it",
-    "found",
-    "before",
-    "it",
-    "goes",
-    "on",
-    "to",
-    "the",
-    "next",
-    "one",
-    "values",
-    "such",
-    "as",
-    "3.14159",
-    "or",
-    "2026-12-02",
-    "and",
-    "names",
-    "like",
-    "parse_completion()",
-    "appear",
-    "in",
-    "tool",
-    "output",
-    "too",
-]
+_WORDS = (
+    "the agent reads a page of results and writes down what it found before it goes on to the next one "
+    "while the report describes how the system behaves under load which parts were measured and which "
+    "questions remain open for the people who maintain it"
+).split()
 
 
 @tool
@@ -98,7 +65,7 @@ def page(number: int, size: int = 3000) -> str:
     i = number
     while length < size:
         i = (i * 7 + 3) % len(_WORDS)
-        words.append(_WORDS[i] if i % 5 else f"{_WORDS[i]}_{number}")
+        words.append(_WORDS[i] if i % 17 else f"{_WORDS[i]}_{number}")
         length += len(words[-1]) + 1
     return " ".join(words)[:size]
 

@@ -182,7 +182,7 @@ async def test_the_summary_is_written_by_the_model_and_replaces_the_middle(tmp_p
             self.summaries = ScriptedModel(
                 [
                     completion_text("Pages so far.", content=f"Summary {i}: pages read, nothing missing.")
-                    for i in range(9)
+                    for i in range(30)
                 ]
             )
 
@@ -192,7 +192,7 @@ async def test_the_summary_is_written_by_the_model_and_replaces_the_middle(tmp_p
                 yield chunk
 
     model = Summariser(long_run_script(30))
-    policy = ContextPolicy(condense="summary", keep_turns=2)
+    policy = ContextPolicy(condense="summary", keep_turns=2, mask=False)
     agent = Agent(
         model, [page], max_steps=30, max_tokens_per_step=REPLY, transcript_dir=tmp_path, context=policy
     )
@@ -234,7 +234,7 @@ async def test_a_failing_summary_falls_back_to_the_digest() -> None:
 
     model = NoSummary(long_run_script(30), n_ctx=N_CTX)
     agent = Agent(
-        model, [page], max_steps=30, max_tokens_per_step=REPLY, context=ContextPolicy(condense="summary")
+        model, [page], max_steps=30, max_tokens_per_step=REPLY, context=ContextPolicy(condense="summary", mask=False)
     )
     events = [e async for e in agent.stream("Read the report.")]
     assert events[-1].stop_reason == "final_answer"  # type: ignore[union-attr]
