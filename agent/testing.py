@@ -22,11 +22,54 @@ __all__ = [
     "tool_call_text",
 ]
 
-_WORDS = (
-    "the agent reads a page of results and writes down what it found before it goes on to the next one "
-    "while the report describes how the system behaves under load which parts were measured and which "
-    "questions remain open for the people who maintain it"
-).split()
+_WORDS = [
+    "the",
+    "agent",
+    "reads",
+    "a",
+    "page",
+    "of",
+    "results",
+    "and",
+    "writes",
+    "down",
+    "what",
+    "it",
+    "found",
+    "before",
+    "it",
+    "goes",
+    "on",
+    "to",
+    "the",
+    "next",
+    "one",
+    "while",
+    "the",
+    "report",
+    "describes",
+    "how",
+    "the",
+    "system",
+    "behaves",
+    "under",
+    "load",
+    "which",
+    "parts",
+    "were",
+    "measured",
+    "and",
+    "which",
+    "questions",
+    "remain",
+    "open",
+    "for",
+    "the",
+    "people",
+    "who",
+    "maintain",
+    "it",
+]
 
 
 @tool

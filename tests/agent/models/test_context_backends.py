@@ -23,7 +23,7 @@ from agent.events import ContextCondensed
 from agent.models import LlamaCppModel, OpenAICompatModel, ScriptedModel
 from agent.testing import long_run_script, page
 
-pytestmark = [pytest.mark.llama, pytest.mark.slow]
+pytestmark = [pytest.mark.llama, pytest.mark.slow, pytest.mark.timeout(900)]
 
 N_CTX = 4096
 REPLY = 256
