@@ -234,7 +234,11 @@ async def test_a_failing_summary_falls_back_to_the_digest() -> None:
 
     model = NoSummary(long_run_script(30), n_ctx=N_CTX)
     agent = Agent(
-        model, [page], max_steps=30, max_tokens_per_step=REPLY, context=ContextPolicy(condense="summary", mask=False)
+        model,
+        [page],
+        max_steps=30,
+        max_tokens_per_step=REPLY,
+        context=ContextPolicy(condense="summary", mask=False),
     )
     events = [e async for e in agent.stream("Read the report.")]
     assert events[-1].stop_reason == "final_answer"  # type: ignore[union-attr]
@@ -253,3 +257,24 @@ def test_policy_checks() -> None:
         ContextPolicy(keep_turns=0)
     with pytest.raises(ValueError, match="condense"):
         ContextPolicy(condense="forget")  # type: ignore[arg-type]
+
+
+async def test_replay_shows_each_condensation_before_its_step(tmp_path: Path) -> None:
+    from agent.cli.replay import recorded_events
+    from agent.cli.view import condensed_text
+
+    model = ScriptedModel(long_run_script(60), n_ctx=N_CTX)
+    live = [
+        e
+        async for e in Agent(
+            model, [page], max_steps=60, max_tokens_per_step=REPLY, transcript_dir=tmp_path
+        ).stream("Read the report.")
+    ]
+    replayed = recorded_events(read_transcript(_transcript(tmp_path)))
+    kinds = [e.type for e in live if e.type in ("context_condensed", "step_end", "final")]
+    assert kinds == [e.type for e in replayed if e.type in ("context_condensed", "step_end", "final")]
+    condensed = [e for e in replayed if isinstance(e, ContextCondensed)]
+    assert condensed == [e for e in live if isinstance(e, ContextCondensed)]
+    digest = next(e for e in condensed if e.strategy == "digest")
+    assert condensed_text(digest).startswith("context: steps 1-")
+    assert "tokens" in condensed_text(condensed[0])
