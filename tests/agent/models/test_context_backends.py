@@ -51,7 +51,7 @@ async def test_100_steps_in_process_fit_4096_tokens(make_llama: Callable[..., Ll
 class LlamaCppLike:
     """A completions server that replays `outputs` and keeps to its context the way llama.cpp's server does."""
 
-    def __init__(self, outputs: list[str], n_ctx: int) -> None:
+    def __init__(self, outputs: list[str], n_ctx: int, *, vllm: bool = False) -> None:
         tokenizers = pytest.importorskip("tokenizers")
         from agent.models.tiny import qwen_tokenizer_json_path
 
@@ -78,10 +78,15 @@ class LlamaCppLike:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
-                if self.path == "/props":
-                    self.reply(200, {"default_generation_settings": {"n_ctx": n_ctx}})
+                if self.path == "/props":  # llama.cpp's; vLLM has none, and says it in /v1/models
+                    self.reply(404, {}) if vllm else self.reply(
+                        200, {"default_generation_settings": {"n_ctx": n_ctx}}
+                    )
                 else:
-                    self.reply(200, {"data": [{"id": "scripted"}]})
+                    extra = {"max_model_len": n_ctx} if vllm else {}
+                    self.reply(
+                        200, {"data": [{"id": "other", "max_model_len": 1}, {"id": "scripted", **extra}]}
+                    )
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
@@ -137,6 +142,16 @@ async def test_100_steps_through_an_openai_compatible_server_fit_4096_tokens(
     assert {"mask", "digest"} <= {e.strategy for e in events if isinstance(e, ContextCondensed)}
     # The counts were the server's own (/tokenize), so the reported usage matches what was sent.
     assert run.result.usage.prompt_tokens == sum(tokens for tokens, _ in llama_like.prompts)
+
+
+async def test_the_context_size_of_a_vllm_like_server_comes_from_its_model_list() -> None:
+    server = LlamaCppLike([], 12_288, vllm=True)
+    try:
+        model = OpenAICompatModel(server.base_url, model="scripted")
+        assert await model.context_window() == 12_288
+        assert await OpenAICompatModel(server.base_url, model="scripted", n_ctx=999).context_window() == 999
+    finally:
+        server.close()
 
 
 async def test_without_the_policy_the_server_refuses_and_the_run_stops_with_context_full(
