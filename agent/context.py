@@ -242,6 +242,7 @@ class ContextKeeper:
         self._through = 0  # history[opening:through] is replaced by the middle note
         self._middle: NoteMessage | None = None
         self._summary = ""  # the model's latest summary, handed to the next one
+        self._resave: list[int] = []  # masked before a resume: saved again (the sandbox may be a new one)
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -260,6 +261,8 @@ class ContextKeeper:
                 index = index_of.get(str(item.get("call_id", "")))
                 if index is not None:
                     self._masked[index] = self._mask_note(item)
+                    if item.get("path"):
+                        self._resave.append(index)
             if record.get("hidden_steps") and isinstance(record.get("through"), int):
                 self._through = max(self._through, int(record["through"]))
                 kind = "context_summary" if record.get("strategy") == "summary" else "context_digest"
@@ -267,19 +270,24 @@ class ContextKeeper:
 
     async def fit(self, step: int, messages: Sequence[Message], request: ModelRequest) -> Fitted:
         """The request to send for `step`: `request` with the view of `messages` that fits, or None."""
+        for index in self._resave:
+            message = messages[index]
+            if isinstance(message, ToolMessage):
+                await self._save(index, message)
+        self._resave = []
         window = await self._context_window()
         if window is None:
             return Fitted(replace(request, messages=tuple(messages)))
         reserve = self._reserve(window, request)
         fitted = Fitted(None)
-        count = await self._count(request, messages)
+        count = await self._count(self._viewed(request, messages))
         for stage in self._stages():
             if self._fits(count, reserve, window):
                 break
             condensation = await stage(step, messages, request, window, fitted)
             if condensation is None:
                 continue
-            after = await self._count(request, messages)
+            after = await self._count(self._viewed(request, messages))
             condensation.tokens_before, condensation.tokens_after = count.tokens, after.tokens
             condensation.exact = count.exact and after.exact
             fitted.condensations.append(condensation)
@@ -290,9 +298,7 @@ class ContextKeeper:
             return fitted
         room = window - self._margin(count)
         max_tokens = request.max_tokens or _model_max_tokens(self.model) or room
-        fitted.request = replace(
-            request, messages=tuple(self._view(messages)), max_tokens=min(max_tokens, room)
-        )
+        fitted.request = replace(self._viewed(request, messages), max_tokens=min(max_tokens, room))
         return fitted
 
     # -- counting ----------------------------------------------------------------------------------------
@@ -309,8 +315,10 @@ class ContextKeeper:
         wanted = self.policy.reserve or request.max_tokens or _model_max_tokens(self.model) or window // 4
         return min(wanted, window // 2)
 
-    async def _count(self, request: ModelRequest, messages: Sequence[Message]) -> _Count:
-        viewed = replace(request, messages=tuple(self._view(messages)))
+    def _viewed(self, request: ModelRequest, messages: Sequence[Message]) -> ModelRequest:
+        return replace(request, messages=tuple(self._view(messages)))
+
+    async def _count(self, viewed: ModelRequest) -> _Count:
         if isinstance(self.model, CountsTokens):
             exact = await self.model.count_prompt_tokens(viewed)
             if exact is not None:
@@ -461,7 +469,7 @@ class ContextKeeper:
             max_tokens=budget,
             thinking_budget=budget // 2,
         )
-        counted = await self._count(request, request.messages)
+        counted = await self._count(request)
         if not self._fits(counted, budget, window):
             return None
         raw: list[str] = []
