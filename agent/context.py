@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import prompts
+from agent.events import ContextCondensed
 from agent.messages import AssistantMessage, Message, NoteMessage, SystemMessage, ToolMessage, UserMessage
 from agent.models.base import CountsTokens, Model, ModelRequest, Usage
 from agent.models.errors import ModelError
@@ -185,6 +186,16 @@ class Condensation:
     hidden_steps: tuple[int, int] | None = None
     through: int = 0
     note: str = ""
+
+    def event(self) -> ContextCondensed:
+        return ContextCondensed(
+            step=self.step,
+            strategy=self.strategy,
+            tokens_before=self.tokens_before,
+            tokens_after=self.tokens_after,
+            masked=len(self.masked),
+            hidden_steps=self.hidden_steps,
+        )
 
     def record(self) -> dict[str, Any]:
         data: dict[str, Any] = {

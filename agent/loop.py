@@ -21,16 +21,8 @@ from typing import Any
 
 import prompts
 from agent import telemetry
-from agent.context import Condensation, ContextKeeper, ContextPolicy
-from agent.events import (
-    ContextCondensed,
-    Event,
-    FinalAnswer,
-    StepEnd,
-    ToolCallFinished,
-    ToolCallStarted,
-    TurnRestarted,
-)
+from agent.context import ContextKeeper, ContextPolicy
+from agent.events import Event, FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted, TurnRestarted
 from agent.messages import AssistantMessage, Message, NoteMessage, SystemMessage, ToolMessage, UserMessage
 from agent.models._turns import ToolChoice
 from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest
@@ -129,17 +121,6 @@ class _Turn:
 
 
 ToolLike = Tool[..., Any] | Callable[..., Any]
-
-
-def _condensed(condensation: Condensation) -> ContextCondensed:
-    return ContextCondensed(
-        step=condensation.step,
-        strategy=condensation.strategy,
-        tokens_before=condensation.tokens_before,
-        tokens_after=condensation.tokens_after,
-        masked=len(condensation.masked),
-        hidden_steps=condensation.hidden_steps,
-    )
 
 
 _TURN_ATTEMPTS = 3  # a turn whose stream breaks off mid-way is started again at most twice
@@ -468,16 +449,13 @@ class AgentRun:
 
     async def _generate(self, step: int, turn: _Turn) -> AsyncIterator[Event]:
         """One model turn, started again (up to twice) when its stream breaks off mid-way; fills `turn`."""
-        request = self._request()
-        if self._context is not None:
-            async for event in self._fit(step, request, turn):
-                yield event
-            if self._state.stop_reason is not None:
-                return
-            request = turn.request or request
+        async for event in self._fit(step, turn):
+            yield event
+        if turn.request is None:
+            return  # nothing fits the context (or counting failed): the run has stopped
         for attempt in range(_TURN_ATTEMPTS):
             try:
-                async for event in self._attempt(turn, request):
+                async for event in self._attempt(turn, turn.request):
                     yield event
                 if self._context is not None:
                     self._context.observe(turn.prompt_tokens, turn.requests)
@@ -499,10 +477,12 @@ class AgentRun:
             thinking_budget=agent.thinking_budget,
         )
 
-    async def _fit(self, step: int, request: ModelRequest, turn: _Turn) -> AsyncIterator[Event]:
+    async def _fit(self, step: int, turn: _Turn) -> AsyncIterator[Event]:
         """Fit the request into the model's context (`agent.context`); sets `turn.request` or stops the run."""
-        assert self._context is not None
-        state = self._state
+        state, request = self._state, self._request()
+        if self._context is None:
+            turn.request = request
+            return
         try:
             fitted = await self._context.fit(step, state.messages, request)
         except ModelError as exc:  # counting needs the model: a model that cannot load fails here
@@ -513,7 +493,7 @@ class AgentRun:
         for condensation in fitted.condensations:
             if self._writer is not None:
                 self._writer.write(condensation.record())
-            yield _condensed(condensation)
+            yield condensation.event()
         if fitted.request is None:
             state.stop(StopReason.CONTEXT_FULL, fitted.detail)
         turn.request = fitted.request
