@@ -16,7 +16,8 @@ leaves room for several turns, and frequent when it does not (hence several budg
 Part 2 — the largest run that finishes in n_ctx=8192, counted exactly with Qwen2's tokenizer (no model
 needed): the history sent whole, masking only, and the default (masking, then a digest of the middle).
 
-Run: python benchmarks/context.py [--steps 60] [--budgets 8192,16384] [--skip-kv]
+Run: python benchmarks/context.py [--steps 60] [--budgets 8192,16384,8192:2] [--skip-kv] [--skip-largest]
+(a budget `B:K` also sets `keep_turns=K`; `--skip-baseline` leaves out the unmasked run, e.g. to add budgets).
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ async def main() -> None:
     )
     parser.add_argument("--n-ctx", type=int, default=65536, help="the model's context for part 1")
     parser.add_argument("--skip-kv", action="store_true", help="only part 2 (no model)")
+    parser.add_argument("--skip-largest", action="store_true", help="only part 1")
+    parser.add_argument("--skip-baseline", action="store_true", help="part 1 without the unmasked run")
     args = parser.parse_args()
     if not args.skip_kv:
         with tempfile.TemporaryDirectory() as folder:
@@ -146,10 +149,12 @@ async def main() -> None:
                 llama.close()
         print(f"Part 1: {args.steps} steps of 3 kB pages, tiny GGUF in-process, n_ctx={args.n_ctx}")
         table(rows)
-        base = rows["no condensing"]["prefill total"]
+        base = rows["no condensing"]["prefill total"] if "no condensing" in rows else None
         for name, row in rows.items():
-            if name != "no condensing":
+            if name != "no condensing" and base:
                 print(f"{name}: prefill {row['prefill total'] / base:.2f}x the unmasked run (target <= 1.3x)")
+    if args.skip_largest:
+        return
     print("\nPart 2: the largest run that finishes in n_ctx=8192 (3 kB pages, 512 tokens kept for the reply)")
     for name, policy, limit in (
         ("history sent whole", ContextPolicy(mask=False, condense="none"), 100),
