@@ -140,10 +140,12 @@ async def main() -> None:
                 path, n_ctx=args.n_ctx, n_threads=1, n_gpu_layers=0, seed=1, max_tokens=REPLY
             )
             try:
-                rows = {"no condensing": await kv_run(llama, args.steps, None)}
-                for budget in (int(b) for b in args.budgets.split(",")):
-                    rows[f"default policy, {budget}"] = await kv_run(
-                        llama, args.steps, ContextPolicy(n_ctx=budget)
+                rows = {} if args.skip_baseline else {"no condensing": await kv_run(llama, args.steps, None)}
+                for spec in args.budgets.split(","):
+                    budget, _, keep = spec.partition(":")
+                    policy = ContextPolicy(n_ctx=int(budget), keep_turns=int(keep or 3))
+                    rows[f"budget {budget}, keep {policy.keep_turns}"] = await kv_run(
+                        llama, args.steps, policy
                     )
             finally:
                 llama.close()
