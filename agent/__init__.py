@@ -10,12 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agent.context import ContextPolicy
     from agent.loop import Agent, RunResult, RunUsage, StopReason
     from agent.messages import AssistantMessage, Message, SystemMessage, ToolMessage, UserMessage
 
 __all__ = [
     "Agent",
     "AssistantMessage",
+    "ContextPolicy",
     "Message",
     "RunResult",
     "RunUsage",
@@ -28,6 +30,7 @@ __all__ = [
 
 _LAZY = {
     "Agent": "agent.loop",
+    "ContextPolicy": "agent.context",
     "RunResult": "agent.loop",
     "RunUsage": "agent.loop",
     "StopReason": "agent.loop",

@@ -14,6 +14,7 @@ from tools.types import ToolCall, ToolResult
 
 __all__ = [
     "ContentDelta",
+    "ContextCondensed",
     "Event",
     "FinalAnswer",
     "MalformedCallEvent",
@@ -88,6 +89,22 @@ class TurnRestarted(_Event):
     reason: str
 
 
+class ContextCondensed(_Event):
+    """Before `step`, the view the model is sent was condensed to fit its context (`agent.context`).
+
+    `strategy`: "mask" (old tool results hidden behind a note; `masked` of them), "digest" or "summary"
+    (the steps `hidden_steps` replaced by one note). Token counts are of the whole prompt.
+    """
+
+    type: Literal["context_condensed"] = "context_condensed"
+    step: int
+    strategy: str
+    tokens_before: int
+    tokens_after: int
+    masked: int = 0
+    hidden_steps: tuple[int, int] | None = None
+
+
 class StepEnd(_Event):
     type: Literal["step_end"] = "step_end"
     step: int
@@ -105,4 +122,6 @@ class FinalAnswer(_Event):
     steps: int
 
 
-Event = ParseEvent | ToolCallStarted | ToolCallFinished | TurnRestarted | StepEnd | FinalAnswer
+Event = (
+    ParseEvent | ToolCallStarted | ToolCallFinished | TurnRestarted | ContextCondensed | StepEnd | FinalAnswer
+)

@@ -21,11 +21,12 @@ from typing import Any
 
 import prompts
 from agent import telemetry
+from agent.context import ContextKeeper, ContextPolicy
 from agent.events import Event, FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted, TurnRestarted
 from agent.messages import AssistantMessage, Message, NoteMessage, SystemMessage, ToolMessage, UserMessage
 from agent.models._turns import ToolChoice
-from agent.models.base import KeepThinking, Model, ModelRequest
-from agent.models.errors import ModelError, ModelStreamError
+from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest
+from agent.models.errors import ContextLengthError, ModelError, ModelStreamError
 from agent.parsing import Completion, StreamParser
 from agent.parsing._forms import mentioned_call
 from agent.transcript import TranscriptWriter, new_run_id, open_for_resume
@@ -49,6 +50,8 @@ class StopReason(StrEnum):
     STUCK = "stuck"
     MODEL_ERROR = "model_error"
     """The backend raised a `ModelError` (server down, stream cut, request refused): `detail` says what."""
+    CONTEXT_FULL = "context_full"
+    """The prompt no longer fits the context, even condensed (`agent.context`): resume with a larger one."""
 
 
 @dataclass
@@ -114,9 +117,13 @@ class _Turn:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     opens_thinking: bool = True
+    requests: int = 1  # HTTP requests the backend made for the turn (completions-mode continuations)
+    request: ModelRequest | None = None  # what was sent, once fitted into the context
 
 
 ToolLike = Tool[..., Any] | Callable[..., Any]
+
+
 _TURN_ATTEMPTS = 3  # a turn whose stream breaks off mid-way is started again at most twice
 
 
@@ -159,6 +166,8 @@ class Agent:
     one, runs are traced only when OpenTelemetry is configured globally or through OTEL_EXPORTER_OTLP_ENDPOINT).
     `capture_content`: put prompts, completions, tool arguments and results in the spans (off: they may be
     sensitive).
+    `context`: how the run stays inside the model's context (`agent.context.ContextPolicy`; on by default:
+    old tool results are masked, then the middle of the history condensed; None turns it off).
     """
 
     def __init__(
@@ -183,6 +192,7 @@ class Agent:
         lenient_calls: bool = True,
         tracer_provider: Any = None,
         capture_content: bool = False,
+        context: ContextPolicy | None = ContextPolicy(),  # noqa: B008 (frozen: one shared default is safe)
     ) -> None:
         self.model = model
         self.toolbox = _as_toolbox(tools, tool_timeout)
@@ -212,6 +222,7 @@ class Agent:
         self.lenient_calls = lenient_calls
         self.tracer_provider = tracer_provider  # read by agent.telemetry.trace_run
         self.capture_content = capture_content
+        self.context = context
 
     # ----------------------------------------------------------------- public API
 
@@ -252,7 +263,10 @@ class Agent:
         added: list[Message] = [UserMessage(content=replace_surrogates(task))] if task is not None else []
         state.messages.extend(added)
         writer.resume(messages=added)
-        return AgentRun(self, state, writer, step_budget_from=state.steps)
+        run = AgentRun(self, state, writer, step_budget_from=state.steps)
+        if run._context is not None:  # the model sees the view it saw before the run stopped
+            run._context.restore(state.messages, [r for _, r in record.other_records])
+        return run
 
     async def run(self, task: str) -> RunResult:
         """Run the task to its end and return the result (events are consumed silently)."""
@@ -308,6 +322,7 @@ class Agent:
             "tool_choice": str(self.tool_choice),
             "keep_thinking": self.keep_thinking,
             "thinking_budget": self.thinking_budget,
+            "context": self.context.as_config() if self.context is not None else None,
         }
 
 
@@ -337,6 +352,7 @@ class AgentRun:
         """Where the transcript goes; the file itself appears with the run's first finished step."""
         self.result: RunResult | None = None
         self._trace: telemetry.RunTrace = telemetry.NULL_TRACE
+        self._context = ContextKeeper(agent.context, agent.model) if agent.context is not None else None
 
     @property
     def run_id(self) -> str:
@@ -434,10 +450,16 @@ class AgentRun:
 
     async def _generate(self, step: int, turn: _Turn) -> AsyncIterator[Event]:
         """One model turn, started again (up to twice) when its stream breaks off mid-way; fills `turn`."""
+        async for event in self._fit(step, turn):
+            yield event
+        if turn.request is None:
+            return  # nothing fits the context (or counting failed): the run has stopped
         for attempt in range(_TURN_ATTEMPTS):
             try:
-                async for event in self._attempt(turn):
+                async for event in self._attempt(turn, turn.request):
                     yield event
+                if self._context is not None:
+                    self._context.observe(turn.prompt_tokens, turn.requests)
                 return
             except ModelStreamError as exc:
                 if not exc.retryable or attempt + 1 == _TURN_ATTEMPTS:
@@ -445,17 +467,41 @@ class AgentRun:
                     return
                 yield TurnRestarted(step=step, reason=str(exc))
 
-    async def _attempt(self, turn: _Turn) -> AsyncIterator[Event]:
-        """Stream one model turn through the parser, yielding what it reads; fills `turn`."""
-        agent, state = self.agent, self._state
-        request = ModelRequest(
-            messages=tuple(state.messages),
+    def _request(self) -> ModelRequest:
+        agent = self.agent
+        return ModelRequest(
+            messages=tuple(self._state.messages),
             tools=tuple(agent.toolbox.tools),
             tool_choice=str(agent.tool_choice),
             keep_thinking=agent.keep_thinking,
             max_tokens=agent.max_tokens_per_step,
             thinking_budget=agent.thinking_budget,
         )
+
+    async def _fit(self, step: int, turn: _Turn) -> AsyncIterator[Event]:
+        """Fit the request into the model's context (`agent.context`); sets `turn.request` or stops the run."""
+        state, request = self._state, self._request()
+        if self._context is None:
+            turn.request = request
+            return
+        try:
+            fitted = await self._context.fit(step, state.messages, request)
+        except ModelError as exc:  # counting needs the model: a model that cannot load fails here
+            state.stop(StopReason.MODEL_ERROR, str(exc) or repr(exc), exc)
+            return
+        state.usage.prompt_tokens += fitted.usage.prompt_tokens  # what a summary cost
+        state.usage.completion_tokens += fitted.usage.completion_tokens
+        for condensation in fitted.condensations:
+            if self._writer is not None:
+                self._writer.write(condensation.record())
+            yield condensation.event()
+        if fitted.request is None:
+            state.stop(StopReason.CONTEXT_FULL, fitted.detail)
+        turn.request = fitted.request
+
+    async def _attempt(self, turn: _Turn, request: ModelRequest) -> AsyncIterator[Event]:
+        """Stream one model turn through the parser, yielding what it reads; fills `turn`."""
+        agent, state = self.agent, self._state
         parser: StreamParser | None = None
         raw: list[str] = []
         try:
@@ -469,12 +515,7 @@ class AgentRun:
                         for parsed in parser.feed(chunk.text):
                             yield parsed
                     if chunk.usage is not None:
-                        # Counted as it arrives, so a turn cut short keeps what it cost.
-                        turn.prompt_tokens += chunk.usage.prompt_tokens
-                        turn.completion_tokens += chunk.usage.completion_tokens
-                        state.usage.prompt_tokens += chunk.usage.prompt_tokens
-                        state.usage.completion_tokens += chunk.usage.completion_tokens
-                        state.usage.cached_tokens += chunk.usage.cached_tokens
+                        self._count_usage(turn, chunk)  # as it arrives: a turn cut short keeps its cost
         except TimeoutError:
             state.stop(StopReason.TIMEOUT, "the wall-clock budget ran out mid-turn")
             return
@@ -485,12 +526,31 @@ class AgentRun:
             return
         except ModelError as exc:
             # the run stops with a reason like any other budget, so FinalAnswer still ends the stream
-            state.stop(StopReason.MODEL_ERROR, str(exc) or repr(exc), exc)
+            self._model_failed(exc)
             return
         parser = parser or self._parser(None)
         for parsed in parser.finish():
             yield parsed
         turn.completion, turn.raw = parser.close(), "".join(raw)
+
+    def _model_failed(self, exc: ModelError) -> None:
+        if isinstance(exc, ContextLengthError):  # the backend's own check: the policy is off or misinformed
+            self._state.stop(
+                StopReason.CONTEXT_FULL, f"{exc}; resume the run with a larger context (--n-ctx)"
+            )
+        else:
+            self._state.stop(StopReason.MODEL_ERROR, str(exc) or repr(exc), exc)
+
+    def _count_usage(self, turn: _Turn, chunk: ModelChunk) -> None:
+        usage, total = chunk.usage, self._state.usage
+        assert usage is not None
+        turn.prompt_tokens += usage.prompt_tokens
+        turn.completion_tokens += usage.completion_tokens
+        total.prompt_tokens += usage.prompt_tokens
+        total.completion_tokens += usage.completion_tokens
+        total.cached_tokens += usage.cached_tokens
+        requests = chunk.extra.get("requests", 1)
+        turn.requests = requests if isinstance(requests, int) else 1
 
     def _parser(self, opens_thinking: bool | None) -> StreamParser:
         agent = self.agent

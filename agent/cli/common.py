@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from prompts.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from agent.context import ContextPolicy
     from agent.models.base import Model
     from sandboxes import SandboxConfig
 
@@ -32,6 +33,7 @@ __all__ = [
     "add_model_arguments",
     "add_sandbox_arguments",
     "build_model",
+    "context_policy",
     "ensure_sandbox_image",
     "exit_code_for",
     "load_now",
@@ -135,7 +137,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("completions", "chat"),
         help="server endpoint: raw /v1/completions (exact QwQ format) or /v1/chat/completions (hosted APIs)",
     )
-    group.add_argument("--n-ctx", type=int, metavar="TOKENS", help="context size for in-process llama.cpp")
+    group.add_argument(
+        "--n-ctx",
+        type=int,
+        metavar="TOKENS",
+        help="context size: of in-process llama.cpp, or of a server that does not report it (llama.cpp's "
+        "and vLLM's do); long runs are condensed to fit it",
+    )
     group.add_argument("--n-gpu-layers", type=int, metavar="N", help="layers to offload to the GPU (-1: all)")
     group.add_argument("--threads", type=int, metavar="N", help="CPU threads for in-process llama.cpp")
     group.add_argument(
@@ -148,12 +156,49 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="replay completion texts from a JSON list instead of a model (for tests and demos)",
     )
+    context = parser.add_argument_group("context (how long runs stay inside the model's context)")
+    context.add_argument(
+        "--context",
+        choices=CONTEXT_MODES,
+        default="auto",
+        help="auto: mask old tool results, then replace the middle of the history by a digest; summarize: "
+        "the model summarises the middle instead; mask: masking only (a run that still outgrows the "
+        "context stops with context_full); off: send the whole history (default: auto)",
+    )
+    context.add_argument(
+        "--keep-turns",
+        type=int,
+        default=3,
+        metavar="N",
+        help="the last N turns are always shown whole (default: 3)",
+    )
     budgets = parser.add_argument_group("budgets")
     budgets.add_argument("--max-steps", type=int, default=20, help="model turns per run (default: 20)")
     budgets.add_argument("--timeout", type=float, metavar="SECONDS", help="wall-clock limit of a run")
     budgets.add_argument(
         "--thinking-budget", type=int, metavar="TOKENS", help="cap on reasoning tokens per turn"
     )
+
+
+CONTEXT_MODES = ("auto", "summarize", "mask", "off")
+
+
+def context_policy(args: argparse.Namespace, sandbox: Any = None) -> ContextPolicy | None:
+    """The `ContextPolicy` the context options name (None for `--context off`); `sandbox` keeps what is masked."""
+    from agent.context import ContextPolicy
+
+    mode = getattr(args, "context", "auto")
+    if mode == "off":
+        return None
+    condense = {"auto": "digest", "summarize": "summary", "mask": "none"}[mode]
+    try:
+        return ContextPolicy(
+            keep_turns=getattr(args, "keep_turns", 3),
+            condense=condense,  # type: ignore[arg-type]
+            sandbox=sandbox,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"--keep-turns: {exc}") from exc
 
 
 def load_script(path: Path) -> list[str] | dict[str, list[str]]:
@@ -255,6 +300,8 @@ def _server_model(args: argparse.Namespace, base_urls: list[str]) -> Model:
         kwargs["seed"] = args.seed
     if args.max_tokens is not None:
         kwargs["max_tokens"] = args.max_tokens
+    if getattr(args, "n_ctx", None) is not None:
+        kwargs["n_ctx"] = args.n_ctx
     return _construct(OpenAICompatModel, kwargs)
 
 

@@ -245,7 +245,7 @@ def _summary_table(summary: EvalSummary, output: Path) -> Any:
 
 
 async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: Any) -> EvalSummary:
-    from agent.cli.common import sandbox_config
+    from agent.cli.common import context_policy, sandbox_config
     from agent.evals.checking import Checker
     from agent.evals.humaneval import (
         BROKEN_VARIANTS,
@@ -304,6 +304,7 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
             token_budget=args.token_budget,
             transcript_dir=args.transcript_dir,
             keep_thinking=args.keep_thinking,
+            context=context_policy(args),
         )
         if args.ray is not None:
             await _evaluate_on_ray(args, problems, results, options, skip, on_row)

@@ -48,7 +48,12 @@ def recorded_events(record: TranscriptRecord) -> list[Event]:
 
     events: list[Event] = []
     steps = record.recorded_steps
+    condensations: dict[int, list[Event]] = {}
+    for after, extra in record.other_records:  # shown where they happened: before the next step
+        if extra.get("type") == "condensation":
+            condensations.setdefault(after, []).append(_condensed(extra))
     for number, step in enumerate(steps, start=1):
+        events.extend(condensations.get(number - 1, []))
         messages = step.messages
         parser = StreamParser(prompt_opened_think=step.opens_thinking)
         events.extend(parser.feed(step.model_output))
@@ -70,6 +75,7 @@ def recorded_events(record: TranscriptRecord) -> list[Event]:
                 duration_s=step.duration_s or 0.0,
             )
         )
+    events.extend(condensations.get(len(steps), []))
     if record.end is not None:
         events.append(
             FinalAnswer(
@@ -79,6 +85,22 @@ def recorded_events(record: TranscriptRecord) -> list[Event]:
             )
         )
     return events
+
+
+def _condensed(record: dict[str, Any]) -> Event:
+    from agent.events import ContextCondensed
+
+    hidden = record.get("hidden_steps")
+    return ContextCondensed(
+        step=int(record.get("step", 0)),
+        strategy=str(record.get("strategy", "")),
+        tokens_before=int(record.get("tokens_before", 0)),
+        tokens_after=int(record.get("tokens_after", 0)),
+        masked=len(record.get("masked") or []),
+        hidden_steps=(int(hidden[0]), int(hidden[1]))
+        if isinstance(hidden, list) and len(hidden) == 2
+        else None,
+    )
 
 
 async def _rerun(record: TranscriptRecord, view: View) -> int:

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.cli.view import View
     from agent.models.base import Model
-    from sandboxes import SandboxConfig
+    from sandboxes import DockerSandbox, SandboxConfig
     from tools.base import Tool
 
-__all__ = ["ALL_TOOLS", "DEFAULT_TOOLS", "add_parser", "main", "open_tools"]
+__all__ = ["ALL_TOOLS", "DEFAULT_TOOLS", "add_parser", "main", "open_tools", "open_tools_and_sandbox"]
 
 SANDBOX_TOOLS = ("python", "shell", "write_file", "read_file")
 ALL_TOOLS = (*SANDBOX_TOOLS, "web_fetch")
@@ -94,7 +94,24 @@ async def open_tools(
     sandbox_config: SandboxConfig | None = None,
 ) -> list[Tool[..., Any]]:
     """Start what the named tools need (a sandbox, MCP servers) on `stack`, which closes them at the end."""
+    tools, _ = await open_tools_and_sandbox(
+        names, stack, view, mcp_config=mcp_config, allow_private=allow_private, sandbox_config=sandbox_config
+    )
+    return tools
+
+
+async def open_tools_and_sandbox(
+    names: list[str],
+    stack: AsyncExitStack,
+    view: View,
+    *,
+    mcp_config: Path | None = None,
+    allow_private: bool = False,
+    sandbox_config: SandboxConfig | None = None,
+) -> tuple[list[Tool[..., Any]], DockerSandbox | None]:
+    """`open_tools`, and the sandbox it started (None without sandbox tools): masked results go there."""
     selected: list[Tool[..., Any]] = []
+    sandbox: DockerSandbox | None = None
     if any(n in SANDBOX_TOOLS for n in names):
         from agent.cli.common import ensure_sandbox_image
         from sandboxes import DockerSandbox
@@ -112,18 +129,18 @@ async def open_tools(
 
         servers = await stack.enter_async_context(MCPServers.from_json(mcp_config))
         selected += list(servers.tools)
-    return selected
+    return selected, sandbox
 
 
 async def _run(
     args: argparse.Namespace, model: Model, names: list[str], view: View, progress: _Progress
 ) -> int:
-    from agent.cli.common import ConfigurationError, one_line, sandbox_config
+    from agent.cli.common import ConfigurationError, context_policy, one_line, sandbox_config
     from agent.loop import Agent, StopReason
     from agent.models.errors import ModelConfigurationError
 
     async with AsyncExitStack() as stack:
-        tools = await open_tools(
+        tools, sandbox = await open_tools_and_sandbox(
             names,
             stack,
             view,
@@ -141,6 +158,7 @@ async def _run(
                 thinking_budget=args.thinking_budget,
                 keep_thinking=args.keep_thinking,
                 transcript_dir=args.transcript_dir,
+                context=context_policy(args, sandbox),
             )
         except ValueError as exc:  # budgets out of range: the message names the option's rule
             raise ConfigurationError(str(exc)) from exc

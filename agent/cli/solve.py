@@ -103,7 +103,7 @@ def _report(outcome: SolveOutcome, check: CheckResult | None, output: Path | Non
 
 
 async def _solve(args: argparse.Namespace, problem: Problem, model: Model, view: View) -> int:
-    from agent.cli.common import sandbox_config
+    from agent.cli.common import context_policy, sandbox_config
     from agent.evals.checking import Checker
     from agent.evals.solve import SolveOptions, solve
     from agent.loop import StopReason
@@ -115,6 +115,7 @@ async def _solve(args: argparse.Namespace, problem: Problem, model: Model, view:
         token_budget=args.token_budget,
         transcript_dir=args.transcript_dir,
         keep_thinking=args.keep_thinking,
+        context=context_policy(args),
     )
     try:
         outcome = await solve(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from agent.events import (
     ContentDelta,
+    ContextCondensed,
     Event,
     FinalAnswer,
     MalformedCallEvent,
@@ -184,6 +185,9 @@ class LiveView(View):
             self._print(
                 f"[yellow]↻ the model's stream broke off; step {event.step} starts again[/] [dim]({_escape(event.reason)})[/]"
             )
+        elif isinstance(event, ContextCondensed):
+            self._flush_line()
+            self._print(f"[dim magenta]⇣ {_escape(condensed_text(event))}[/]")
         elif isinstance(event, StepEnd):
             self._flush_line()
             self.prompt_tokens += event.prompt_tokens
@@ -276,6 +280,20 @@ class LiveView(View):
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+
+def condensed_text(event: ContextCondensed) -> str:
+    """One line on a condensation of the context, for the live view and replay."""
+    if event.strategy == "mask":
+        what = f"masked {event.masked} old tool result{'s' if event.masked != 1 else ''}"
+    elif event.hidden_steps is not None:
+        first, last = event.hidden_steps
+        what = f"steps {first}-{last} replaced by a {event.strategy}"
+    else:
+        what = event.strategy
+    return (
+        f"context: {what} before step {event.step} ({event.tokens_before:,} → {event.tokens_after:,} tokens)"
+    )
 
 
 def _escape(text: str) -> str:

@@ -16,10 +16,11 @@ import asyncio
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.context import ContextPolicy
 from agent.evals.problems import Problem
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class SolveOptions:
     solution_file: str = SOLUTION_FILE
     final_run_timeout: float = 30.0
     keep_thinking: KeepThinking = "none"
+    context: ContextPolicy | None = field(default_factory=ContextPolicy)  # masked results: in its sandbox
 
 
 @dataclass
@@ -148,6 +150,7 @@ async def solve_in_sandbox(
         token_budget=options.token_budget,
         keep_thinking=options.keep_thinking,
         transcript_dir=options.transcript_dir,
+        context=replace(options.context, sandbox=sandbox) if options.context is not None else None,
     )
     run = agent.iter(task_text(problem))
     async for event in run:

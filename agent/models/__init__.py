@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agent.models._turns import ToolChoice
-from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest, Usage
+from agent.models.base import CountsTokens, KeepThinking, Model, ModelChunk, ModelRequest, Usage
 from agent.models.chat_formats import ChatFormat
 from agent.models.errors import (
     ContextLengthError,
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChatFormat",
     "ContextLengthError",
+    "CountsTokens",
     "KeepThinking",
     "LlamaCppModel",
     "Model",

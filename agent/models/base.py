@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from agent.messages import Message
     from tools.base import Tool
 
-__all__ = ["KeepThinking", "Model", "ModelChunk", "ModelRequest", "ToolChoice", "Usage"]
+__all__ = ["CountsTokens", "KeepThinking", "Model", "ModelChunk", "ModelRequest", "ToolChoice", "Usage"]
 
 KeepThinking = Literal["none", "current_task"]
 
@@ -64,4 +64,21 @@ class Model(Protocol):
 
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         """Start one completion; iterate to receive its text. Closing the iterator cancels generation."""
+        ...
+
+
+@runtime_checkable
+class CountsTokens(Protocol):
+    """A backend that knows its context size and can count a request's prompt exactly (optional).
+
+    `agent.context` uses it to keep long runs inside the context; backends without it get an estimate.
+    Either method returns None when it cannot tell (a server without `/tokenize`, a chat API).
+    """
+
+    async def context_window(self) -> int | None:
+        """Tokens the context holds (prompt and reply together)."""
+        ...
+
+    async def count_prompt_tokens(self, request: ModelRequest) -> int | None:
+        """Tokens of the prompt this backend would send for `request`."""
         ...

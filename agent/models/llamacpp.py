@@ -277,6 +277,30 @@ class LlamaCppModel:
         except ValueError as exc:
             raise ModelConfigurationError(str(exc)) from exc
 
+    # -- CountsTokens: what agent.context asks before each request -------------------------------------------
+    async def context_window(self) -> int:
+        """Tokens the context holds: the loaded (or given) model's, else the `n_ctx` it will be loaded with."""
+        if self._runtime is not None:
+            return self._runtime.n_ctx
+        if self._given is not None:
+            return int(self._given.n_ctx())
+        return self.n_ctx
+
+    async def count_prompt_tokens(self, request: ModelRequest) -> int:
+        """The exact token count of the prompt `stream` would evaluate for `request` (loads the model)."""
+        import asyncio
+
+        def count() -> int:
+            with self._lock:
+                rt = self._ensure_loaded()
+                assert self._format is not None
+                prompt = self._format.render(
+                    request.messages, request.tools, keep_thinking=request.keep_thinking
+                )
+                return len(rt.tokenize(prompt.encode("utf-8")))
+
+        return await asyncio.to_thread(count)
+
     # -- the Model protocol ----------------------------------------------------------------------------------
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         choice = ToolChoice.of(request.tool_choice).without_tools(bool(request.tools))

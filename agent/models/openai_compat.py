@@ -64,6 +64,11 @@ class OpenAICompatModel:
     `</think>` (QwQ behind vLLM without a reasoning parser). `extra_body` is merged into every request body.
     Token usage is what the server reports (`stream_options.include_usage`); servers that report none get
     the number of streamed pieces as the completion count.
+
+    Context (for `agent.context`): `context_window()` is `n_ctx` when given, else what the server reports
+    (llama.cpp's `/props`, vLLM's `max_model_len` in `/models`); `count_prompt_tokens()` renders the prompt
+    and asks the server's `/tokenize` (llama.cpp, vLLM) or `/extras/tokenize` (llama-cpp-python) — None in
+    chat mode or where neither exists, and the loop then estimates.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class OpenAICompatModel:
         api_key: str | None = None,
         api_key_env: str | Sequence[str] = API_KEY_ENVS,
         max_tokens: int = 16384,
+        n_ctx: int | None = None,
         thinking_budget: int | None = None,
         sampling: SamplingConfig | None = None,
         seed: int | None = None,
@@ -118,6 +124,7 @@ class OpenAICompatModel:
             api_key = next((os.environ[n] for n in names if os.environ.get(n)), None)
         self.api_key = api_key
         self.max_tokens = max_tokens
+        self.n_ctx = n_ctx
         self.thinking_budget = thinking_budget
         self.seed = seed
         self.chat_format_choice: ChatFormatChoice = chat_format
@@ -129,6 +136,9 @@ class OpenAICompatModel:
         self.headers = dict(headers or {})
         self.transport = transport
         self.log = RequestLog()
+        self._window: int | None = None
+        self._window_asked = False
+        self._tokenize_path: str | None = None  # the endpoint that answered; "" when none does
         self._format: ChatFormat | None = None
         self._format_lock = asyncio.Lock()
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
@@ -208,6 +218,68 @@ class OpenAICompatModel:
         async with self._transport() as transport:
             fmt = await self._chat_format(transport)
         return fmt.render(messages, list(tools or ()), keep_thinking=kw.get("keep_thinking", "none"))
+
+    # -- CountsTokens: what agent.context asks before each request ------------------------------------------
+    async def context_window(self) -> int | None:
+        """`n_ctx` when given, else the server's context as it reports it (asked once), else None."""
+        if self.n_ctx is not None:
+            return self.n_ctx
+        if not self._window_asked:
+            self._window_asked = True
+            async with self._transport() as transport:
+                self._window = await self._server_window(transport)
+        return self._window
+
+    async def count_prompt_tokens(self, request: ModelRequest) -> int | None:
+        """The prompt's tokens as the server counts them (completions mode), or None when it cannot."""
+        if self.mode == "chat" or self._tokenize_path == "":
+            return None
+        async with self._transport() as transport:
+            if self.model is None:
+                self.model = await self._discover_model(transport)
+                transport.model_name = self.model
+            fmt = await self._chat_format(transport)
+            prompt = fmt.render(request.messages, request.tools, keep_thinking=request.keep_thinking)
+            return await self._tokenize(transport, prompt)
+
+    async def _server_window(self, transport: Transport) -> int | None:
+        root = transport.base_url.removesuffix("/v1")
+        props = await _get_json(transport, f"{root}/props")  # llama.cpp's server
+        if isinstance(props, dict):
+            settings = props.get("default_generation_settings")
+            size = settings.get("n_ctx") if isinstance(settings, dict) else props.get("n_ctx")
+            if isinstance(size, int) and size > 0:
+                return size
+        listing = await _get_json(transport, f"{transport.base_url}/models")  # vLLM's max_model_len
+        entries = listing.get("data") if isinstance(listing, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and (self.model is None or entry.get("id") == self.model):
+                size = entry.get("max_model_len")
+                if isinstance(size, int) and size > 0:
+                    return size
+        return None
+
+    async def _tokenize(self, transport: Transport, prompt: str) -> int | None:
+        """POST the prompt to the first tokenize endpoint that answers; remember which one did."""
+        root = transport.base_url.removesuffix("/v1")
+        paths = [self._tokenize_path] if self._tokenize_path else ["/tokenize", "/extras/tokenize"]
+        # One body for all of them: llama.cpp reads "content", vLLM "prompt", llama-cpp-python "input".
+        body: dict[str, Any] = {"model": self.model, "content": prompt, "prompt": prompt, "input": prompt}
+        body.update(add_special=False, add_special_tokens=False)
+        for path in paths:
+            try:
+                response = await transport.client.post(f"{root}{path}", json=body)
+                data = response.json() if response.status_code == 200 else None
+            except httpx.HTTPError:
+                return None  # the server is busy or away: estimate this time, ask again next time
+            except (ValueError, RecursionError):
+                data = None
+            count = _token_count(data)
+            if count is not None:
+                self._tokenize_path = path
+                return count
+        self._tokenize_path = ""
+        return None
 
     # -- pieces ----------------------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -352,3 +424,22 @@ def _tls_context() -> ssl.SSLContext:
     """The process's one TLS context, as httpx would make it (certifi's CA bundle, `SSL_CERT_FILE` and
     `SSL_CERT_DIR` honoured): building it loads the bundle, about 0.1 s of CPU, and contexts are safe to share."""
     return httpx.create_ssl_context()
+
+
+async def _get_json(transport: Transport, url: str) -> Any:
+    """The JSON a GET of `url` returns, or None (not there, not JSON, not reachable)."""
+    try:
+        response = await transport.client.get(url)
+        return response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, RecursionError):
+        return None
+
+
+def _token_count(data: Any) -> int | None:
+    """The count in a tokenize answer: vLLM's `count`, else the length of `tokens`."""
+    if not isinstance(data, dict):
+        return None
+    count, tokens = data.get("count"), data.get("tokens")
+    if isinstance(count, int):
+        return count
+    return len(tokens) if isinstance(tokens, list) else None

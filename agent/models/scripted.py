@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from agent.models.base import ModelChunk, ModelRequest, Usage
+from agent.models.base import CountsTokens, Model, ModelChunk, ModelRequest, Usage
 from agent.models.errors import ModelError
 
 __all__ = ["ScriptExhaustedError", "ScriptedModel", "completion_text", "tool_call_text"]
@@ -33,13 +34,27 @@ class ScriptedModel:
 
     Every request it received is kept in `requests`, so a test can check what the loop sent. Usage counts
     characters, not tokens: enough to exercise token budgets deterministically.
+
+    `n_ctx` gives it a context of that many (estimated) tokens, for tests of `agent.context`. `prefill` is a
+    real backend each request is first sent to with `max_tokens=1` (its text dropped): the prompt is really
+    tokenized and evaluated there — its context limit, KV cache, token counts and usage apply — while the
+    script decides what the model says. Token counting and the context size are then the backend's.
     """
 
-    def __init__(self, outputs: Iterable[str], *, chunk_size: int = 7) -> None:
+    def __init__(
+        self,
+        outputs: Iterable[str],
+        *,
+        chunk_size: int = 7,
+        n_ctx: int | None = None,
+        prefill: Model | None = None,
+    ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.outputs: list[str] = list(outputs)
         self.chunk_size = chunk_size
+        self.n_ctx = n_ctx
+        self.prefill = prefill
         self.requests: list[ModelRequest] = []
 
     @property
@@ -58,10 +73,29 @@ class ScriptedModel:
             )
         self.requests.append(request)
         text = self.outputs[index]
-        prompt_chars = sum(len(str(getattr(m, "content", ""))) for m in request.messages)
+        usage = Usage(prompt_tokens=sum(len(str(getattr(m, "content", ""))) for m in request.messages))
+        extra: dict[str, object] = {}
+        if self.prefill is not None:
+            async for chunk in self.prefill.stream(replace(request, max_tokens=1, thinking_budget=None)):
+                if chunk.usage is not None:
+                    usage, extra = chunk.usage, dict(chunk.extra)
         for start in range(0, len(text), self.chunk_size):
             yield ModelChunk(text=text[start : start + self.chunk_size])
-        yield ModelChunk(
-            usage=Usage(prompt_tokens=prompt_chars, completion_tokens=len(text)),
-            finish_reason="stop",
-        )
+        yield ModelChunk(usage=replace(usage, completion_tokens=len(text)), finish_reason="stop", extra=extra)
+
+    # -- CountsTokens: the prefill backend's, or an estimate within `n_ctx` --------------------------------
+    async def context_window(self) -> int | None:
+        if self.n_ctx is None and isinstance(self.prefill, CountsTokens):
+            return await self.prefill.context_window()
+        return self.n_ctx
+
+    async def count_prompt_tokens(self, request: ModelRequest) -> int | None:
+        if isinstance(self.prefill, CountsTokens):
+            return await self.prefill.count_prompt_tokens(request)
+        if self.n_ctx is None:
+            return None
+        import prompts
+        from agent.context import estimate_tokens
+
+        text = prompts.render(request.messages, request.tools, keep_thinking=request.keep_thinking)
+        return estimate_tokens(text)

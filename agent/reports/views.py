@@ -249,7 +249,10 @@ def _extra(record: dict[str, Any]) -> ExtraView:
         texts = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
         fields = [("new user turn", fold(t)) for t in texts] or [("", fold("continued where it stopped"))]
         return ExtraView("resume", "Run resumed", fields)
-    title = "Condensation" if raw_kind == "condensation" else raw_kind.replace("_", " ").capitalize()
+    title = raw_kind.replace("_", " ").capitalize()
+    if raw_kind == "condensation":  # agent.context: what was hidden from the model before the next step
+        strategy = clean(str(record.get("strategy", "")))
+        title = f"Condensation: {strategy}" if strategy else "Condensation"
     fields = []
     for key, value in record.items():
         if key == "type":

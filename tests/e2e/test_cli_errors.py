@@ -81,9 +81,16 @@ class RawServer:
                         return
                     body += chunk
                 request_line = head.split(b"\r\n")[0]
-                if request_line.startswith(b"GET ") and b"/props" in request_line:
-                    # completions mode asks llama.cpp's /props for a chat template; this server has none
+                if (
+                    request_line.startswith(b"GET ") and b"/props" in request_line
+                ) or b"tokenize" in request_line:
+                    # completions mode asks llama.cpp's /props for a chat template and the context size, and
+                    # the context policy a tokenize endpoint for exact counts; this server has neither
                     conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    return
+                if request_line.startswith(b"GET ") and b"/models" in request_line:
+                    # the context policy looks for vLLM's max_model_len there; the script answers completions
+                    conn.sendall(http(200, b'{"data": [{"id": "m"}]}', "application/json"))
                     return
                 with self._lock:
                     index = len(self.requests)

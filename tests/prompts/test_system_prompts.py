@@ -78,11 +78,25 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "param_command": {},
     "param_path": {"workspace": "/workspace"},
     "param_content": {},
+    # agent.context: what the model reads in place of what no longer fits its context
+    "observation_masked": {
+        "name": "python",
+        "chars": "3,000",
+        "tokens": "800",
+        "path": "/workspace/.observations/c.txt",
+    },
+    "context_digest": {
+        "first_step": 1,
+        "last_step": 9,
+        "calls": [("python", 8)],
+        "folder": "/workspace/.observations",
+    },
+    "context_summary": {"first_step": 1, "last_step": 9, "summary": "Found x.", "folder": ""},
 }
 
 
 def test_the_shipped_templates_are_listed() -> None:
-    assert available_system_prompts() == ["default", "solve"]
+    assert available_system_prompts() == ["context_summary", "default", "solve"]
     assert available_notes() == sorted(NOTE_VARIABLES)
 
 
@@ -116,10 +130,16 @@ def test_an_unexpected_variable_fails() -> None:
 
 
 def test_an_unknown_name_lists_the_available_ones() -> None:
-    with pytest.raises(PromptTemplateError, match="no system prompt named 'nope'; available: default, solve"):
+    with pytest.raises(
+        PromptTemplateError, match="no system prompt named 'nope'; available: context_summary, default, solve"
+    ):
         render_system_prompt("nope")
     with pytest.raises(PromptTemplateError, match="available: call_arguments_missing, call_arguments_string"):
         render_note("../default")
+
+
+# the summary the model wrote is shown as it wrote it, on lines of its own
+MULTILINE_NOTES = {"context_summary"}
 
 
 @pytest.mark.parametrize("name", sorted(NOTE_VARIABLES))
@@ -127,10 +147,11 @@ def test_every_note_renders_as_one_paragraph(name: str) -> None:
     text = render_note(name, **NOTE_VARIABLES[name])
     assert text
     assert text == text.strip()
-    assert "\n" not in text
+    assert ("\n" in text) == (name in MULTILINE_NOTES)
     for value in NOTE_VARIABLES[name].values():
         for part in value if isinstance(value, list) else [value]:
-            assert str(part) in text
+            for item in part if isinstance(part, tuple) else [part]:
+                assert str(item) in text
 
 
 def test_thinking_budget_sentence_is_exact() -> None:
