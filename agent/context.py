@@ -59,6 +59,8 @@ _ESTIMATE_MARGIN = 1.1  # an estimate may be this much short (tests/agent/test_c
 # An exact count may still differ by a few tokens from what a KV cache holds: it tokenizes the new part of a
 # prompt after the cached part, and token boundaries can fall differently there.
 _EXACT_SLACK = 16
+# An estimate this many times over that still fits needs no exact count: estimates are within 10%.
+_SURELY_FITS = 1.5
 _SUMMARY_STEP_CHARS = 1200  # what the summariser sees of one result or one visible text
 
 
@@ -291,7 +293,7 @@ class ContextKeeper:
             return Fitted(replace(request, messages=tuple(messages)))
         reserve = self._reserve(window, request)
         fitted = Fitted(None)
-        count = await self._count(self._viewed(request, messages))
+        count = await self._count(self._viewed(request, messages), reserve, window)
         for stage in self._stages():
             if self._fits(count, reserve, window):
                 break
@@ -329,15 +331,25 @@ class ContextKeeper:
     def _viewed(self, request: ModelRequest, messages: Sequence[Message]) -> ModelRequest:
         return replace(request, messages=tuple(self._view(messages)))
 
-    async def _count(self, viewed: ModelRequest) -> _Count:
-        if isinstance(self.model, CountsTokens):
-            exact = await self.model.count_prompt_tokens(viewed)
-            if exact is not None:
-                return _Count(exact, True)
+    async def _count(
+        self, viewed: ModelRequest, reserve: int | None = None, window: int | None = None
+    ) -> _Count:
+        """The prompt's tokens: exact where the backend can count, unless the estimate is far inside the window.
+
+        Given `reserve` and `window`, a prompt whose estimate fits even `_SURELY_FITS` times over is not
+        counted exactly: that saves a `/tokenize` request (the whole prompt sent once more) or a local
+        tokenization on every step of a run that is nowhere near its limit.
+        """
         text = prompts.render(viewed.messages, viewed.tools, keep_thinking=viewed.keep_thinking)
         estimate = estimate_tokens(text)
         self._last_estimate = estimate
-        return _Count(math.ceil(estimate * self._ratio), False, estimate)
+        guess = _Count(math.ceil(estimate * self._ratio), False, estimate)
+        surely = window is not None and math.ceil(guess.tokens * _SURELY_FITS) + (reserve or 0) <= window
+        if not surely and isinstance(self.model, CountsTokens):
+            exact = await self.model.count_prompt_tokens(viewed)
+            if exact is not None:
+                return _Count(exact, True)
+        return guess
 
     @staticmethod
     def _margin(count: _Count) -> int:
