@@ -8,8 +8,10 @@ absent model fails the test instead, so the tier can never pass by being skipped
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -20,11 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 _FETCH_SCRIPT = REPO / "scripts" / "fetch_test_models.py"
 
 
+@functools.cache
 def _fetch_module() -> ModuleType:
     # The script is the one list of the models (names, files, sizes): read it rather than repeat it.
-    spec = importlib.util.spec_from_file_location("_qwq_fetch_test_models", _FETCH_SCRIPT)
-    assert spec is not None and spec.loader is not None
+    name = "_qwq_fetch_test_models"
+    spec = importlib.util.spec_from_file_location(name, _FETCH_SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up while being defined
     spec.loader.exec_module(module)
     return module
 
@@ -41,12 +47,22 @@ def real_gguf_path(name: str) -> Path:
     pytest.skip(message)
 
 
+@functools.cache
 def gguf_chat_template(path: Path) -> str:
-    """`tokenizer.chat_template` as the GGUF file stores it, read with the gguf package (no llama.cpp)."""
-    gguf = pytest.importorskip("gguf", reason="reading GGUF metadata needs the gguf package (dev extra)")
-    reader = gguf.GGUFReader(str(path))
-    field = reader.fields["tokenizer.chat_template"]
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
+    """`tokenizer.chat_template` as stored in the GGUF file, read by llama.cpp (vocabulary only, no weights).
+
+    The gguf package's reader would do too, but it parses every tensor and token first: ~30 s per file here.
+    """
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("reading GGUF metadata needs llama-cpp-python: pip install 'qwq-agent[llama]'")
+    import llama_cpp
+
+    llama = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    try:
+        template: str = llama.metadata["tokenizer.chat_template"]
+    finally:
+        llama.close()
+    return template
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,9 @@ REASONING = "The user wants a sum; the add tool computes it."
 # -- the reference renderer --------------------------------------------------------------------------------
 
 
-def plain_render(template: str, messages: list[dict[str, Any]], tools: list[Any] | None, **variables: Any) -> str:
+def plain_render(
+    template: str, messages: list[dict[str, Any]], tools: list[Any] | None, **variables: Any
+) -> str:
     """What transformers' apply_chat_template renders, with nothing of this project's code in the way."""
 
     def tojson(value: Any, indent: int | None = None) -> str:
@@ -146,13 +148,16 @@ def assert_same(ours: str, reference: str) -> None:
     if ours != reference:
         at = next((i for i, (a, b) in enumerate(zip(ours, reference, strict=False)) if a != b), None)
         at = min(len(ours), len(reference)) if at is None else at
-        pytest.fail(f"differs at {at}: ours {ours[at - 40 : at + 60]!r}\nreference {reference[at - 40 : at + 60]!r}")
+        pytest.fail(
+            f"differs at {at}: ours {ours[at - 40 : at + 60]!r}\nreference {reference[at - 40 : at + 60]!r}"
+        )
 
 
 # -- Qwen2.5 (the real GGUFs' template) --------------------------------------------------------------------
 
 
 @pytest.mark.real_model
+@pytest.mark.llama
 @pytest.mark.smoke
 @pytest.mark.parametrize("model", ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
 @pytest.mark.parametrize("kind", KINDS)
@@ -174,6 +179,7 @@ def test_qwen25_prompt_equals_its_own_template(
 
 
 @pytest.mark.real_model
+@pytest.mark.llama
 @pytest.mark.smoke
 def test_qwen25_without_tools_equals_its_own_template(
     real_gguf: Callable[[str], Path], chat_template_of: Callable[[Path], str]
@@ -242,7 +248,9 @@ def folded_by_hand(plain: list[dict[str, Any]], tools: list[dict[str, Any]]) -> 
             function = call["function"]
             block = (
                 "<tool_call>\n"
-                + json.dumps({"name": function["name"], "arguments": function["arguments"]}, ensure_ascii=False)
+                + json.dumps(
+                    {"name": function["name"], "arguments": function["arguments"]}, ensure_ascii=False
+                )
                 + "\n</tool_call>"
             )
             content = f"{content}\n{block}" if content else block
@@ -251,6 +259,7 @@ def folded_by_hand(plain: list[dict[str, Any]], tools: list[dict[str, Any]]) -> 
 
 
 @pytest.mark.real_model
+@pytest.mark.llama
 @pytest.mark.smoke
 @pytest.mark.parametrize("kind", KINDS)
 def test_chatml_without_tools_gets_the_tool_prompt(
