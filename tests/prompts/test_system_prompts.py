@@ -128,7 +128,9 @@ def test_an_unexpected_variable_fails() -> None:
 
 
 def test_an_unknown_name_lists_the_available_ones() -> None:
-    with pytest.raises(PromptTemplateError, match="no system prompt named 'nope'; available: default, direct, solve"):
+    with pytest.raises(
+        PromptTemplateError, match="no system prompt named 'nope'; available: default, direct, solve"
+    ):
         render_system_prompt("nope")
     with pytest.raises(PromptTemplateError, match="available: call_arguments_missing, call_arguments_string"):
         render_note("../default")
