@@ -6,9 +6,9 @@ written and read back, a two-step computation. Outcomes are asserted at fixed se
 (each test makes its own model, so the per-call seeds do not depend on test order).
 
 `python scripts/fetch_test_models.py qwen2.5-coder-0.5b qwen2.5-coder-1.5b` fetches the models. The tests
-marked `smoke` run by default (and in CI); `python -m pytest -m real_model` runs the whole tier, which also
-measures the success rates over every task and seed (`test_success_rate`, printed and kept as properties
-in --junitxml).
+marked `smoke` (the 0.5B through the CLI and the library, `models check`, `render_prompt`) run by default
+and in CI; `python -m pytest -m real_model` runs the whole tier: the 1.5B too, and the success rates over
+every task and seed (`test_success_rate`, printed and kept as properties in --junitxml).
 """
 
 from __future__ import annotations
@@ -286,7 +286,8 @@ async def test_larger_model_computes_with_python(
 # -- the whole tier: success rates ---------------------------------------------------------------------------
 
 SEEDS = (1, 2, 3)
-# The least solved over len(TASKS) * len(SEEDS) runs, as measured at these seeds (see the module docstring).
+# The least solved over len(TASKS) * len(SEEDS) runs. Not yet measured at these seeds (the machines this was
+# written on were too busy): the test records the rates; raise these floors once a run has measured them.
 MIN_SOLVED = {SMALL: 0, LARGER: 0}
 
 
