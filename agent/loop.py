@@ -25,10 +25,10 @@ from agent.context import ContextKeeper, ContextPolicy
 from agent.events import Event, FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted, TurnRestarted
 from agent.messages import AssistantMessage, Message, NoteMessage, SystemMessage, ToolMessage, UserMessage
 from agent.models._turns import ToolChoice
-from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest
+from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest, turn_opens_thinking
 from agent.models.errors import ContextLengthError, ModelError, ModelStreamError
 from agent.parsing import Completion, StreamParser
-from agent.parsing._forms import mentioned_call
+from agent.parsing._forms import fenced_tool_code, mentioned_call
 from agent.transcript import TranscriptWriter, new_run_id, open_for_resume
 from tools.base import Tool, tool
 from tools.serialize import replace_surrogates
@@ -97,6 +97,7 @@ class _RunState:
     tool_calls: int = 0
     usage: RunUsage = field(default_factory=RunUsage)
     malformed_streak: int = 0
+    code_shown_note: bool = False  # the model was told once that code it showed was not run
     last_calls_key: str | None = None
     repeat_count: int = 0
     answer: str = ""
@@ -229,8 +230,12 @@ class Agent:
     def iter(self, task: str) -> AgentRun:
         """Start a run of `task`: iterate the returned `AgentRun` for its events, then read `.result`."""
         run_id = new_run_id()
-        messages = self._opening_messages(task)
         writer = self._writer(run_id)
+        if self.system_prompt is None and hasattr(self.model, "turn_opens_thinking"):
+            # The default system prompt depends on the model's format, which the model may have to load to
+            # tell: the run asks it when it starts (`AgentRun._open`), off this synchronous call.
+            return AgentRun(self, _RunState(messages=[], run_id=run_id), writer, task=task)
+        messages = self._opening_messages(task, self.system_prompt)
         if writer is not None:
             writer.start(run_id=run_id, task=task, config=self._config(), messages=messages)
         return AgentRun(self, _RunState(messages=list(messages), run_id=run_id), writer)
@@ -296,13 +301,24 @@ class Agent:
 
     # ----------------------------------------------------------------- setup
 
-    def _opening_messages(self, task: str) -> list[Message]:
-        system = self.system_prompt
+    def _opening_messages(self, task: str, system: str | None) -> list[Message]:
         if system is None:
-            system = prompts.render_system_prompt("default")
+            system = self.default_system_prompt(None)
         opening: list[Message] = [SystemMessage(content=replace_surrogates(system))] if system else []
         opening.append(UserMessage(content=replace_surrogates(task)))
         return opening
+
+    def default_system_prompt(self, opens_thinking: bool | None) -> str:
+        """The system prompt used when none is given, for a model whose turns do or do not open reasoning.
+
+        A reasoning model (QwQ-32B; None, unknown, counts as one) is asked to think, then call or answer
+        (`default`). A model whose turn starts with its visible answer (Qwen2.5, Qwen3 with thinking off)
+        takes "think it through" as a cue to write prose and code for the reader instead of calling a tool:
+        it gets `direct`, which asks it to call the tools rather than show or imagine their work.
+        """
+        if opens_thinking is False:
+            return prompts.render_system_prompt("direct", tools=bool(self.toolbox.names))
+        return prompts.render_system_prompt("default")
 
     def _writer(self, run_id: str) -> TranscriptWriter | None:
         if self.transcript_dir is None:
@@ -341,8 +357,10 @@ class AgentRun:
         *,
         step_budget_from: int = 0,
         finished: bool = False,
+        task: str | None = None,
     ) -> None:
         self.agent = agent
+        self._task = task  # set: a new run whose opening messages are made when it starts
         self._state = state
         self._writer = writer
         self._step_budget_from = step_budget_from
@@ -389,6 +407,8 @@ class AgentRun:
         state, writer = self._state, self._writer
         try:
             if not self._finished_before:
+                if self._task is not None:
+                    await self._open(self._task)
                 async for event in self._steps():
                     yield event
         finally:
@@ -417,6 +437,19 @@ class AgentRun:
                 error=state.error,
             )
             yield FinalAnswer(answer=state.answer, stop_reason=state.stop_reason.value, steps=state.steps)
+
+    async def _open(self, task: str) -> None:
+        """A new run's opening messages, with the default system prompt that suits the model's format."""
+        agent, state = self.agent, self._state
+        try:
+            opens = await turn_opens_thinking(agent.model)
+        except ModelError:
+            opens = None  # the first turn meets the same failure and reports it as runs always do
+        state.messages.extend(agent._opening_messages(task, agent.default_system_prompt(opens)))
+        if self._writer is not None:
+            self._writer.start(
+                run_id=state.run_id, task=task, config=agent._config(), messages=list(state.messages)
+            )
 
     async def _steps(self) -> AsyncIterator[Event]:
         state = self._state
@@ -635,7 +668,23 @@ class AgentRun:
             name = mentioned_call(assistant.content, self.agent.toolbox.names)
             if name is not None:
                 return [_note("unexecuted_call", name=name)]
+            return self._code_shown(assistant.content)
         return []
+
+    def _code_shown(self, content: str) -> list[NoteMessage]:
+        """A note for a run's first answer that shows code for a tool (```python) instead of running it.
+
+        Small models without reasoning do this instead of calling (Qwen2.5-Coder-0.5B, measured). The code
+        is not run, since that would guess; the model is told once how to run it, and may then answer again.
+        """
+        state = self._state
+        if state.tool_calls or state.code_shown_note:
+            return []
+        name = fenced_tool_code(content, self.agent.toolbox.names)
+        if name is None:
+            return []
+        state.code_shown_note = True
+        return [_note("unrun_code", name=name)]
 
     def _refusal(self, calls: list[ToolCall]) -> NoteMessage | None:
         """Why `tool_choice` forbids these calls, or None when they may run."""

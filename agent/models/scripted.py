@@ -39,6 +39,10 @@ class ScriptedModel:
     real backend each request is first sent to with `max_tokens=1` (its text dropped): the prompt is really
     tokenized and evaluated there — its context limit, KV cache, token counts and usage apply — while the
     script decides what the model says. Token counting and the context size are then the backend's.
+
+    `opens_thinking=False` plays a model whose turn starts with its visible answer (Qwen2.5, say): outputs
+    are then read without a closing `</think>`, and the loop picks the system prompt for such models. None
+    (the default) or True: QwQ-32B's turns, which start inside the reasoning.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class ScriptedModel:
         chunk_size: int = 7,
         n_ctx: int | None = None,
         prefill: Model | None = None,
+        opens_thinking: bool | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -55,6 +60,7 @@ class ScriptedModel:
         self.chunk_size = chunk_size
         self.n_ctx = n_ctx
         self.prefill = prefill
+        self.opens_thinking = opens_thinking
         self.requests: list[ModelRequest] = []
 
     @property
@@ -63,6 +69,9 @@ class ScriptedModel:
 
     def remaining(self) -> Sequence[str]:
         return self.outputs[len(self.requests) :]
+
+    async def turn_opens_thinking(self) -> bool | None:
+        return self.opens_thinking
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         index = len(self.requests)
@@ -79,6 +88,8 @@ class ScriptedModel:
             async for chunk in self.prefill.stream(replace(request, max_tokens=1, thinking_budget=None)):
                 if chunk.usage is not None:
                     usage, extra = chunk.usage, dict(chunk.extra)
+        if self.opens_thinking is not None:
+            yield ModelChunk(opens_thinking=self.opens_thinking)
         for start in range(0, len(text), self.chunk_size):
             yield ModelChunk(text=text[start : start + self.chunk_size])
         yield ModelChunk(usage=replace(usage, completion_tokens=len(text)), finish_reason="stop", extra=extra)

@@ -44,6 +44,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "thinking_budget": {},
     "tool_required": {"tool_name": "search"},
     "unexecuted_call": {"name": "search"},
+    "unrun_code": {"name": "python"},
     # what the code tools (tools/code.py) tell the model about a sandbox call
     "python_interrupted": {"timeout_s": 30},
     "python_out_of_memory": {"memory": "1g"},
@@ -96,7 +97,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
 
 
 def test_the_shipped_templates_are_listed() -> None:
-    assert available_system_prompts() == ["context_summary", "default", "solve"]
+    assert available_system_prompts() == ["context_summary", "default", "direct", "solve"]
     assert available_notes() == sorted(NOTE_VARIABLES)
 
 
@@ -108,6 +109,19 @@ def test_default_prompt_asks_to_think_then_call_or_answer_without_describing_the
     assert "<tool_call>" not in text
     assert "# Tools" not in text
     assert not text.endswith("\n")
+
+
+def test_direct_prompt_asks_to_call_rather_than_show_and_leaves_the_format_to_the_tools_section() -> None:
+    text = render_system_prompt("direct", tools=True)
+    assert "Think" not in text
+    assert "call it" in text
+    assert "final answer" in text
+    assert "tools section below" in text  # the format's own tool section (or the tool prompt) follows
+    assert "# Tools" not in text
+    assert not text.endswith("\n")
+    alone = render_system_prompt("direct", tools=False)
+    assert "tool" not in alone
+    assert not alone.endswith("\n")
 
 
 def test_solve_prompt_names_the_workspace_and_the_solution_file() -> None:
@@ -131,7 +145,8 @@ def test_an_unexpected_variable_fails() -> None:
 
 def test_an_unknown_name_lists_the_available_ones() -> None:
     with pytest.raises(
-        PromptTemplateError, match="no system prompt named 'nope'; available: context_summary, default, solve"
+        PromptTemplateError,
+        match="no system prompt named 'nope'; available: context_summary, default, direct, solve",
     ):
         render_system_prompt("nope")
     with pytest.raises(PromptTemplateError, match="available: call_arguments_missing, call_arguments_string"):
