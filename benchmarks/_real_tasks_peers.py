@@ -8,7 +8,7 @@ Runs ONLY in the peers' own virtual environment (never a dependency of this proj
         --server http://127.0.0.1:8765 --seed 1 [--task ID ...]
 
 `real_tasks.py` starts llama-cpp-python's OpenAI-compatible server and invokes this file as a subprocess; it
-prints one JSON object per task on stdout.
+prints one JSON object per task on stdout, after `ROW_MARK`.
 
 Fairness notes, also printed by `real_tasks.py`:
 * Tool: both peers get one tool, `python`, that runs the code in a fresh local subprocess of this venv's
@@ -47,6 +47,7 @@ TOOL_DESCRIPTION = (
 CODE_DESCRIPTION = "The Python code to run."
 TOOL_TIMEOUT_S = 30.0
 MAX_OUTPUT_CHARS = 4000
+ROW_MARK = "@@row "  # the peers print on stdout too; result lines carry this prefix
 
 # Runs the code, printing the value of a trailing expression (like a notebook cell / our sandbox tool).
 _RUNNER = r"""
@@ -249,8 +250,9 @@ def run_smolagents(task: Task, base_url: str, args: argparse.Namespace, tool: Lo
         seed=args.seed,
         max_tokens=args.max_tokens,
         extra_body={"top_k": args.top_k},
+        flatten_messages_as_text=True,  # llama-cpp-python's server takes string contents only
     )
-    agent = ToolCallingAgent(tools=[PythonExec()], model=model, max_steps=args.max_turns, verbosity_level=0)
+    agent = ToolCallingAgent(tools=[PythonExec()], model=model, max_steps=args.max_turns, verbosity_level=1)
     return str(agent.run(task.prompt))
 
 
@@ -303,7 +305,7 @@ def main() -> None:
             "answer": answer[-300:],
             "error": error,
         }
-        print(json.dumps(row), flush=True)
+        print(ROW_MARK + json.dumps(row), flush=True)
     proxy.shutdown()
 
 

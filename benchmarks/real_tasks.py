@@ -51,6 +51,7 @@ MODEL_FILES = {
 FRAMEWORKS = ("ours", "ours-server", "qwen-agent", "smolagents")
 SERVER_FRAMEWORKS = ("ours-server", "qwen-agent", "smolagents")
 PEERS = ("qwen-agent", "smolagents")
+ROW_MARK = "@@row "  # as in _real_tasks_peers.py (not imported: that module is the peers' venv's)
 PEERS_SCRIPT = Path(__file__).resolve().parent / "_real_tasks_peers.py"
 Row = dict[str, Any]
 
@@ -280,8 +281,10 @@ def run_peer(
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
         assert process.stdout is not None
         for line in process.stdout:
-            if line.startswith("{"):
-                emit(json.loads(line))
+            if line.startswith(ROW_MARK):
+                emit(json.loads(line.removeprefix(ROW_MARK)))
+            else:  # the peer's own log goes with the server's
+                log.write(line.encode())
         process.wait()
 
 
