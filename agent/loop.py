@@ -24,7 +24,7 @@ from agent import telemetry
 from agent.events import Event, FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted, TurnRestarted
 from agent.messages import AssistantMessage, Message, NoteMessage, SystemMessage, ToolMessage, UserMessage
 from agent.models._turns import ToolChoice
-from agent.models.base import KeepThinking, Model, ModelRequest
+from agent.models.base import KeepThinking, Model, ModelRequest, turn_opens_thinking
 from agent.models.errors import ModelError, ModelStreamError
 from agent.parsing import Completion, StreamParser
 from agent.parsing._forms import mentioned_call
@@ -217,8 +217,12 @@ class Agent:
     def iter(self, task: str) -> AgentRun:
         """Start a run of `task`: iterate the returned `AgentRun` for its events, then read `.result`."""
         run_id = new_run_id()
-        messages = self._opening_messages(task)
         writer = self._writer(run_id)
+        if self.system_prompt is None and hasattr(self.model, "turn_opens_thinking"):
+            # The default system prompt depends on the model's format, which the model may have to load to
+            # tell: the run asks it when it starts (`AgentRun._open`), off this synchronous call.
+            return AgentRun(self, _RunState(messages=[], run_id=run_id), writer, task=task)
+        messages = self._opening_messages(task, self.system_prompt)
         if writer is not None:
             writer.start(run_id=run_id, task=task, config=self._config(), messages=messages)
         return AgentRun(self, _RunState(messages=list(messages), run_id=run_id), writer)
@@ -281,13 +285,24 @@ class Agent:
 
     # ----------------------------------------------------------------- setup
 
-    def _opening_messages(self, task: str) -> list[Message]:
-        system = self.system_prompt
+    def _opening_messages(self, task: str, system: str | None) -> list[Message]:
         if system is None:
-            system = prompts.render_system_prompt("default")
+            system = self.default_system_prompt(None)
         opening: list[Message] = [SystemMessage(content=system)] if system else []
         opening.append(UserMessage(content=task))
         return opening
+
+    def default_system_prompt(self, opens_thinking: bool | None) -> str:
+        """The system prompt used when none is given, for a model whose turns do or do not open reasoning.
+
+        A reasoning model (QwQ-32B; None, unknown, counts as one) is asked to think, then call or answer
+        (`default`). A model whose turn starts with its visible answer (Qwen2.5, Qwen3 with thinking off)
+        takes "think it through" as a cue to write prose and code for the reader instead of calling a tool:
+        it gets `direct`, which asks it to call the tools rather than show or imagine their work.
+        """
+        if opens_thinking is False:
+            return prompts.render_system_prompt("direct", tools=bool(self.toolbox.names))
+        return prompts.render_system_prompt("default")
 
     def _writer(self, run_id: str) -> TranscriptWriter | None:
         if self.transcript_dir is None:
@@ -325,8 +340,10 @@ class AgentRun:
         *,
         step_budget_from: int = 0,
         finished: bool = False,
+        task: str | None = None,
     ) -> None:
         self.agent = agent
+        self._task = task  # set: a new run whose opening messages are made when it starts
         self._state = state
         self._writer = writer
         self._step_budget_from = step_budget_from
@@ -372,6 +389,8 @@ class AgentRun:
         state, writer = self._state, self._writer
         try:
             if not self._finished_before:
+                if self._task is not None:
+                    await self._open(self._task)
                 async for event in self._steps():
                     yield event
         finally:
@@ -400,6 +419,19 @@ class AgentRun:
                 error=state.error,
             )
             yield FinalAnswer(answer=state.answer, stop_reason=state.stop_reason.value, steps=state.steps)
+
+    async def _open(self, task: str) -> None:
+        """A new run's opening messages, with the default system prompt that suits the model's format."""
+        agent, state = self.agent, self._state
+        try:
+            opens = await turn_opens_thinking(agent.model)
+        except ModelError:
+            opens = None  # the first turn meets the same failure and reports it as runs always do
+        state.messages.extend(agent._opening_messages(task, agent.default_system_prompt(opens)))
+        if self._writer is not None:
+            self._writer.start(
+                run_id=state.run_id, task=task, config=agent._config(), messages=list(state.messages)
+            )
 
     async def _steps(self) -> AsyncIterator[Event]:
         state = self._state

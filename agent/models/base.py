@@ -17,7 +17,15 @@ if TYPE_CHECKING:
     from agent.messages import Message
     from tools.base import Tool
 
-__all__ = ["KeepThinking", "Model", "ModelChunk", "ModelRequest", "ToolChoice", "Usage"]
+__all__ = [
+    "KeepThinking",
+    "Model",
+    "ModelChunk",
+    "ModelRequest",
+    "ToolChoice",
+    "Usage",
+    "turn_opens_thinking",
+]
 
 KeepThinking = Literal["none", "current_task"]
 
@@ -65,3 +73,17 @@ class Model(Protocol):
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         """Start one completion; iterate to receive its text. Closing the iterator cancels generation."""
         ...
+
+
+async def turn_opens_thinking(model: Model) -> bool | None:
+    """Whether `model`'s turns start inside its reasoning, before any turn is generated; None when unknown.
+
+    Backends that render the prompt themselves know (QwQ-32B's turn opens `<think>`, Qwen2.5's does not) and
+    say so through an optional coroutine method `turn_opens_thinking()`; it is not part of `Model`, so any
+    object with `stream` stays a model. The loop uses the answer to pick a system prompt that suits the model.
+    """
+    probe = getattr(model, "turn_opens_thinking", None)
+    if probe is None:
+        return None
+    answer = await probe()
+    return None if answer is None else bool(answer)

@@ -53,6 +53,10 @@ class ChatFormat:
             self.template, messages, list(tools) or None, add_generation_prompt=True, **self.variables
         )
 
+    def opens_thinking(self) -> bool:
+        """Whether the model's turn starts inside its reasoning, read off a rendered one-question prompt."""
+        return opens_thinking(self.render([{"role": "user", "content": "Hi"}]))
+
     @property
     def tools_in_template(self) -> bool:
         """Whether the model's own template renders the tools (else the framework's tool prompt does)."""

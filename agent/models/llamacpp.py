@@ -200,6 +200,12 @@ class LlamaCppModel:
             assert self._format is not None
             return self._format
 
+    async def turn_opens_thinking(self) -> bool:
+        """Whether this model's turns start inside its reasoning (loads the model, off the event loop)."""
+        import asyncio
+
+        return await asyncio.to_thread(lambda: self.chat_format.opens_thinking())
+
     def render_prompt(self, messages: Sequence[Any], tools: Sequence[Any] | None = None, **kw: Any) -> str:
         """Exactly the text the model receives for `messages` and `tools` (loads the model if needed).
 

@@ -199,6 +199,15 @@ class OpenAICompatModel:
                     f"GET {transport.base_url}/models did not return a model list: {exc}"
                 ) from exc
 
+    async def turn_opens_thinking(self) -> bool | None:
+        """Completions mode: whether the prompt it renders leaves the model inside its reasoning (asks the
+        server for its template once). Chat mode: None, since the server renders the prompt."""
+        if self.mode == "chat":
+            return None
+        async with self._transport() as transport:
+            fmt = await self._chat_format(transport)
+        return fmt.opens_thinking()
+
     async def render_prompt(
         self, messages: Sequence[Any], tools: Sequence[Any] | None = None, **kw: Any
     ) -> str:

@@ -33,13 +33,20 @@ class ScriptedModel:
 
     Every request it received is kept in `requests`, so a test can check what the loop sent. Usage counts
     characters, not tokens: enough to exercise token budgets deterministically.
+
+    `opens_thinking=False` plays a model whose turn starts with its visible answer (Qwen2.5, say): outputs
+    are then read without a closing `</think>`, and the loop picks the system prompt for such models. None
+    (the default) or True: QwQ-32B's turns, which start inside the reasoning.
     """
 
-    def __init__(self, outputs: Iterable[str], *, chunk_size: int = 7) -> None:
+    def __init__(
+        self, outputs: Iterable[str], *, chunk_size: int = 7, opens_thinking: bool | None = None
+    ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.outputs: list[str] = list(outputs)
         self.chunk_size = chunk_size
+        self.opens_thinking = opens_thinking
         self.requests: list[ModelRequest] = []
 
     @property
@@ -48,6 +55,9 @@ class ScriptedModel:
 
     def remaining(self) -> Sequence[str]:
         return self.outputs[len(self.requests) :]
+
+    async def turn_opens_thinking(self) -> bool | None:
+        return self.opens_thinking
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         index = len(self.requests)
@@ -59,6 +69,8 @@ class ScriptedModel:
         self.requests.append(request)
         text = self.outputs[index]
         prompt_chars = sum(len(str(getattr(m, "content", ""))) for m in request.messages)
+        if self.opens_thinking is not None:
+            yield ModelChunk(opens_thinking=self.opens_thinking)
         for start in range(0, len(text), self.chunk_size):
             yield ModelChunk(text=text[start : start + self.chunk_size])
         yield ModelChunk(

@@ -81,7 +81,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
 
 
 def test_the_shipped_templates_are_listed() -> None:
-    assert available_system_prompts() == ["default", "solve"]
+    assert available_system_prompts() == ["default", "direct", "solve"]
     assert available_notes() == sorted(NOTE_VARIABLES)
 
 
@@ -93,6 +93,19 @@ def test_default_prompt_asks_to_think_then_call_or_answer_without_describing_the
     assert "<tool_call>" not in text
     assert "# Tools" not in text
     assert not text.endswith("\n")
+
+
+def test_direct_prompt_asks_to_call_rather_than_show_and_leaves_the_format_to_the_tools_section() -> None:
+    text = render_system_prompt("direct", tools=True)
+    assert "Think" not in text
+    assert "call it" in text
+    assert "final answer" in text
+    assert "tools section below" in text  # the format's own tool section (or the tool prompt) follows
+    assert "# Tools" not in text
+    assert not text.endswith("\n")
+    alone = render_system_prompt("direct", tools=False)
+    assert "tool" not in alone
+    assert not alone.endswith("\n")
 
 
 def test_solve_prompt_names_the_workspace_and_the_solution_file() -> None:
@@ -115,7 +128,9 @@ def test_an_unexpected_variable_fails() -> None:
 
 
 def test_an_unknown_name_lists_the_available_ones() -> None:
-    with pytest.raises(PromptTemplateError, match="no system prompt named 'nope'; available: default, solve"):
+    with pytest.raises(
+        PromptTemplateError, match="no system prompt named 'nope'; available: default, direct, solve"
+    ):
         render_system_prompt("nope")
     with pytest.raises(PromptTemplateError, match="available: call_arguments_missing, call_arguments_string"):
         render_note("../default")

@@ -1,0 +1,97 @@
+"""The default system prompt follows the model's format: `default` for reasoning turns, `direct` otherwise.
+
+Small non-reasoning models (Qwen2.5-Coder-0.5B, measured in tests/e2e/test_real_models.py) read the
+reasoning prompt's "think the task through" as a cue to write prose and code for the reader, and never call
+a tool; the direct prompt asks them to call. The loop asks the model (`turn_opens_thinking`) when the run
+starts, so a model that must load to know is asked off the caller's synchronous `iter()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import prompts
+from agent import Agent, StopReason
+from agent.messages import SystemMessage, UserMessage
+from agent.models import ModelChunk, ModelRequest, ModelUnavailableError, ScriptedModel, tool_call_text
+from agent.testing import add
+from agent.transcript import read_transcript
+
+DIRECT = prompts.render_system_prompt("direct", tools=True)
+DEFAULT = prompts.render_system_prompt("default")
+
+
+def system_of(model: ScriptedModel) -> str:
+    first = model.requests[0].messages[0]
+    assert isinstance(first, SystemMessage)
+    return first.content
+
+
+async def test_a_model_whose_turn_opens_no_reasoning_gets_the_direct_prompt(tmp_path: Path) -> None:
+    # written as Qwen2.5 writes: no reasoning, no </think>, the call then the answer
+    model = ScriptedModel([tool_call_text("add", {"a": 2, "b": 3}), "5"], opens_thinking=False)
+    result = await Agent(model, [add], transcript_dir=tmp_path).run("2+3?")
+    assert result.stop_reason is StopReason.FINAL_ANSWER
+    assert result.answer == "5"
+    assert result.tool_calls == 1
+    assert system_of(model) == DIRECT
+    assert "call it and use its result" in DIRECT
+    assert "Think the task through" not in DIRECT
+    # the transcript opens with the prompt the model saw
+    assert result.transcript_path is not None
+    record = read_transcript(result.transcript_path)
+    assert [type(m) for m in record.messages[:2]] == [SystemMessage, UserMessage]
+    assert record.messages[0].content == DIRECT
+
+
+async def test_a_reasoning_model_and_an_unknown_one_get_the_default_prompt() -> None:
+    for opens in (True, None):
+        model = ScriptedModel(["R\n</think>\n\n4"], opens_thinking=opens)
+        assert (await Agent(model, [add]).run("2+2?")).answer == "4"
+        assert system_of(model) == DEFAULT
+
+
+async def test_without_tools_the_direct_prompt_speaks_of_no_tools() -> None:
+    model = ScriptedModel(["4"], opens_thinking=False)
+    assert (await Agent(model).run("2+2?")).answer == "4"
+    text = system_of(model)
+    assert text == prompts.render_system_prompt("direct", tools=False)
+    assert "tool" not in text
+
+
+async def test_a_given_system_prompt_is_kept_and_the_model_is_not_asked() -> None:
+    class Asked(ScriptedModel):
+        async def turn_opens_thinking(self) -> bool | None:
+            raise AssertionError("the model was asked although the system prompt was given")
+
+    model = Asked(["4"], opens_thinking=False)
+    run = Agent(model, system_prompt="Be terse.").iter("2+2?")
+    assert [m.content for m in run.messages] == ["Be terse.", "2+2?"]  # known at once
+    assert (await run.finish()).answer == "4"
+    assert system_of(model) == "Be terse."
+
+
+async def test_a_model_that_cannot_tell_yet_gets_the_default_and_its_turn_reports_the_failure() -> None:
+    class Down:
+        async def turn_opens_thinking(self) -> bool | None:
+            raise ModelUnavailableError("the server at 127.0.0.1:9 is down")
+
+        async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+            raise ModelUnavailableError("the server at 127.0.0.1:9 is down")
+            yield ModelChunk()
+
+    run = Agent(Down(), [add]).iter("2+2?")
+    result = await run.finish()
+    assert result.stop_reason is StopReason.MODEL_ERROR
+    assert "is down" in result.detail
+    assert isinstance(result.messages[0], SystemMessage)
+    assert result.messages[0].content == DEFAULT
+
+
+async def test_the_opening_is_made_once_the_run_starts() -> None:
+    model = ScriptedModel(["4"], opens_thinking=False)
+    run = Agent(model).iter("2+2?")
+    assert run.messages == []  # the model has not been asked yet
+    await run.finish()
+    assert [type(m) for m in run.messages[:2]] == [SystemMessage, UserMessage]
