@@ -115,18 +115,28 @@ class LocalPython:
 
 
 def _sse(completion: dict[str, Any]) -> bytes:
-    """A non-streamed chat completion re-sent as one streamed chunk and [DONE]."""
+    """A non-streamed (chat or text) completion re-sent as one streamed chunk and [DONE]."""
     choice = completion["choices"][0]
-    message = dict(choice.get("message") or {})
-    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-    if message.get("tool_calls"):
-        delta["tool_calls"] = [dict(call, index=i) for i, call in enumerate(message["tool_calls"])]
+    if "text" in choice:  # /v1/completions
+        out: dict[str, Any] = {
+            "index": 0,
+            "text": choice["text"],
+            "finish_reason": choice.get("finish_reason"),
+        }
+        kind = "text_completion"
+    else:
+        message = dict(choice.get("message") or {})
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [dict(call, index=i) for i, call in enumerate(message["tool_calls"])]
+        out = {"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")}
+        kind = "chat.completion.chunk"
     chunk = {
-        "id": completion.get("id", "chatcmpl-proxy"),
-        "object": "chat.completion.chunk",
+        "id": completion.get("id", "proxy"),
+        "object": kind,
         "created": completion.get("created", int(time.time())),
         "model": completion.get("model", "local"),
-        "choices": [{"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")}],
+        "choices": [out],
         "usage": completion.get("usage"),
     }
     return b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n"

@@ -153,6 +153,7 @@ def run_ours_inprocess(
 def run_ours_server(
     path: Path, server: str, tasks: Sequence[Task], args: argparse.Namespace, emit: Callable[[Row], None]
 ) -> None:
+    from _real_tasks_peers import Counters, start_proxy
     from llama_cpp import Llama
 
     from agent.models import OpenAICompatModel
@@ -160,9 +161,13 @@ def run_ours_server(
     vocab = Llama(str(path), vocab_only=True, verbose=False)
     template = vocab.metadata.get("tokenizer.chat_template")
     del vocab
+    # llama-cpp-python's server sends no usage when streaming: count through the peers' proxy, like theirs.
+    counters = Counters()
+    proxy = start_proxy(server, counters)
+    base_url = f"http://127.0.0.1:{proxy.server_address[1]}/v1"
     for task in tasks:
         model = OpenAICompatModel(
-            base_url=server + "/v1",
+            base_url=base_url,
             mode="completions",
             chat_format="auto",
             chat_template=template,
@@ -172,7 +177,12 @@ def run_ours_server(
             sampling=_sampling(args),
             read_timeout=args.task_timeout,
         )
-        emit(asyncio.run(_run_ours_task(model, task, args, "ours-server")))
+        before = counters.snapshot()
+        row = asyncio.run(_run_ours_task(model, task, args, "ours-server"))
+        _, prompt, completion = (a - b for a, b in zip(counters.snapshot(), before, strict=True))
+        row.update(prompt_tokens=prompt, completion_tokens=completion)
+        emit(row)
+    proxy.shutdown()
 
 
 def _row(
