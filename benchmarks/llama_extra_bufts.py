@@ -51,7 +51,7 @@ def measure(
     runtime = model.runtime
     assert runtime is not None
     ids = llm.tokenize((TEXT * 200).encode(), add_bos=False)[:prompt_tokens]
-    llm.reset()
+    llm.reset()  # type: ignore[no-untyped-call]
     start = time.perf_counter()
     llm.eval(ids)
     prompt_s = time.perf_counter() - start
@@ -79,7 +79,7 @@ def cpu_summary() -> str:
         text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
         return "unknown CPU"
-    name, flags = "unknown CPU", set()
+    name, flags = "unknown CPU", set[str]()
     for line in text.splitlines():
         if line.startswith("model name") and name == "unknown CPU":
             name = line.split(":", 1)[1].strip()

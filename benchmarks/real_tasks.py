@@ -378,11 +378,12 @@ def _parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--task", action="append", help="task id (repeatable); default: all")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--by-framework", action="store_true", help="all tasks per framework (one load each)")
     parser.add_argument("--temperature", type=float, default=0.7, help="Qwen2.5-Coder's recommended 0.7")
     parser.add_argument("--top-p", type=float, default=0.8)
     parser.add_argument("--top-k", type=int, default=20)
-    parser.add_argument("--max-tokens", type=int, default=512, help="per model call")
-    parser.add_argument("--max-turns", type=int, default=6, help="model calls per task")
+    parser.add_argument("--max-tokens", type=int, default=320, help="per model call")
+    parser.add_argument("--max-turns", type=int, default=5, help="model calls per task")
     parser.add_argument("--task-timeout", type=float, default=600.0)
     parser.add_argument("--n-ctx", type=int, default=8192)
     parser.add_argument(
@@ -402,8 +403,8 @@ def _parse_args() -> argparse.Namespace:
 def main() -> None:
     args = _parse_args()
     if args.table_only:
-        rows = [json.loads(line) for line in Path(args.table_only).read_text().splitlines() if line.strip()]
-        print_table(rows)
+        saved = [json.loads(line) for line in Path(args.table_only).read_text().splitlines() if line.strip()]
+        print_table(saved)
         return
     models = args.model or ["1.5b", "0.5b"]
     frameworks = args.framework or ["ours", "qwen-agent", "smolagents"]
@@ -437,19 +438,34 @@ def main() -> None:
                     flush=True,
                 )
 
-            if "ours" in frameworks:
-                run_ours_inprocess(path, tasks, args, emit)
-            if any(f in frameworks for f in SERVER_FRAMEWORKS):
-                process, server = start_server(path, args)
-                try:
-                    if "ours-server" in frameworks:
-                        run_ours_server(path, server, tasks, args, emit)
-                    for peer in PEERS:
-                        if peer in frameworks:
-                            run_peer(peer, server, tasks, args, emit)
-                finally:
-                    stop_server(process)
+            # Task by task (each framework on task 1, then on task 2, ...) unless --by-framework: a run cut
+            # short still compares the frameworks on the same tasks. The model is reloaded per batch.
+            batches = [[t] for t in tasks] if not args.by_framework else [list(tasks)]
+            for batch in batches:
+                run_batch(path, batch, frameworks, args, emit)
     print_table(rows)
+
+
+def run_batch(
+    path: Path,
+    tasks: Sequence[Task],
+    frameworks: Sequence[str],
+    args: argparse.Namespace,
+    emit: Callable[[Row], None],
+) -> None:
+    """The chosen frameworks on `tasks`; one model process at a time (ours in-process, then the server)."""
+    if "ours" in frameworks:
+        run_ours_inprocess(path, tasks, args, emit)
+    if any(f in frameworks for f in SERVER_FRAMEWORKS):
+        process, server = start_server(path, args)
+        try:
+            if "ours-server" in frameworks:
+                run_ours_server(path, server, tasks, args, emit)
+            for peer in PEERS:
+                if peer in frameworks:
+                    run_peer(peer, server, tasks, args, emit)
+        finally:
+            stop_server(process)
 
 
 if __name__ == "__main__":
