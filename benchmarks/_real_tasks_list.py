@@ -69,46 +69,12 @@ _SORTED = "".join(sorted("benchmarkingagents"))
 _SHA = hashlib.sha256(b"qwq-agent").hexdigest()[:8]
 _DAYS = (datetime.date(2025, 11, 3) - datetime.date(2024, 2, 15)).days
 
-TASKS: tuple[Task, ...] = (
+TASKS: tuple[Task, ...] = (  # kinds alternate, so a run cut short still covers each kind
     Task(
         "modpow",
         "arithmetic",
         "Use Python to compute 7**222 modulo 1000003. Reply with the number.",
         _has_number(pow(7, 222, 1000003)),
-    ),
-    Task(
-        "primes",
-        "arithmetic",
-        "Use Python to compute the sum of all prime numbers below 5000. Reply with the number.",
-        _has_number(sum(_primes_below(5000))),
-    ),
-    Task(
-        "collatz",
-        "arithmetic",
-        "Use Python to count how many steps the Collatz sequence starting at 97 takes to reach 1 "
-        "(one step: n -> n/2 if n is even, else 3n+1). Reply with the number.",
-        _has_number(_collatz_steps(97)),
-    ),
-    Task(
-        "sort_letters",
-        "string",
-        "Use Python to remove the space from the string 'benchmarking agents' and sort its letters "
-        "alphabetically. Reply with the resulting string.",
-        _has_word(_SORTED),
-    ),
-    Task(
-        "sha256",
-        "string",
-        "Use Python to compute the SHA-256 hex digest of the UTF-8 string 'qwq-agent'. Reply with its first "
-        "8 hex characters.",
-        _has_word(_SHA),
-    ),
-    Task(
-        "word_count",
-        "string",
-        "Use Python to find which word occurs most often in the text 'to be or not to be that is the "
-        "question to ask or not' and how many times. Reply with the word and the count.",
-        _has_all(_has_word("to"), _has_number(3)),
     ),
     Task(
         "file_roundtrip",
@@ -131,10 +97,44 @@ TASKS: tuple[Task, ...] = (
         _has_number(_DAYS),
     ),
     Task(
+        "sort_letters",
+        "string",
+        "Use Python to remove the space from the string 'benchmarking agents' and sort its letters "
+        "alphabetically. Reply with the resulting string.",
+        _has_word(_SORTED),
+    ),
+    Task(
+        "primes",
+        "arithmetic",
+        "Use Python to compute the sum of all prime numbers below 5000. Reply with the number.",
+        _has_number(sum(_primes_below(5000))),
+    ),
+    Task(
+        "sha256",
+        "string",
+        "Use Python to compute the SHA-256 hex digest of the UTF-8 string 'qwq-agent'. Reply with its first "
+        "8 hex characters.",
+        _has_word(_SHA),
+    ),
+    Task(
+        "word_count",
+        "string",
+        "Use Python to find which word occurs most often in the text 'to be or not to be that is the "
+        "question to ask or not' and how many times. Reply with the word and the count.",
+        _has_all(_has_word("to"), _has_number(3)),
+    ),
+    Task(
         "weekday",
         "date",
         "Use Python to find the day of the week of 2031-03-17. Reply with the weekday's English name.",
         _has_word(datetime.date(2031, 3, 17).strftime("%A")),
+    ),
+    Task(
+        "collatz",
+        "arithmetic",
+        "Use Python to count how many steps the Collatz sequence starting at 97 takes to reach 1 "
+        "(one step: n -> n/2 if n is even, else 3n+1). Reply with the number.",
+        _has_number(_collatz_steps(97)),
     ),
 )
 

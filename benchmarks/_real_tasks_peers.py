@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -299,6 +300,7 @@ def main() -> None:
             error = f"{type(exc).__name__}: {exc}"
             traceback.print_exc(file=sys.stderr)
         seconds = time.perf_counter() - start
+        shutil.rmtree(tool.workdir, ignore_errors=True)
         calls, prompt, completion = (a - b for a, b in zip(counters.snapshot(), before, strict=True))
         correct = task.checker(answer)
         row = {

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -425,24 +426,27 @@ def main() -> None:
     )
     rows: list[Row] = []
     with open(args.results, "a", encoding="utf-8") as sink:
-        for name in models:
-            path = MODELS_DIR / MODEL_FILES[name]
 
-            def emit(row: Row, name: str = name) -> None:
-                row = {"model": f"qwen2.5-coder-{name}", "commit": commit, "seed": args.seed, **row}
-                rows.append(row)
-                sink.write(json.dumps(row) + "\n")
-                sink.flush()
-                print(
-                    f"  {row['model']} {row['framework']:<12} {row['task']:<15} {_cell(row)}  {row['error']}",
-                    flush=True,
-                )
+        def emit(row: Row, name: str) -> None:
+            row = {"model": f"qwen2.5-coder-{name}", "commit": commit, "seed": args.seed, **row}
+            rows.append(row)
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            print(
+                f"  {row['model']} {row['framework']:<12} {row['task']:<15} {_cell(row)}  {row['error']}",
+                flush=True,
+            )
 
-            # Task by task (each framework on task 1, then on task 2, ...) unless --by-framework: a run cut
-            # short still compares the frameworks on the same tasks. The model is reloaded per batch.
-            batches = [[t] for t in tasks] if not args.by_framework else [list(tasks)]
-            for batch in batches:
-                run_batch(path, batch, frameworks, args, emit)
+        # Task by task (every framework and model on task 1, then on task 2, ...) unless --by-framework: a run
+        # cut short still compares the frameworks on the same tasks. The model is reloaded per batch.
+        if args.by_framework:
+            plan = [(name, list(tasks)) for name in models]
+        else:
+            plan = [(name, [task]) for task in tasks for name in models]
+        for name, batch in plan:
+            run_batch(
+                MODELS_DIR / MODEL_FILES[name], batch, frameworks, args, functools.partial(emit, name=name)
+            )
     print_table(rows)
 
 
