@@ -27,7 +27,7 @@ from agent.models._turns import ToolChoice
 from agent.models.base import KeepThinking, Model, ModelRequest, turn_opens_thinking
 from agent.models.errors import ModelError, ModelStreamError
 from agent.parsing import Completion, StreamParser
-from agent.parsing._forms import mentioned_call
+from agent.parsing._forms import fenced_tool_code, mentioned_call
 from agent.transcript import TranscriptWriter, new_run_id, open_for_resume
 from tools.base import Tool, tool
 from tools.toolbox import Toolbox
@@ -93,6 +93,7 @@ class _RunState:
     tool_calls: int = 0
     usage: RunUsage = field(default_factory=RunUsage)
     malformed_streak: int = 0
+    code_shown_note: bool = False  # the model was told once that code it showed was not run
     last_calls_key: str | None = None
     repeat_count: int = 0
     answer: str = ""
@@ -606,7 +607,23 @@ class AgentRun:
             name = mentioned_call(assistant.content, self.agent.toolbox.names)
             if name is not None:
                 return [_note("unexecuted_call", name=name)]
+            return self._code_shown(assistant.content)
         return []
+
+    def _code_shown(self, content: str) -> list[NoteMessage]:
+        """A note for a run's first answer that shows code for a tool (```python) instead of running it.
+
+        Small models without reasoning do this instead of calling (Qwen2.5-Coder-0.5B, measured). The code
+        is not run, since that would guess; the model is told once how to run it, and may then answer again.
+        """
+        state = self._state
+        if state.tool_calls or state.code_shown_note:
+            return []
+        name = fenced_tool_code(content, self.agent.toolbox.names)
+        if name is None:
+            return []
+        state.code_shown_note = True
+        return [_note("unrun_code", name=name)]
 
     def _refusal(self, calls: list[ToolCall]) -> NoteMessage | None:
         """Why `tool_choice` forbids these calls, or None when they may run."""

@@ -35,13 +35,14 @@ from agent.parsing._decode import (
 )
 from tools.types import ToolCall
 
-__all__ = ["LenientCalls", "mentioned_call"]
+__all__ = ["LenientCalls", "fenced_tool_code", "mentioned_call"]
 
 _TAG_OPENERS: Final = tuple(f"<{w}>" for w in CALL_WRAPPERS if w != "tool_call")
 _FUNCTION: Final = "<function="
 _FUNCTION_OPEN: Final = re.compile(r"<function=([^<>\s\"']{1,64})>")
 _FUNCTION_PARTIAL: Final = re.compile(r"<function=[^<>\s\"']{0,64}")
 _CALL_FENCES: Final = frozenset({"", "json", "xml", "tool_call"})
+_FENCE_LANGUAGE: Final = re.compile(r"^[ \t]*```[ \t]*([A-Za-z][\w+.\-]*)[ \t]*$", re.MULTILINE)
 _FORMS: Final = {
     "fence": "a fenced code block",
     "function": "<function=NAME>",
@@ -329,4 +330,20 @@ def mentioned_call(content: str, tool_names: Sequence[str]) -> str | None:
         )
         if any(re.search(pattern, content) for pattern in patterns):
             return name
+    return None
+
+
+def fenced_tool_code(content: str, tool_names: Sequence[str]) -> str | None:
+    """The offered tool whose name labels a fenced code block in `content` (```` ```python ```` and a
+    `python` tool), or None.
+
+    Such a block is code shown, not a call: it is never run (nothing says the model meant to run it, nor with
+    which arguments). The loop uses this to tell a model that shows code instead of running it, once, how to
+    call the tool, rather than take the code for the final answer of a run in which no tool ran.
+    """
+    names = set(tool_names)
+    for match in _FENCE_LANGUAGE.finditer(content):
+        language = match.group(1).lower()
+        if language in names:
+            return language
     return None

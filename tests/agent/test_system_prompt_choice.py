@@ -13,10 +13,11 @@ from pathlib import Path
 
 import prompts
 from agent import Agent, StopReason
-from agent.messages import SystemMessage, UserMessage
+from agent.messages import NoteMessage, SystemMessage, ToolMessage, UserMessage
 from agent.models import ModelChunk, ModelRequest, ModelUnavailableError, ScriptedModel, tool_call_text
 from agent.testing import add
 from agent.transcript import read_transcript
+from tools import tool
 
 DIRECT = prompts.render_system_prompt("direct", tools=True)
 DEFAULT = prompts.render_system_prompt("default")
@@ -95,3 +96,52 @@ async def test_the_opening_is_made_once_the_run_starts() -> None:
     assert run.messages == []  # the model has not been asked yet
     await run.finish()
     assert [type(m) for m in run.messages[:2]] == [SystemMessage, UserMessage]
+
+
+# -- code shown instead of run -----------------------------------------------------------------------------
+
+
+@tool
+def python(code: str) -> str:
+    """Run Python code (a stand-in that evaluates one expression).
+
+    Args:
+        code: the expression
+    """
+    return str(eval(code, {"__builtins__": {}}))
+
+
+SHOWN = "You can compute it like this:\n\n```python\n2 + 3\n```\n\nThis prints 5."
+
+
+async def test_code_shown_instead_of_run_is_not_the_answer_and_the_model_is_told_how_to_run_it() -> None:
+    model = ScriptedModel(
+        [SHOWN, tool_call_text("python", {"code": "2 + 3"}), "2 + 3 = 5"], opens_thinking=False
+    )
+    result = await Agent(model, [python]).run("What is 2 + 3?")
+    assert result.answer == "2 + 3 = 5"
+    assert result.tool_calls == 1
+    note = result.messages[3]
+    assert isinstance(note, NoteMessage)
+    assert note.kind == "unrun_code"
+    assert '<tool_call>{"name": "python"' in note.content
+    # the code itself was never run: the only tool result is the one the model asked for
+    assert [m.content for m in result.messages if isinstance(m, ToolMessage)] == ["5"]
+
+
+async def test_the_note_comes_once_and_code_that_is_the_answer_stands() -> None:
+    model = ScriptedModel([SHOWN, SHOWN], opens_thinking=False)
+    result = await Agent(model, [python]).run("Show me how to add 2 and 3 in Python.")
+    assert result.stop_reason is StopReason.FINAL_ANSWER
+    assert result.answer == SHOWN
+    assert result.steps == 2
+
+
+async def test_code_in_an_answer_after_tools_ran_or_for_no_such_tool_stands() -> None:
+    after_a_call = ScriptedModel([tool_call_text("python", {"code": "2 + 3"}), SHOWN], opens_thinking=False)
+    assert (await Agent(after_a_call, [python]).run("2 + 3?")).answer == SHOWN
+    other_language = "```javascript\n2 + 3\n```"
+    no_such_tool = ScriptedModel([other_language], opens_thinking=False)
+    assert (await Agent(no_such_tool, [python]).run("2 + 3 in JS?")).answer == other_language
+    no_tools = ScriptedModel([SHOWN], opens_thinking=False)
+    assert (await Agent(no_tools).run("2 + 3?")).answer == SHOWN

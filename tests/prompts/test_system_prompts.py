@@ -44,6 +44,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "thinking_budget": {},
     "tool_required": {"tool_name": "search"},
     "unexecuted_call": {"name": "search"},
+    "unrun_code": {"name": "python"},
     # what the code tools (tools/code.py) tell the model about a sandbox call
     "python_interrupted": {"timeout_s": 30},
     "python_out_of_memory": {"memory": "1g"},
