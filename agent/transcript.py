@@ -560,14 +560,54 @@ def _checked_end(record: dict[str, Any]) -> dict[str, Any]:
 def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
     """Read a transcript back. A torn last line is ignored; damage anywhere else raises `TranscriptError`."""
     file_path = Path(path)
+    records, valid_length = _json_records(file_path, _read_bytes(file_path))
+    if not records or records[0][1].get("type") != "run_start":
+        raise TranscriptError(f"{file_path} is not a qwq-agent transcript (no run_start record)")
+    fold = _Fold()
+    number = records[0][0]
     try:
-        data = file_path.read_bytes()
+        start = records[0][1]
+        fold.messages = [message_from_dict(m) for m in start.get("messages", [])]
+        for line_number, record in records[1:]:
+            number = line_number  # named in the error below if this record is not valid
+            fold.add(record)
+        config = start.get("config", {})
+        if not isinstance(config, dict):
+            raise TypeError("config is not an object")
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError, OverflowError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TranscriptError(
+            f"{file_path}: line {number} is not a valid transcript record ({reason})"
+        ) from None
+    return TranscriptRecord(
+        path=file_path,
+        run_id=str(start.get("run_id", "")),
+        task=str(start.get("task", "")),
+        config=dict(config),
+        messages=fold.messages,
+        steps=fold.steps,
+        usage=fold.usage,
+        recorded_steps=fold.recorded,
+        end=fold.end,
+        valid_length=valid_length,
+        created=float(start["created"]) if isinstance(start.get("created"), int | float) else None,
+        other_records=fold.others,
+    )
+
+
+def _read_bytes(file_path: Path) -> bytes:
+    try:
+        return file_path.read_bytes()
     except FileNotFoundError:
         raise TranscriptError(f"no transcript at {file_path}") from None
     except IsADirectoryError:
         raise TranscriptError(_directory_message(file_path)) from None
     except OSError as exc:
         raise TranscriptError(f"cannot read {file_path}: {exc.strerror or exc}") from None
+
+
+def _json_records(file_path: Path, data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """The (line number, record) pairs and the length of the valid prefix; a torn last line is left out."""
     lines = data.split(b"\n")
     records: list[tuple[int, dict[str, Any]]] = []
     offset = 0
@@ -588,77 +628,60 @@ def read_transcript(path: str | os.PathLike[str]) -> TranscriptRecord:
             records.append((index + 1, record))
         valid_length = end
         offset = end
-    if not records or records[0][1].get("type") != "run_start":
-        raise TranscriptError(f"{file_path} is not a qwq-agent transcript (no run_start record)")
-    number = records[0][0]
-    try:
-        start = records[0][1]
-        messages = [message_from_dict(m) for m in start.get("messages", [])]
-        steps = 0
-        recorded: list[RecordedStep] = []
-        usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        end_record: dict[str, Any] | None = None
-        others: list[tuple[int, dict[str, Any]]] = []
-        for line_number, record in records[1:]:
-            number = line_number  # named in the error below if this record is not valid
-            kind = record.get("type")
-            if kind == "step":
-                step_messages = [message_from_dict(m) for m in record.get("messages", [])]
-                messages.extend(step_messages)
-                steps = int(record.get("step", steps + 1))
-                step_usage = {key: int(record.get("usage", {}).get(key, 0)) for key in usage}
-                duration = record.get("duration_s")
-                durations = record.get("tool_durations")
-                recorded.append(
-                    RecordedStep(
-                        str(record.get("model_output", "")),
-                        step_messages,
-                        step=steps,
-                        usage=step_usage,
-                        duration_s=float(duration) if isinstance(duration, int | float) else None,
-                        tool_durations={
-                            str(k): float(v)
-                            for k, v in (durations.items() if isinstance(durations, dict) else ())
-                            if isinstance(v, int | float)
-                        },
-                        opens_thinking=record.get("opens_thinking") is not False,
-                    )
-                )
-                for key in usage:
-                    usage[key] += step_usage[key]
-                end_record = None
-                if _is_final_step(step_messages):
-                    # the run_end line may be missing or torn: the run ended here all the same
-                    answer = step_messages[0].content.strip()
-                    end_record = {"type": "run_end", "stop_reason": "final_answer", "answer": answer}
-                    end_record.update(steps=steps, usage=dict(usage), inferred=True)
-            elif kind == "resume":
-                messages.extend(message_from_dict(m) for m in record.get("messages", []))
-                others.append((len(recorded), record))
-                end_record = None
-            elif kind == "run_end":
-                end_record = _checked_end(record)
-            else:
-                others.append((len(recorded), record))
-        config = start.get("config", {})
-        if not isinstance(config, dict):
-            raise TypeError("config is not an object")
-    except (ValueError, TypeError, AttributeError, KeyError, RecursionError, OverflowError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TranscriptError(
-            f"{file_path}: line {number} is not a valid transcript record ({reason})"
-        ) from None
-    return TranscriptRecord(
-        path=file_path,
-        run_id=str(start.get("run_id", "")),
-        task=str(start.get("task", "")),
-        config=dict(config),
-        messages=messages,
-        steps=steps,
-        usage=usage,
-        recorded_steps=recorded,
-        end=end_record,
-        valid_length=valid_length,
-        created=float(start["created"]) if isinstance(start.get("created"), int | float) else None,
-        other_records=others,
-    )
+    return records, valid_length
+
+
+@dataclass
+class _Fold:
+    """What the records after `run_start` add up to, one record at a time (`read_transcript`)."""
+
+    messages: list[Message] = field(default_factory=list)
+    steps: int = 0
+    recorded: list[RecordedStep] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    end: dict[str, Any] | None = None
+    others: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, record: dict[str, Any]) -> None:
+        kind = record.get("type")
+        if kind == "step":
+            self._step(record)
+        elif kind == "resume":
+            self.messages.extend(message_from_dict(m) for m in record.get("messages", []))
+            self.others.append((len(self.recorded), record))
+            self.end = None
+        elif kind == "run_end":
+            self.end = _checked_end(record)
+        else:
+            self.others.append((len(self.recorded), record))
+
+    def _step(self, record: dict[str, Any]) -> None:
+        step_messages = [message_from_dict(m) for m in record.get("messages", [])]
+        self.messages.extend(step_messages)
+        self.steps = int(record.get("step", self.steps + 1))
+        step_usage = {key: int(record.get("usage", {}).get(key, 0)) for key in self.usage}
+        duration = record.get("duration_s")
+        durations = record.get("tool_durations")
+        self.recorded.append(
+            RecordedStep(
+                str(record.get("model_output", "")),
+                step_messages,
+                step=self.steps,
+                usage=step_usage,
+                duration_s=float(duration) if isinstance(duration, int | float) else None,
+                tool_durations={
+                    str(k): float(v)
+                    for k, v in (durations.items() if isinstance(durations, dict) else ())
+                    if isinstance(v, int | float)
+                },
+                opens_thinking=record.get("opens_thinking") is not False,
+            )
+        )
+        for key in self.usage:
+            self.usage[key] += step_usage[key]
+        self.end = None
+        if _is_final_step(step_messages):
+            # the run_end line may be missing or torn: the run ended here all the same
+            answer = step_messages[0].content.strip()
+            self.end = {"type": "run_end", "stop_reason": "final_answer", "answer": answer}
+            self.end.update(steps=self.steps, usage=dict(self.usage), inferred=True)

@@ -262,27 +262,13 @@ class Toolbox:
         scope = asyncio.timeout(None if limit is None or math.isinf(limit) else limit)
         try:
             async with scope:
-                if found.is_async:
-                    value = await found.call_validated(arguments)
-                else:
-                    value, error = await _in_daemon_thread(found.call_validated, found.name, arguments)
-                    if error is not None:
-                        raise error
-                # A sync function may hand back an awaitable (a lambda around an async client call).
-                if inspect.isawaitable(value):
-                    value = await value
+                value, error = await _invoke(found, arguments)
+                if error is not None:
+                    raise error  # raised here, not in `_invoke`: a StopIteration leaving a coroutine is a RuntimeError
         except TimeoutError as exc:
             if scope.expired():
                 assert limit is not None
-                if not found.is_async:
-                    _log.warning(
-                        "tool %s timed out after %s s; its thread runs on until the function returns",
-                        found.name,
-                        _seconds(limit),
-                    )
-                return ToolResult(
-                    content=_say("timed_out", name=found.name, seconds=_seconds(limit)), is_error=True
-                )
+                return _timed_out(found, limit)
             return ToolResult(content=self._text(_describe_exception(exc)), is_error=True)
         except ToolError as exc:
             return ToolResult(content=self._text(_message(exc) or type(exc).__name__), is_error=True)
@@ -299,3 +285,30 @@ class Toolbox:
     async def call_all(self, tool_calls: Sequence[ToolCall]) -> list[ToolResult]:
         """Run several calls concurrently; results in the order of the calls."""
         return list(await asyncio.gather(*(self.call(c) for c in tool_calls)))
+
+
+async def _invoke(found: Tool[..., Any], arguments: Any) -> tuple[Any, BaseException | None]:
+    """Run a validated call: an async tool on the loop, a sync one in a daemon thread (a timeout can leave it).
+
+    A sync tool's exception is handed back, not raised, so that the caller raises it in its own frame.
+    """
+    if found.is_async:
+        value = await found.call_validated(arguments)
+    else:
+        value, error = await _in_daemon_thread(found.call_validated, found.name, arguments)
+        if error is not None:
+            return None, error
+    # A sync function may hand back an awaitable (a lambda around an async client call).
+    if inspect.isawaitable(value):
+        value = await value
+    return value, None
+
+
+def _timed_out(found: Tool[..., Any], limit: float) -> ToolResult:
+    if not found.is_async:
+        _log.warning(
+            "tool %s timed out after %s s; its thread runs on until the function returns",
+            found.name,
+            _seconds(limit),
+        )
+    return ToolResult(content=_say("timed_out", name=found.name, seconds=_seconds(limit)), is_error=True)

@@ -12,9 +12,11 @@ transcript keep the text as it was.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from agent.events import (
@@ -147,70 +149,86 @@ class LiveView(View):
     # ----------------------------------------------------------------- events
 
     def handle(self, event: Event) -> None:
-        if isinstance(event, ThinkingDelta | ContentDelta):
-            if self.generating_since is None:
-                self.generating_since = time.monotonic()
-            self.step_completion_chars += len(event.text)
-            style = "dim italic" if isinstance(event, ThinkingDelta) else ""
-            if isinstance(event, ThinkingDelta) and not self.show_thinking:
-                return
-            self._stream(event.text, style)
-        elif isinstance(event, MalformedCallEvent):
-            self._flush_line()
-            self._panel(
-                event.raw.strip() or "(empty)",
-                title="malformed tool call",
-                style="yellow",
-                subtitle=event.error,
-            )
-        elif isinstance(event, ToolCallStarted):
-            self._flush_line()
-            arguments = ", ".join(
-                f"{k}={_short(v, _ARGUMENT_CHARS)}" for k, v in event.call.arguments.items()
-            )
-            self._print(f"[bold cyan]▶ {_escape(event.call.name)}[/]([cyan]{_escape(arguments)}[/])")
-        elif isinstance(event, ToolCallFinished):
-            self._flush_line()
-            lines = event.result.content.splitlines() or ["(no output)"]
-            shown = lines[:_RESULT_LINES]
-            if len(lines) > _RESULT_LINES:
-                shown.append(f"… {len(lines) - _RESULT_LINES} more lines")
-            self._panel(
-                "\n".join(shown),
-                title=f"{event.call.name} · {event.duration_s:.2f}s",
-                style="red" if event.result.is_error else "green",
-            )
-        elif isinstance(event, TurnRestarted):
-            self._flush_line()
-            self._print(
-                f"[yellow]↻ the model's stream broke off; step {event.step} starts again[/] [dim]({_escape(event.reason)})[/]"
-            )
-        elif isinstance(event, ContextCondensed):
-            self._flush_line()
-            self._print(f"[dim magenta]⇣ {_escape(condensed_text(event))}[/]")
-        elif isinstance(event, StepEnd):
-            self._flush_line()
-            self.prompt_tokens += event.prompt_tokens
-            self.completion_tokens += event.completion_tokens
-            if self.recorded_elapsed is not None:
-                self.recorded_elapsed += event.duration_s
-            self.step = event.step + 1
-            self.generating_since = None
-            self.step_completion_chars = 0
-            if self._live is None:
-                self._print(f"[dim]── {self._status_text(event.step)}[/]")
-        elif isinstance(event, FinalAnswer):
-            self._flush_line()
-            live = self._live is not None
-            self._stop_live()
-            if live:  # the transient status line is gone: leave its final figures behind
-                self._print(f"[dim]── {self._status_text(event.steps)}[/]")
-            if event.stop_reason == "final_answer":
-                self._panel(event.answer or "(empty answer)", title="answer", style="bold green")
-            else:
-                self._print(f"[bold yellow]stopped: {event.stop_reason}[/] after {event.steps} steps")
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            if not isinstance(event, ThinkingDelta | ContentDelta):
+                self._flush_line()  # a streamed line ends where anything else is shown
+            handler(event)
         if self._live is not None:
             self._live.update(self._status())
+
+    @functools.cached_property
+    def _handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+        """What each kind of event shows (kinds not listed show nothing but the status line); built once."""
+        return {
+            ThinkingDelta: self._on_delta,
+            ContentDelta: self._on_delta,
+            MalformedCallEvent: self._on_malformed,
+            ToolCallStarted: self._on_call_started,
+            ToolCallFinished: self._on_call_finished,
+            TurnRestarted: self._on_restart,
+            ContextCondensed: self._on_condensed,
+            StepEnd: self._on_step_end,
+            FinalAnswer: self._on_final,
+        }
+
+    def _on_delta(self, event: ThinkingDelta | ContentDelta) -> None:
+        if self.generating_since is None:
+            self.generating_since = time.monotonic()
+        self.step_completion_chars += len(event.text)
+        thinking = isinstance(event, ThinkingDelta)
+        if thinking and not self.show_thinking:
+            return
+        self._stream(event.text, "dim italic" if thinking else "")
+
+    def _on_malformed(self, event: MalformedCallEvent) -> None:
+        self._panel(
+            event.raw.strip() or "(empty)", title="malformed tool call", style="yellow", subtitle=event.error
+        )
+
+    def _on_call_started(self, event: ToolCallStarted) -> None:
+        arguments = ", ".join(f"{k}={_short(v, _ARGUMENT_CHARS)}" for k, v in event.call.arguments.items())
+        self._print(f"[bold cyan]▶ {_escape(event.call.name)}[/]([cyan]{_escape(arguments)}[/])")
+
+    def _on_call_finished(self, event: ToolCallFinished) -> None:
+        lines = event.result.content.splitlines() or ["(no output)"]
+        shown = lines[:_RESULT_LINES]
+        if len(lines) > _RESULT_LINES:
+            shown.append(f"… {len(lines) - _RESULT_LINES} more lines")
+        self._panel(
+            "\n".join(shown),
+            title=f"{event.call.name} · {event.duration_s:.2f}s",
+            style="red" if event.result.is_error else "green",
+        )
+
+    def _on_restart(self, event: TurnRestarted) -> None:
+        self._print(
+            f"[yellow]↻ the model's stream broke off; step {event.step} starts again[/] [dim]({_escape(event.reason)})[/]"
+        )
+
+    def _on_condensed(self, event: ContextCondensed) -> None:
+        self._print(f"[dim magenta]⇣ {_escape(condensed_text(event))}[/]")
+
+    def _on_step_end(self, event: StepEnd) -> None:
+        self.prompt_tokens += event.prompt_tokens
+        self.completion_tokens += event.completion_tokens
+        if self.recorded_elapsed is not None:
+            self.recorded_elapsed += event.duration_s
+        self.step = event.step + 1
+        self.generating_since = None
+        self.step_completion_chars = 0
+        if self._live is None:
+            self._print(f"[dim]── {self._status_text(event.step)}[/]")
+
+    def _on_final(self, event: FinalAnswer) -> None:
+        live = self._live is not None
+        self._stop_live()
+        if live:  # the transient status line is gone: leave its final figures behind
+            self._print(f"[dim]── {self._status_text(event.steps)}[/]")
+        if event.stop_reason == "final_answer":
+            self._panel(event.answer or "(empty answer)", title="answer", style="bold green")
+        else:
+            self._print(f"[bold yellow]stopped: {event.stop_reason}[/] after {event.steps} steps")
 
     def note(self, text: str) -> None:
         self._flush_line()
