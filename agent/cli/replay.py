@@ -105,7 +105,7 @@ def _condensed(record: dict[str, Any]) -> Event:
 
 async def _rerun(record: TranscriptRecord, view: View) -> int:
     """Run the loop again on the recorded outputs; print each observation that differs from the recording."""
-    from agent.cli.run import open_tools
+    from agent.cli.run import open_tools_and_sandbox
     from agent.loop import Agent
     from agent.messages import SystemMessage, ToolMessage
     from agent.models import ScriptedModel
@@ -116,7 +116,7 @@ async def _rerun(record: TranscriptRecord, view: View) -> int:
         raise _NothingToRerun(f"{record.path} records no finished step: there is nothing to re-run")
     system = next((m.content for m in record.messages[:1] if isinstance(m, SystemMessage)), "")
     async with AsyncExitStack() as stack:
-        tools = await open_tools(list(config.get("tools", [])), stack, view)
+        tools, _ = await open_tools_and_sandbox(list(config.get("tools", [])), stack, view)
         agent = Agent(
             ScriptedModel(record.model_outputs),
             tools,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sandboxes import DockerSandbox, SandboxConfig
     from tools.base import Tool
 
-__all__ = ["ALL_TOOLS", "DEFAULT_TOOLS", "add_parser", "main", "open_tools", "open_tools_and_sandbox"]
+__all__ = ["ALL_TOOLS", "DEFAULT_TOOLS", "add_parser", "main", "open_tools_and_sandbox"]
 
 SANDBOX_TOOLS = ("python", "shell", "write_file", "read_file")
 ALL_TOOLS = (*SANDBOX_TOOLS, "web_fetch")
@@ -84,22 +84,6 @@ class _Progress:
         return self.transcript if self.transcript is not None and self.transcript.is_file() else None
 
 
-async def open_tools(
-    names: list[str],
-    stack: AsyncExitStack,
-    view: View,
-    *,
-    mcp_config: Path | None = None,
-    allow_private: bool = False,
-    sandbox_config: SandboxConfig | None = None,
-) -> list[Tool[..., Any]]:
-    """Start what the named tools need (a sandbox, MCP servers) on `stack`, which closes them at the end."""
-    tools, _ = await open_tools_and_sandbox(
-        names, stack, view, mcp_config=mcp_config, allow_private=allow_private, sandbox_config=sandbox_config
-    )
-    return tools
-
-
 async def open_tools_and_sandbox(
     names: list[str],
     stack: AsyncExitStack,
@@ -109,7 +93,10 @@ async def open_tools_and_sandbox(
     allow_private: bool = False,
     sandbox_config: SandboxConfig | None = None,
 ) -> tuple[list[Tool[..., Any]], DockerSandbox | None]:
-    """`open_tools`, and the sandbox it started (None without sandbox tools): masked results go there."""
+    """Start what the named tools need (a sandbox, MCP servers) on `stack`, which closes them at the end.
+
+    Also returns the sandbox it started (None without sandbox tools): masked results are saved there.
+    """
     selected: list[Tool[..., Any]] = []
     sandbox: DockerSandbox | None = None
     if any(n in SANDBOX_TOOLS for n in names):
