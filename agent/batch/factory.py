@@ -35,6 +35,7 @@ MODEL_OPTIONS = (
     "threads",
     "max_tokens",
     "seed",
+    "chat_format",
 )
 
 _models: dict[str, Model] = {}

@@ -151,6 +151,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--seed", type=int, help="sampling seed")
     group.add_argument(
+        "--chat-format",
+        choices=("auto", "qwq", "template"),
+        default="auto",
+        help="how prompts are rendered: auto (the GGUF's or the server's template decides: QwQ-32B's exact format "
+        "for QwQ, the model's own template otherwise), qwq, template (default: auto)",
+    )
+    group.add_argument(
         "--scripted",
         type=Path,
         metavar="FILE",
@@ -302,6 +309,8 @@ def _server_model(args: argparse.Namespace, base_urls: list[str]) -> Model:
         kwargs["max_tokens"] = args.max_tokens
     if getattr(args, "n_ctx", None) is not None:
         kwargs["n_ctx"] = args.n_ctx
+    if getattr(args, "chat_format", None) not in (None, "auto"):
+        kwargs["chat_format"] = args.chat_format
     return _construct(OpenAICompatModel, kwargs)
 
 
@@ -317,6 +326,8 @@ def _llama_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["n_threads"] = args.threads
     if args.max_tokens is not None:
         kwargs["max_tokens"] = args.max_tokens
+    if getattr(args, "chat_format", None) not in (None, "auto"):
+        kwargs["chat_format"] = args.chat_format
     return kwargs
 
 

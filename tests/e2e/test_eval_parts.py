@@ -227,6 +227,20 @@ def test_build_model_scripted_and_errors(tmp_path: Path, monkeypatch: pytest.Mon
         build_model(_args())
 
 
+def test_chat_format_reaches_the_model(tmp_path: Path) -> None:
+    """`--chat-format` on every model-driving command: a server model gets it; auto is the default."""
+    from agent.models import OpenAICompatModel
+
+    server = build_model(_args("--base-url", "http://127.0.0.1:9/v1", "--chat-format", "template"))
+    assert isinstance(server, OpenAICompatModel)
+    assert server.chat_format_choice == "template"
+    default = build_model(_args("--base-url", "http://127.0.0.1:9/v1"))
+    assert isinstance(default, OpenAICompatModel)
+    assert default.chat_format_choice == "auto"
+    with pytest.raises(SystemExit):
+        _args("--chat-format", "chatml")
+
+
 # ------------------------------------------------------------------------------- plain values between processes
 
 PLAIN = [
