@@ -397,7 +397,18 @@ class AgentRun:
     # ----------------------------------------------------------------- the loop
 
     async def _drive(self) -> AsyncIterator[Event]:
-        """`_drive_untraced` inside the run's trace (a no-op unless tracing is configured)."""
+        """`_drive_untraced` inside the run's trace (a no-op unless tracing is configured).
+
+        A new run's opening messages are made first, so that the run's span records them as its input.
+        """
+        if self._task is not None and not self._finished_before:
+            try:
+                await self._open(self._task)
+            except BaseException:
+                if self._writer is not None:
+                    self._writer.close()
+                raise
+            self._task = None
         with telemetry.trace_run(self.agent, self._state) as self._trace:
             async for event in self._drive_untraced():
                 yield event
@@ -407,8 +418,6 @@ class AgentRun:
         state, writer = self._state, self._writer
         try:
             if not self._finished_before:
-                if self._task is not None:
-                    await self._open(self._task)
                 async for event in self._steps():
                     yield event
         finally:

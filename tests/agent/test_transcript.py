@@ -4,6 +4,7 @@ no empty files, and nothing a model or tool sends can make the writer raise."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ from agent.models import (
 from agent.testing import add
 from agent.transcript import (
     MAX_DEPTH,
+    TranscriptError,
     TranscriptLockedError,
     TranscriptWriter,
     read_transcript,
@@ -284,8 +286,10 @@ def test_a_second_process_cannot_resume_a_run_that_is_still_going(tmp_path: Path
         deadline = time.monotonic() + 60
         while True:
             files = list(runs.glob("*.jsonl")) if runs.exists() else []
-            if files and read_transcript(files[0]).steps >= 1:
-                break
+            # The writer thread creates the file, then writes its first lines: it may be seen empty first.
+            with contextlib.suppress(TranscriptError):
+                if files and read_transcript(files[0]).steps >= 1:
+                    break
             assert holder.poll() is None, holder.communicate()
             assert time.monotonic() < deadline, "the holder never recorded its first step"
             time.sleep(0.05)
