@@ -6,7 +6,7 @@ written and read back, a two-step computation. Outcomes are asserted at fixed se
 (each test makes its own model, so the per-call seeds do not depend on test order).
 
 `python scripts/fetch_test_models.py qwen2.5-coder-0.5b qwen2.5-coder-1.5b` fetches the models. The tests
-marked `smoke` (the 0.5B through the CLI and the library, `models check`, `render_prompt`) run by default
+marked `smoke` (the 0.5B through the CLI, `models check`, `render_prompt`) run by default
 and in CI; `python -m pytest -m real_model` runs the whole tier: the 1.5B too, and the success rates over
 every task and seed (`test_success_rate`, printed and kept as properties in --junitxml).
 """
@@ -260,8 +260,7 @@ async def test_library_writes_a_file_and_reads_it_back(
         assert answer_holds(outcome.result.answer, task.expected), explain(outcome)
 
 
-@pytest.mark.smoke
-@pytest.mark.docker
+@pytest.mark.docker  # not smoke either: several steps of the model (`-m real_model` runs it)
 async def test_library_two_step_task(
     make_model: Callable[..., LlamaCppModel], sandbox: DockerSandbox
 ) -> None:
