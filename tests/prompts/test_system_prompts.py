@@ -35,6 +35,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "call_too_deep": {"max_depth": 64, "call_format": _CALL_FORMAT},
     "call_truncated": {"detail": "the block was empty", "call_format": _CALL_FORMAT},
     "empty_reply": {},
+    "reply_cut_off": {"max_tokens": 320},
     "repeated_call": {"name": "get_weather", "count": 3},
     "run_timeout": {},
     "stopped_stuck": {"times": 4},
