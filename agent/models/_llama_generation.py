@@ -327,6 +327,11 @@ class Generation:
         the resample with the grammar over the whole vocabulary (every token of the noise test model).
         """
         token = self._chain(SamplerKind.CALL_FREE).sample()
+        if token in self.vocab.end_of_generation and not self.job.tool_choice.forced:
+            # The model ends its turn inside the call (Qwen2.5-Coder-0.5B left a string unclosed, measured):
+            # forced on, it wrote control tokens into the string up to the token cap. The turn ends here
+            # instead; the parser reports the unfinished call, and the model is told how to write it.
+            return token
         if grammar.allows(token):
             self.stats.grammar_fast_tokens += 1
             return token
