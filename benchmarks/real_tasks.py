@@ -41,6 +41,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+# This checkout's code, not whichever one is installed: the table names this checkout's commit. (Run as a
+# script, only benchmarks/ is on the path, and `import agent` found the editable install's checkout.)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _real_tasks_list import TASKS, Task
 
