@@ -48,6 +48,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "unrun_code": {"name": "python"},
     # what the code tools (tools/code.py) tell the model about a sandbox call
     "python_interrupted": {"timeout_s": 30},
+    "python_line_break_in_string": {},
     "python_out_of_memory": {"memory": "1g"},
     "python_killed": {"signal": "SIGKILL"},
     "python_native_crash": {"signal": "SIGSEGV"},
