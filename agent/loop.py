@@ -681,13 +681,18 @@ class AgentRun:
         return []
 
     def _code_shown(self, content: str) -> list[NoteMessage]:
-        """A note for a run's first answer that shows code for a tool (```python) instead of running it.
+        """A note for an answer that shows code for a tool (```python) instead of running it, in a run where no
+        call has succeeded yet.
 
-        Small models without reasoning do this instead of calling (Qwen2.5-Coder-0.5B, measured). The code
-        is not run, since that would guess; the model is told once how to run it, and may then answer again.
+        Small models without reasoning do this instead of calling (Qwen2.5-Coder-0.5B, measured), also after
+        their calls failed: Qwen2.5-Coder-1.5B answered two failed calls with the code in a ```python block and
+        an invented result (measured). The code is not run, since that would guess; the model is told once how
+        to run it, and may then answer again.
         """
         state = self._state
-        if state.tool_calls or state.code_shown_note:
+        if state.code_shown_note or any(
+            isinstance(m, ToolMessage) and not m.is_error for m in state.messages
+        ):
             return []
         name = fenced_tool_code(content, self.agent.toolbox.names)
         if name is None:
