@@ -10,6 +10,7 @@ own error. All text is made UTF-8-safe (no lone surrogates) before it leaves her
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Final, Literal
 
@@ -73,6 +74,8 @@ def _shell_notes(result: ExecResult, timeout_s: dict[str, str], memory: str) -> 
 
 # Python's words for a string literal a line break cut (3.10+, and before).
 _CUT_STRING: Final = ("unterminated string literal", "EOL while scanning string literal")
+# A block header after `;` or after another header's `:` on its line (only read for a SyntaxError).
+_CRAMMED: Final = re.compile(r"[;:][^\n]*?\b(?:for|while|if|with|def|class|try)\b[^\n]*:")
 
 
 def code_hints(code: str, result: ExecResult) -> list[str]:
@@ -81,12 +84,19 @@ def code_hints(code: str, result: ExecResult) -> list[str]:
     Qwen2.5-Coder-1.5B wrote `f.write(str(i) + '\\n')` as `'\\n'` in the call's JSON, where `\\n` is a line
     break: the code it sent had a string cut in two, and the bare SyntaxError did not tell it why (it sent the
     same call again, measured in benchmarks/real_tasks.py). Only a cut string literal in code that holds a line
-    break gets the hint.
+    break gets the hint. Both models also crammed blocks onto one line (`import math; while True: ...`,
+    `for i in r: print(i) if ...: ...`) and resent it on each bare SyntaxError (measured): a compound
+    statement after `;` or `:` on its line gets a hint about lines and indentation.
     """
     traceback = result.traceback or ""
-    if "SyntaxError" in traceback and "\n" in code and any(words in traceback for words in _CUT_STRING):
-        return [render_note("python_line_break_in_string")]
-    return []
+    if "SyntaxError" not in traceback:
+        return []
+    hints = []
+    if "\n" in code and any(words in traceback for words in _CUT_STRING):
+        hints.append(render_note("python_line_break_in_string"))
+    if _CRAMMED.search(code):
+        hints.append(render_note("python_one_line_blocks"))
+    return hints
 
 
 def _notes(

@@ -49,6 +49,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     # what the code tools (tools/code.py) tell the model about a sandbox call
     "python_interrupted": {"timeout_s": 30},
     "python_line_break_in_string": {},
+    "python_one_line_blocks": {},
     "python_out_of_memory": {"memory": "1g"},
     "python_killed": {"signal": "SIGKILL"},
     "python_native_crash": {"signal": "SIGSEGV"},

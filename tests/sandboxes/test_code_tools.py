@@ -67,6 +67,24 @@ async def test_a_string_cut_by_a_line_break_of_the_json_is_explained(box: Toolbo
         assert "line break" not in text
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        # Qwen2.5-Coder-0.5B's calls (measured), each resent on the bare SyntaxError
+        "import math; F1 = 1; F2 = 1; while True: F1, F2 = F2, F1 + F2",
+        "for i in range(1, 31): print(i) if i % 3 == 0: sum += i",
+    ],
+)
+async def test_blocks_crammed_onto_one_line_are_explained(box: Toolbox, code: str) -> None:
+    text, is_error = await call(box, "python", code=code)
+    assert is_error
+    assert "SyntaxError" in text
+    assert "only at the start of a line" in text
+    # code that runs, with the same shape, gets no hint
+    text, is_error = await call(box, "python", code="for i in range(2): print(i)")
+    assert (text, is_error) == ("0\n1", False)
+
+
 async def test_timeout_and_state_loss_are_explained(box: Toolbox) -> None:
     text, is_error = await call(box, "python", code="import time; time.sleep(100)")
     assert is_error
