@@ -54,3 +54,22 @@ def test_a_forced_call_is_still_finished_under_the_grammar(choice: str) -> None:
 def test_other_tokens_still_go_through_the_grammar() -> None:
     assert _generation("auto", TEXT)._sample_call(_Grammar()) == TEXT  # type: ignore[arg-type]
     assert _generation("auto", END)._sample_call(_Grammar()) != GRAMMAR_CHOICE  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("answer", "repeats"),
+    [
+        # Qwen2.5-Coder-0.5B's turns after its first result (measured): the same bare call line again
+        ('{"name": "python", "arguments": {"code": "849282 % 1000003"}}\n' * 2, True),
+        ('I will run it.\n{"name": "python", "arguments": {"code": "1"}}\n', False),
+        (
+            '{"name": "python", "arguments": {"code": "1"}}\n{"name": "python", "arguments": {"code": "2"}}\n',
+            False,
+        ),
+        ("\n\n", False),
+    ],
+)
+def test_a_call_line_that_repeats_the_line_before_ends_the_turn(answer: str, repeats: bool) -> None:
+    generation = _generation("auto", TEXT)
+    generation.answer = answer
+    assert generation.repeats_its_last_line() is repeats
