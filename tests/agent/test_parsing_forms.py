@@ -208,9 +208,23 @@ def test_a_bare_call_ending_inside_its_last_string_gets_its_quote() -> None:
     assert any("quote was added" in r for r in repairs)
 
 
+def test_a_bare_call_ending_one_brace_short_gets_its_brace() -> None:
+    # Qwen2.5-Coder-0.5B, sha256: the outer object's brace forgotten, then the turn ended (measured)
+    text = '{"name": "python", "arguments": {"code": "import hashlib; hashlib.sha256(b\'x\').hexdigest()"}'
+    calls, content, repairs = answer(text)
+    assert calls == [
+        ToolCall(name="python", arguments={"code": "import hashlib; hashlib.sha256(b'x').hexdigest()"})
+    ]
+    assert content == ""
+    assert any("closing braces were added" in r for r in repairs)
+
+
 @pytest.mark.parametrize(
     "text",
     [
+        '{"name": "python", "arguments": {"code": "print(1)"',  # cut after a value: no brace to finish
+        '{"name": "python", "arguments": {"code": "print(1)"}\nmore prose',  # the answer goes on
+        '{"name": "nope", "arguments": {"code": "print(1)"}',  # no such tool
         '{"name": "python", "arguments": {"code": "print(1)}}\nand then some prose',  # the answer goes on
         '{"name": "nope", "arguments": {"code": "print(1)}}',  # no such tool
         '{"name": "python", "arguments": {"code": "print(1)}',  # one brace: not the call's end
