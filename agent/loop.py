@@ -119,6 +119,7 @@ class _Turn:
     completion_tokens: int = 0
     opens_thinking: bool = True
     requests: int = 1  # HTTP requests the backend made for the turn (completions-mode continuations)
+    finish_reason: str | None = None  # the backend's: "length" when the turn hit the token cap
     request: ModelRequest | None = None  # what was sent, once fitted into the context
 
 
@@ -473,7 +474,7 @@ class AgentRun:
                 return  # the turn never finished (timeout, model failure): nothing to record
             new_messages: list[Message] = [self._assistant(step, turn.completion)]
             durations: dict[str, float] = {}
-            async for event in self._act(step, turn.completion, new_messages):
+            async for event in self._act(step, turn, new_messages):
                 if isinstance(event, ToolCallFinished):
                     durations[event.call.id] = event.duration_s
                 yield event
@@ -556,6 +557,8 @@ class AgentRun:
                         raw.append(chunk.text)
                         for parsed in parser.feed(chunk.text):
                             yield parsed
+                    if chunk.finish_reason:
+                        turn.finish_reason = chunk.finish_reason
                     if chunk.usage is not None:
                         self._count_usage(turn, chunk)  # as it arrives: a turn cut short keeps its cost
         except TimeoutError:
@@ -608,15 +611,13 @@ class AgentRun:
             content=completion.content, thinking=completion.thinking, tool_calls=calls, raw=completion.raw
         )
 
-    async def _act(
-        self, step: int, completion: Completion, new_messages: list[Message]
-    ) -> AsyncIterator[Event]:
+    async def _act(self, step: int, turn: _Turn, new_messages: list[Message]) -> AsyncIterator[Event]:
         """Do what the turn asks: run its calls, refuse them, take its answer, or tell the model what to fix."""
         state = self._state
         assistant = new_messages[0]
         assert isinstance(assistant, AssistantMessage)
         calls = assistant.tool_calls
-        notes = self._problems(assistant, completion)
+        notes = self._problems(assistant, turn)
         refusal = self._refusal(calls)
         acted = False
         if refusal is not None:
@@ -662,16 +663,24 @@ class AgentRun:
 
     # ----------------------------------------------------------------- decisions
 
-    def _problems(self, assistant: AssistantMessage, completion: Completion) -> list[NoteMessage]:
-        """Notes for a turn that cannot stand as it is: malformed calls, or no action where one was due."""
-        malformed = [NoteMessage(content=m.error, kind="malformed_call") for m in completion.malformed]
+    def _problems(self, assistant: AssistantMessage, turn: _Turn) -> list[NoteMessage]:
+        """Notes for a turn that cannot stand as it is: malformed calls, or no action where one was due.
+
+        A turn the backend cut at the token cap (finish reason "length") is never an answer: it stopped
+        because it ran out of room, not because the model was done (a small model's answer cut mid-sentence,
+        or mid-code, measured on Qwen2.5-Coder-0.5B). The model is told so and asked for a shorter reply.
+        """
+        malformed = [NoteMessage(content=m.error, kind="malformed_call") for m in turn.completion.malformed]
         if assistant.tool_calls or malformed:
             return malformed
         choice = self.agent.tool_choice
         if choice.forced:
             return [_note("tool_required", **({"tool_name": choice.only} if choice.only else {}))]
         if not assistant.content.strip():
-            return [_note("empty_reply")]
+            return [_note("empty_reply", reasoning=turn.opens_thinking)]
+        if turn.finish_reason == "length":
+            cap = self.agent.max_tokens_per_step
+            return [_note("reply_cut_off", **({"max_tokens": cap} if cap is not None else {}))]
         if choice.allows_calls:
             # A call the model wrote in a form nobody could read: never take it for the answer.
             name = mentioned_call(assistant.content, self.agent.toolbox.names)
@@ -681,13 +690,18 @@ class AgentRun:
         return []
 
     def _code_shown(self, content: str) -> list[NoteMessage]:
-        """A note for a run's first answer that shows code for a tool (```python) instead of running it.
+        """A note for an answer that shows code for a tool (```python) instead of running it, in a run where no
+        call has succeeded yet.
 
-        Small models without reasoning do this instead of calling (Qwen2.5-Coder-0.5B, measured). The code
-        is not run, since that would guess; the model is told once how to run it, and may then answer again.
+        Small models without reasoning do this instead of calling (Qwen2.5-Coder-0.5B, measured), also after
+        their calls failed: Qwen2.5-Coder-1.5B answered two failed calls with the code in a ```python block and
+        an invented result (measured). The code is not run, since that would guess; the model is told once how
+        to run it, and may then answer again.
         """
         state = self._state
-        if state.tool_calls or state.code_shown_note:
+        if state.code_shown_note or any(
+            isinstance(m, ToolMessage) and not m.is_error for m in state.messages
+        ):
             return []
         name = fenced_tool_code(content, self.agent.toolbox.names)
         if name is None:

@@ -41,6 +41,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+# This checkout's code, not whichever one is installed: the table names this checkout's commit. (Run as a
+# script, only benchmarks/ is on the path, and `import agent` found the editable install's checkout.)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _real_tasks_list import TASKS, Task
 
@@ -99,6 +102,7 @@ async def _run_ours_task(model: Any, task: Task, args: argparse.Namespace, frame
             max_steps=args.max_turns,
             max_tokens_per_step=args.max_tokens,
             timeout=args.task_timeout,
+            transcript_dir=args.transcripts,
         )
         start = time.perf_counter()
         result = await agent.run(task.prompt)
@@ -397,6 +401,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--peers-python", default="/work/venvs/peers/bin/python")
     parser.add_argument("--results", default="real_tasks.jsonl", help="JSON lines, appended")
     parser.add_argument("--server-log", default="real_tasks_server.log")
+    parser.add_argument("--transcripts", metavar="DIR", help="ours: write each run's JSONL transcript here")
     parser.add_argument("--table-only", metavar="FILE", help="print the table of a results file and exit")
     return parser.parse_args()
 

@@ -10,8 +10,9 @@ own error. All text is made UTF-8-safe (no lone surrogates) before it leaves her
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, Literal
+import re
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
 
@@ -71,6 +72,33 @@ def _shell_notes(result: ExecResult, timeout_s: dict[str, str], memory: str) -> 
     return notes
 
 
+# Python's words for a string literal a line break cut (3.10+, and before).
+_CUT_STRING: Final = ("unterminated string literal", "EOL while scanning string literal")
+# A block header after `;` or after another header's `:` on its line (only read for a SyntaxError).
+_CRAMMED: Final = re.compile(r"[;:][^\n]*?\b(?:for|while|if|with|def|class|try)\b[^\n]*:")
+
+
+def code_hints(code: str, result: ExecResult) -> list[str]:
+    """Sentences that teach the fix for a mistake in how the code was written into the call.
+
+    Qwen2.5-Coder-1.5B wrote `f.write(str(i) + '\\n')` as `'\\n'` in the call's JSON, where `\\n` is a line
+    break: the code it sent had a string cut in two, and the bare SyntaxError did not tell it why (it sent the
+    same call again, measured in benchmarks/real_tasks.py). Only a cut string literal in code that holds a line
+    break gets the hint. Both models also crammed blocks onto one line (`import math; while True: ...`,
+    `for i in r: print(i) if ...: ...`) and resent it on each bare SyntaxError (measured): a compound
+    statement after `;` or `:` on its line gets a hint about lines and indentation.
+    """
+    traceback = result.traceback or ""
+    if "SyntaxError" not in traceback:
+        return []
+    hints = []
+    if "\n" in code and any(words in traceback for words in _CUT_STRING):
+        hints.append(render_note("python_line_break_in_string"))
+    if _CRAMMED.search(code):
+        hints.append(render_note("python_one_line_blocks"))
+    return hints
+
+
 def _notes(
     result: ExecResult, kind: Literal["python", "shell"], timeout: float | None, memory: str
 ) -> list[str]:
@@ -91,13 +119,14 @@ def format_exec_result(
     kind: Literal["python", "shell"] = "python",
     timeout: float | None = None,
     memory: str = "",
+    hints: Sequence[str] = (),
 ) -> ToolResult:
     """The text the model reads for a `run_python` (`kind="python"`) or `run_shell` result, about `max_chars` long.
 
     `timeout` (the call's limit in seconds) and `memory` (the sandbox's memory limit) go into the notes that
-    explain a timeout or an out-of-memory kill.
+    explain a timeout or an out-of-memory kill; `hints` (see `code_hints`) are shown with them.
     """
-    notes = _notes(result, kind, timeout, memory)
+    notes = [*_notes(result, kind, timeout, memory), *hints]
     own_error = None
     if result.traceback and not result.ok:
         own_error = result.traceback.rstrip(
@@ -181,7 +210,14 @@ def code_tools(
 
     async def python(code: str) -> ToolResult:
         result = await sandbox.arun_python(code, timeout=limit)
-        return format_exec_result(result, max_output_chars, kind="python", timeout=limit, memory=cfg.memory)
+        return format_exec_result(
+            result,
+            max_output_chars,
+            kind="python",
+            timeout=limit,
+            memory=cfg.memory,
+            hints=code_hints(code, result),
+        )
 
     async def shell(command: str) -> ToolResult:
         result = await sandbox.arun_shell(command, timeout=limit)

@@ -207,7 +207,10 @@ class Generation:
         added = self._accept(token)
         if added is None:
             return phase, "tool_response"
-        return self._next_phase(phase, added), None
+        following = self._next_phase(phase, added)
+        if phase is Phase.CALL and following is not Phase.CALL and self.repeats_its_last_line():
+            return following, "stop"
+        return following, None
 
     def _next_phase(self, phase: Phase, added: str) -> Phase:
         """Where the text just generated leads."""
@@ -220,6 +223,16 @@ class Generation:
             self.grammar = None
             return Phase.AFTER_CALL if self.job.tool_choice.forced else Phase.ANSWER
         return phase
+
+    def repeats_its_last_line(self) -> bool:
+        """Whether the call just finished is a bare line identical to the line before it.
+
+        Qwen2.5-Coder-0.5B, after one result, wrote the same bare JSON call line again and again until the token
+        cap, turn after turn, and no call of those turns ran (measured in benchmarks/real_tasks.py). A turn is
+        ended at the first repeat: its calls run, and the model reads their results.
+        """
+        lines = self.answer.rstrip("\n").split("\n")
+        return len(lines) >= 2 and lines[-1].strip() != "" and lines[-1].strip() == lines[-2].strip()
 
     def _after_reasoning(self) -> Phase:
         self.answer_started = True
@@ -327,6 +340,11 @@ class Generation:
         the resample with the grammar over the whole vocabulary (every token of the noise test model).
         """
         token = self._chain(SamplerKind.CALL_FREE).sample()
+        if token in self.vocab.end_of_generation and not self.job.tool_choice.forced:
+            # The model ends its turn inside the call (Qwen2.5-Coder-0.5B left a string unclosed, measured):
+            # forced on, it wrote control tokens into the string up to the token cap. The turn ends here
+            # instead; the parser reports the unfinished call, and the model is told how to write it.
+            return token
         if grammar.allows(token):
             self.stats.grammar_fast_tokens += 1
             return token

@@ -43,6 +43,9 @@ class ScriptedModel:
     `opens_thinking=False` plays a model whose turn starts with its visible answer (Qwen2.5, say): outputs
     are then read without a closing `</think>`, and the loop picks the system prompt for such models. None
     (the default) or True: QwQ-32B's turns, which start inside the reasoning.
+
+    `finish_reasons` gives the i-th output's finish reason ("stop" for outputs past its end): "length"
+    plays a turn the backend cut at its token cap.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class ScriptedModel:
         n_ctx: int | None = None,
         prefill: Model | None = None,
         opens_thinking: bool | None = None,
+        finish_reasons: Sequence[str] = (),
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -61,6 +65,7 @@ class ScriptedModel:
         self.n_ctx = n_ctx
         self.prefill = prefill
         self.opens_thinking = opens_thinking
+        self.finish_reasons = list(finish_reasons)
         self.requests: list[ModelRequest] = []
 
     @property
@@ -92,7 +97,8 @@ class ScriptedModel:
             yield ModelChunk(opens_thinking=self.opens_thinking)
         for start in range(0, len(text), self.chunk_size):
             yield ModelChunk(text=text[start : start + self.chunk_size])
-        yield ModelChunk(usage=replace(usage, completion_tokens=len(text)), finish_reason="stop", extra=extra)
+        finish = self.finish_reasons[index] if index < len(self.finish_reasons) else "stop"
+        yield ModelChunk(usage=replace(usage, completion_tokens=len(text)), finish_reason=finish, extra=extra)
 
     # -- CountsTokens: the prefill backend's, or an estimate within `n_ctx` --------------------------------
     async def context_window(self) -> int | None:

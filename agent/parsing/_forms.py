@@ -43,6 +43,9 @@ _FUNCTION_OPEN: Final = re.compile(r"<function=([^<>\s\"']{1,64})>")
 _FUNCTION_PARTIAL: Final = re.compile(r"<function=[^<>\s\"']{0,64}")
 _CALL_FENCES: Final = frozenset({"", "json", "xml", "tool_call"})
 _FENCE_LANGUAGE: Final = re.compile(r"^[ \t]*```[ \t]*([A-Za-z][\w+.\-]*)[ \t]*$", re.MULTILINE)
+_UNFINISHED_NOTE: Final = (
+    "ran {count} call(s) written as a bare JSON object instead of <tool_call> (it was not finished: {what})"
+)
 _FORMS: Final = {
     "fence": "a fenced code block",
     "function": "<function=NAME>",
@@ -243,10 +246,39 @@ class LenientCalls:
         if final:
             if region.depth == 0 and region.object_end and at_end:
                 self._settle(region, region.text, closed=True)
-            else:
+            elif not (at_end and self._settle_unfinished(region)):
                 self._release(region, "")
             return True
         return False
+
+    def _settle_unfinished(self, region: _Region) -> bool:
+        """A bare call that ends the answer one step short of its end: a forgotten quote or closing braces.
+
+        Qwen2.5-Coder-0.5B wrote `{"name": "python", "arguments": {"code": "sum(...)}}` (the quote before the
+        braces forgotten) and `{"name": "python", "arguments": {"code": "..."}` (the last brace forgotten),
+        then ended its turn (measured). The call is read with the quote, or the braces, added, when it then
+        names an offered tool with an arguments object; otherwise the text stays content.
+        """
+        body = region.text.rstrip()
+        if region.in_string:
+            braces = len(body) - len(body.rstrip("}"))
+            if braces < 2:
+                return False
+            repaired, what = (
+                f'{body[:-braces]}"{body[-braces:]}',
+                "a quote was added before the closing braces",
+            )
+        elif region.depth > 0 and body.endswith("}"):
+            repaired, what = body + "}" * region.depth, "closing braces were added"
+        else:
+            return False
+        calls = self._calls(region, repaired)
+        if calls is None:
+            return False
+        self._region = None
+        self._line_start = False
+        self.on_calls(calls, _UNFINISHED_NOTE.format(count=len(calls), what=what))
+        return True
 
     @staticmethod
     def _track_braces(region: _Region, char: str) -> None:

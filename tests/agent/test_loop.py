@@ -210,6 +210,51 @@ async def test_empty_turn_counts_as_malformed() -> None:
     assert note.content
 
 
+async def test_empty_reply_note_speaks_of_reasoning_only_to_a_reasoning_model() -> None:
+    qwq, _ = make_agent(["thinking, never closed", turn("ok", content="fine")])
+    plain = Agent(ScriptedModel(["", "fine"], opens_thinking=False), [add])
+    notes = []
+    for agent in (qwq, plain):
+        result = await agent.run("go")
+        assert result.answer == "fine"
+        note = result.messages[3]
+        assert isinstance(note, NoteMessage)
+        assert note.kind == "empty_reply"
+        notes.append(note.content)
+    assert "after your reasoning" in notes[0]
+    assert "reasoning" not in notes[1]
+
+
+async def test_a_turn_cut_at_the_token_cap_is_not_the_final_answer() -> None:
+    # Qwen2.5-Coder-0.5B's answers ran into max_tokens mid-code and were taken as answers (measured)
+    cut = "Here is how:\n```python\nwith open('numbers.txt') as fi"
+    model = ScriptedModel([cut, "42"], opens_thinking=False, finish_reasons=["length", "stop"])
+    result = await Agent(model, [add], max_tokens_per_step=16).run("go")
+    assert result.stop_reason is StopReason.FINAL_ANSWER
+    assert result.answer == "42"
+    assert result.steps == 2
+    note = result.messages[3]
+    assert isinstance(note, NoteMessage)
+    assert note.kind == "reply_cut_off"
+    assert "16 tokens" in note.content
+    # it counts as a turn without a usable action: cut again and again, the run stops as malformed
+    looping = ScriptedModel([cut] * 3, opens_thinking=False, finish_reasons=["length"] * 3)
+    stopped = await Agent(looping, [add], max_malformed_turns=3).run("go")
+    assert stopped.stop_reason is StopReason.MALFORMED
+    assert stopped.answer == ""
+
+
+async def test_calls_written_before_the_token_cap_still_run() -> None:
+    model = ScriptedModel(
+        [call("add", a=2, b=3) + "\nNow I will explain at len", "5"],
+        opens_thinking=False,
+        finish_reasons=["length"],
+    )
+    result = await Agent(model, [add]).run("2 + 3?")
+    assert result.tool_calls == 1
+    assert result.answer == "5"
+
+
 async def test_max_steps() -> None:
     outputs = [turn(f"step {i}", call("add", a=i, b=1)) for i in range(10)]
     agent, model = make_agent(outputs, max_steps=4)

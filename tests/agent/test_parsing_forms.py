@@ -195,3 +195,44 @@ def test_a_note_that_quotes_a_name_given_as_a_surrogate_escape_encodes() -> None
     malformed.error.encode("utf-8")
     malformed.raw.encode("utf-8")
     assert "\ufffd" in malformed.error
+
+
+def test_a_bare_call_ending_inside_its_last_string_gets_its_quote() -> None:
+    # Qwen2.5-Coder-0.5B, file_roundtrip: the closing quote forgotten, then the turn ended (measured)
+    text = '{"name": "python", "arguments": {"code": "sum(i for i in range(1, 31) if i % 3 == 0)}}\n'
+    calls, content, repairs = answer(text)
+    assert calls == [
+        ToolCall(name="python", arguments={"code": "sum(i for i in range(1, 31) if i % 3 == 0)"})
+    ]
+    assert content == ""
+    assert any("quote was added" in r for r in repairs)
+
+
+def test_a_bare_call_ending_one_brace_short_gets_its_brace() -> None:
+    # Qwen2.5-Coder-0.5B, sha256: the outer object's brace forgotten, then the turn ended (measured)
+    text = '{"name": "python", "arguments": {"code": "import hashlib; hashlib.sha256(b\'x\').hexdigest()"}'
+    calls, content, repairs = answer(text)
+    assert calls == [
+        ToolCall(name="python", arguments={"code": "import hashlib; hashlib.sha256(b'x').hexdigest()"})
+    ]
+    assert content == ""
+    assert any("closing braces were added" in r for r in repairs)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "python", "arguments": {"code": "print(1)"',  # cut after a value: no brace to finish
+        '{"name": "python", "arguments": {"code": "print(1)"}\nmore prose',  # the answer goes on
+        '{"name": "nope", "arguments": {"code": "print(1)"}',  # no such tool
+        '{"name": "python", "arguments": {"code": "print(1)}}\nand then some prose',  # the answer goes on
+        '{"name": "nope", "arguments": {"code": "print(1)}}',  # no such tool
+        '{"name": "python", "arguments": {"code": "print(1)}',  # one brace: not the call's end
+        '{"name": "python", "arguments": {"code": "d = {1: 2}}}',  # braces that do not balance once quoted
+        'Example: {"name": "python", "arguments": {"code": "x}}',  # not opening a line
+    ],
+)
+def test_unclosed_strings_that_are_not_such_a_call_stay_content(text: str) -> None:
+    calls, content, _ = answer(text)
+    assert calls == []
+    assert content == text.strip() or content == text

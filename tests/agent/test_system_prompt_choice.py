@@ -138,6 +138,18 @@ async def test_the_note_comes_once_and_code_that_is_the_answer_stands() -> None:
     assert result.steps == 2
 
 
+async def test_code_shown_after_calls_that_all_failed_gets_the_note() -> None:
+    # Qwen2.5-Coder-1.5B, file_roundtrip: two failed calls, then code in a block and an invented sum (measured)
+    failed = tool_call_text("python", {"code": "2 +"})
+    model = ScriptedModel(
+        [failed, SHOWN, tool_call_text("python", {"code": "2 + 3"}), "5"], opens_thinking=False
+    )
+    result = await Agent(model, [python]).run("2 + 3?")
+    assert result.answer == "5"
+    kinds = [m.kind for m in result.messages if isinstance(m, NoteMessage)]
+    assert kinds == ["unrun_code"]
+
+
 async def test_code_in_an_answer_after_tools_ran_or_for_no_such_tool_stands() -> None:
     after_a_call = ScriptedModel([tool_call_text("python", {"code": "2 + 3"}), SHOWN], opens_thinking=False)
     assert (await Agent(after_a_call, [python]).run("2 + 3?")).answer == SHOWN

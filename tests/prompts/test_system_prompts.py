@@ -35,6 +35,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "call_too_deep": {"max_depth": 64, "call_format": _CALL_FORMAT},
     "call_truncated": {"detail": "the block was empty", "call_format": _CALL_FORMAT},
     "empty_reply": {},
+    "reply_cut_off": {"max_tokens": 320},
     "repeated_call": {"name": "get_weather", "count": 3},
     "run_timeout": {},
     "stopped_stuck": {"times": 4},
@@ -47,6 +48,8 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "unrun_code": {"name": "python"},
     # what the code tools (tools/code.py) tell the model about a sandbox call
     "python_interrupted": {"timeout_s": 30},
+    "python_line_break_in_string": {},
+    "python_one_line_blocks": {},
     "python_out_of_memory": {"memory": "1g"},
     "python_killed": {"signal": "SIGKILL"},
     "python_native_crash": {"signal": "SIGSEGV"},

@@ -51,6 +51,40 @@ async def test_python_error_shows_the_traceback(box: Toolbox) -> None:
     assert text.endswith("ZeroDivisionError: division by zero")
 
 
+async def test_a_string_cut_by_a_line_break_of_the_json_is_explained(box: Toolbox) -> None:
+    # Qwen2.5-Coder-1.5B's call, decoded: the JSON's \n inside '\n' became a line break of the code (measured)
+    code = "with open('numbers.txt', 'w') as f: f.write(str(1) + '\n')"
+    text, is_error = await call(box, "python", code=code)
+    assert is_error
+    assert "SyntaxError" in text
+    assert "[note]\nA line break cut a string literal" in text
+    assert r"write \\n in the JSON" in text
+    # other syntax errors, and a cut string in one-line code, get no such hint
+    for other in ("x = = 1\nprint(x)", "print('a)"):
+        text, is_error = await call(box, "python", code=other)
+        assert is_error
+        assert "SyntaxError" in text
+        assert "line break" not in text
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # Qwen2.5-Coder-0.5B's calls (measured), each resent on the bare SyntaxError
+        "import math; F1 = 1; F2 = 1; while True: F1, F2 = F2, F1 + F2",
+        "for i in range(1, 31): print(i) if i % 3 == 0: sum += i",
+    ],
+)
+async def test_blocks_crammed_onto_one_line_are_explained(box: Toolbox, code: str) -> None:
+    text, is_error = await call(box, "python", code=code)
+    assert is_error
+    assert "SyntaxError" in text
+    assert "only at the start of a line" in text
+    # code that runs, with the same shape, gets no hint
+    text, is_error = await call(box, "python", code="for i in range(2): print(i)")
+    assert (text, is_error) == ("0\n1", False)
+
+
 async def test_timeout_and_state_loss_are_explained(box: Toolbox) -> None:
     text, is_error = await call(box, "python", code="import time; time.sleep(100)")
     assert is_error
