@@ -327,7 +327,8 @@ class LenientCalls:
             return None
         if any(isinstance(item, MalformedCall) or item.name not in self.tool_names for item in decoded.items):
             return None
-        return [item for item in decoded.items if isinstance(item, ToolCall)]
+        calls = [item for item in decoded.items if isinstance(item, ToolCall)]
+        return _without_repeats(calls) if region.kind == "bare" else calls
 
     @staticmethod
     def _function_call(name: str, body: str) -> list[ToolCall] | None:
@@ -345,6 +346,20 @@ class LenientCalls:
     def _pass(self, text: str) -> None:
         if text:
             self.on_text(text)
+
+
+def _without_repeats(calls: list[ToolCall]) -> list[ToolCall]:
+    """Bare call lines repeated one after the other are one call.
+
+    Qwen2.5-Coder-0.5B wrote the same bare call line again and again (the in-process backend ends the turn at
+    the first repeat): that is the model stuttering, not two requests, and running a call with side effects
+    (appending to a file) twice would do its work twice.
+    """
+    kept: list[ToolCall] = []
+    for call in calls:
+        if not kept or (kept[-1].name, kept[-1].arguments) != (call.name, call.arguments):
+            kept.append(call)
+    return kept
 
 
 def mentioned_call(content: str, tool_names: Sequence[str]) -> str | None:

@@ -105,6 +105,17 @@ def test_several_bare_calls_on_their_own_lines() -> None:
     assert content == ""
 
 
+def test_a_bare_call_line_repeated_runs_once() -> None:
+    """A small model stutters its call line; the same call written again on the next line is not a second call,
+    while two different calls, or the same call apart, are each run."""
+    calls, content, _ = answer(f"{CALL_JSON}\n{CALL_JSON}\n")
+    assert calls == EXPECTED
+    assert content == ""
+    second = json.dumps({"name": "read_file", "arguments": {"path": "a.txt"}})
+    calls, _, _ = answer(f"{CALL_JSON}\n{second}\n{CALL_JSON}\n")
+    assert [c.name for c in calls] == ["python", "read_file", "python"]
+
+
 def test_forms_in_reasoning_are_not_run() -> None:
     completion = parse_completion(f"Maybe <tools>{CALL_JSON}</tools>.\n</think>\n\nDone.", tool_names=NAMES)
     assert completion.tool_calls == []
