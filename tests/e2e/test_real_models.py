@@ -6,7 +6,7 @@ written and read back, a two-step computation. Outcomes are asserted at fixed se
 (each test makes its own model, so the per-call seeds do not depend on test order).
 
 `python scripts/fetch_test_models.py qwen2.5-coder-0.5b qwen2.5-coder-1.5b` fetches the models. The tests
-marked `smoke` (the 0.5B through the CLI, `models check`, `render_prompt`) run by default
+marked `smoke` (the 0.5B through the CLI and the library, `models check`, `render_prompt`) run by default
 and in CI; `python -m pytest -m real_model` runs the whole tier: the 1.5B too, and the success rates over
 every task and seed (`test_success_rate`, printed and kept as properties in --junitxml).
 """
@@ -206,7 +206,7 @@ def test_cli_run_computes_with_python(real_gguf: Callable[[str], Path], tmp_path
         [
             *(sys.executable, "-m", "agent.cli", "run", task.text, "--model", str(real_gguf(SMALL))),
             *("--tools", "python", "--seed", "1", "--threads", str(THREADS), "--n-gpu-layers", "0"),
-            *("--n-ctx", "8192", "--max-tokens", "384", "--max-steps", "6", "--quiet"),
+            *("--n-ctx", "8192", "--max-tokens", "384", "--max-steps", "3", "--quiet"),
             *("--transcript-dir", str(tmp_path)),
         ],
         capture_output=True,
@@ -247,8 +247,7 @@ def results_of(outcome: Outcome, tool: str) -> list[str]:
 # right) is what `test_success_rate` measures.
 
 
-# Not in the smoke subset: the small model often takes all six steps here (minutes on two cores), which CI's
-# time budget cannot carry; `python -m pytest -m real_model` runs it.
+@pytest.mark.smoke
 @pytest.mark.docker
 async def test_library_writes_a_file_and_reads_it_back(
     make_model: Callable[..., LlamaCppModel], sandbox: DockerSandbox
@@ -260,7 +259,8 @@ async def test_library_writes_a_file_and_reads_it_back(
         assert answer_holds(outcome.result.answer, task.expected), explain(outcome)
 
 
-@pytest.mark.docker  # not smoke either: several steps of the model (`-m real_model` runs it)
+@pytest.mark.smoke
+@pytest.mark.docker
 async def test_library_two_step_task(
     make_model: Callable[..., LlamaCppModel], sandbox: DockerSandbox
 ) -> None:
