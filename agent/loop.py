@@ -530,7 +530,7 @@ class AgentRun:
         try:
             fitted = await self._context.fit(step, state.messages, request)
         except ModelError as exc:  # counting needs the model: a model that cannot load fails here
-            state.stop(StopReason.MODEL_ERROR, str(exc) or repr(exc), exc)
+            self._model_failed(exc)
             return
         state.usage.prompt_tokens += fitted.usage.prompt_tokens  # what a summary cost
         state.usage.completion_tokens += fitted.usage.completion_tokens
