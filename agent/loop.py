@@ -170,6 +170,10 @@ class Agent:
     sensitive).
     `context`: how the run stays inside the model's context (`agent.context.ContextPolicy`; on by default:
     old tool results are masked, then the middle of the history condensed; None turns it off).
+    `remind_to_answer`: after a turn whose calls all succeeded, a note asks the model to answer now if the
+    results answer the task. None (the default) does so only for models whose turns open no reasoning: small
+    instruct models call on and on with their answer in hand (Qwen2.5-Coder-0.5B: 0 of 5 samples answered
+    after the result, 5 of 5 with the note, measured), while QwQ decides in its reasoning and needs none.
     """
 
     def __init__(
@@ -195,6 +199,7 @@ class Agent:
         tracer_provider: Any = None,
         capture_content: bool = False,
         context: ContextPolicy | None = ContextPolicy(),  # noqa: B008 (frozen: one shared default is safe)
+        remind_to_answer: bool | None = None,
     ) -> None:
         self.model = model
         self.toolbox = _as_toolbox(tools, tool_timeout)
@@ -225,6 +230,7 @@ class Agent:
         self.tracer_provider = tracer_provider  # read by agent.telemetry.trace_run
         self.capture_content = capture_content
         self.context = context
+        self.remind_to_answer = remind_to_answer
 
     # ----------------------------------------------------------------- public API
 
@@ -327,20 +333,45 @@ class Agent:
         return TranscriptWriter(self.transcript_dir / f"{run_id}.jsonl")
 
     def _config(self) -> dict[str, Any]:
-        return {
+        """The run's settings as the transcript records them: every keyword of `__init__` but those in
+        `_UNRECORDED` (a test holds the two lists together, so a new setting cannot be forgotten)."""
+        config: dict[str, Any] = {
             "model": type(self.model).__name__,
             "tools": list(self.toolbox.names),
             # the definitions the model saw in its system turn: `qwq-agent export` renders them back
             "tool_specs": [t.to_openai() for t in self.toolbox.tools],
-            "max_steps": self.max_steps,
-            "max_tool_calls": self.max_tool_calls,
-            "timeout": self.timeout,
-            "token_budget": self.token_budget,
-            "tool_choice": str(self.tool_choice),
-            "keep_thinking": self.keep_thinking,
-            "thinking_budget": self.thinking_budget,
-            "context": self.context.as_config() if self.context is not None else None,
         }
+        for name in _RECORDED:
+            config[name] = getattr(self, name)
+        config["tool_choice"] = str(self.tool_choice)
+        config["tool_timeout"] = self.toolbox.default_timeout
+        config["context"] = self.context.as_config() if self.context is not None else None
+        return config
+
+
+# The settings `Agent._config` copies as they are (JSON values already), and those it leaves out, with why.
+_RECORDED = (
+    "system_prompt",
+    "max_steps",
+    "max_tool_calls",
+    "timeout",
+    "token_budget",
+    "keep_thinking",
+    "thinking_budget",
+    "max_tokens_per_step",
+    "max_malformed_turns",
+    "stuck_after",
+    "promote_trailing_drafts",
+    "lenient_calls",
+    "capture_content",
+    "remind_to_answer",
+)
+_UNRECORDED = {
+    "model": "recorded as its class name",
+    "tools": "recorded as their names and specs",
+    "transcript_dir": "where the transcript is, not how the run behaves",
+    "tracer_provider": "an object, not a setting",
+}
 
 
 class AgentRun:
@@ -631,6 +662,8 @@ class AgentRun:
             acted = True
             if state.repeat_count == self.agent.stuck_after:
                 new_messages.append(_note("repeated_call", name=calls[0].name, count=state.repeat_count))
+            elif self._reminds(turn, new_messages):
+                new_messages.append(_note("answer_reminder", results=len(calls)))
         elif not notes:
             state.answer = assistant.content.strip()
             state.stop(StopReason.FINAL_ANSWER)
@@ -708,6 +741,17 @@ class AgentRun:
             return []
         state.code_shown_note = True
         return [_note("unrun_code", name=name)]
+
+    def _reminds(self, turn: _Turn, new_messages: list[Message]) -> bool:
+        """Whether to remind the model to answer: its calls all succeeded and the run goes on."""
+        remind = self.agent.remind_to_answer
+        if remind is None:
+            remind = not turn.opens_thinking
+        return (
+            remind
+            and self._state.stop_reason is None
+            and all(not m.is_error for m in new_messages if isinstance(m, ToolMessage))
+        )
 
     def _refusal(self, calls: list[ToolCall]) -> NoteMessage | None:
         """Why `tool_choice` forbids these calls, or None when they may run."""

@@ -51,6 +51,8 @@ class Turn:
     name: str = ""
     tool_call_id: str = ""
     call_ids: tuple[str, ...] = ()
+    # The framework's own note (role "note" on input): where tool results go, unless a renderer says otherwise.
+    note: bool = False
 
     @property
     def original(self) -> str:
@@ -151,7 +153,8 @@ def normalize_messages(messages: Iterable[Any]) -> list[Turn]:
         if role not in _ROLES:
             raise ValueError(f"{where}: role must be one of {', '.join(_ROLES)}; got {role!r}")
         content = _text(data.get("content"), where)
-        if role == "note":
+        note = role == "note"
+        if note:
             # The framework's own observations (a malformed call, a budget, a refusal) reach the model
             # where tool results do: QwQ's format has no other place for them.
             role = "tool"
@@ -162,6 +165,7 @@ def normalize_messages(messages: Iterable[Any]) -> list[Turn]:
                     content=content,
                     name=str(data.get("name") or ""),
                     tool_call_id=str(data.get("tool_call_id") or ""),
+                    note=note,
                 )
             )
             continue

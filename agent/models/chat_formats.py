@@ -17,6 +17,7 @@ Whether the model's turn starts inside its reasoning is read off the rendered pr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,13 +50,32 @@ class ChatFormat:
 
         if self.kind == "qwq" or self.template is None:
             return prompts.render(messages, list(tools), keep_thinking=keep_thinking)  # type: ignore[arg-type]
+        # Notes are user messages to a model that answers without reasoning, where it heeds them; a reasoning
+        # model's template keeps them where results go (see `prompts.render_chat_template`).
+        return self._render_template(messages, tools, notes_as="tool" if self._reasons else "user")
+
+    def _render_template(
+        self, messages: Sequence[Any], tools: Sequence[Any], *, notes_as: Literal["tool", "user"]
+    ) -> str:
+        import prompts
+
+        assert self.template is not None
         return prompts.render_chat_template(
-            self.template, messages, list(tools) or None, add_generation_prompt=True, **self.variables
+            self.template,
+            messages,
+            list(tools) or None,
+            add_generation_prompt=True,
+            notes_as=notes_as,
+            **self.variables,
         )
+
+    @functools.cached_property
+    def _reasons(self) -> bool:
+        return opens_thinking(self._render_template([{"role": "user", "content": "Hi"}], (), notes_as="tool"))
 
     def opens_thinking(self) -> bool:
         """Whether the model's turn starts inside its reasoning, read off a rendered one-question prompt."""
-        return opens_thinking(self.render([{"role": "user", "content": "Hi"}]))
+        return self.kind == "qwq" or self.template is None or self._reasons
 
     @property
     def tools_in_template(self) -> bool:

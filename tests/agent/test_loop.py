@@ -244,6 +244,36 @@ async def test_a_turn_cut_at_the_token_cap_is_not_the_final_answer() -> None:
     assert stopped.answer == ""
 
 
+async def test_a_model_without_reasoning_is_reminded_to_answer_after_good_results() -> None:
+    # Qwen2.5-Coder-0.5B called on with its answer in hand; a user-side reminder made it answer (measured)
+    model = ScriptedModel([call("add", a=2, b=3), "5"], opens_thinking=False)
+    result = await Agent(model, [add]).run("2 + 3?")
+    assert result.answer == "5"
+    reminder = result.messages[4]
+    assert isinstance(reminder, NoteMessage)
+    assert reminder.kind == "answer_reminder"
+    assert "reply now with the final answer" in reminder.content
+    assert model.requests[1].messages[-1] == reminder
+
+
+async def test_no_reminder_after_a_failed_call_nor_for_a_reasoning_model() -> None:
+    failing = ScriptedModel([call("add", a="x", b=3), "gave up"], opens_thinking=False)
+    result = await Agent(failing, [add]).run("2 + 3?")
+    assert not any(isinstance(m, NoteMessage) for m in result.messages)
+    qwq, _ = make_agent([turn("add", call("add", a=2, b=3)), turn("ok", content="5")])
+    result = await qwq.run("2 + 3?")
+    assert not any(isinstance(m, NoteMessage) for m in result.messages)
+    # the setting overrides the model's format both ways
+    forced, _ = make_agent(
+        [turn("add", call("add", a=2, b=3)), turn("ok", content="5")], remind_to_answer=True
+    )
+    result = await forced.run("2 + 3?")
+    assert [m.kind for m in result.messages if isinstance(m, NoteMessage)] == ["answer_reminder"]
+    off = ScriptedModel([call("add", a=2, b=3), "5"], opens_thinking=False)
+    result = await Agent(off, [add], remind_to_answer=False).run("2 + 3?")
+    assert not any(isinstance(m, NoteMessage) for m in result.messages)
+
+
 async def test_calls_written_before_the_token_cap_still_run() -> None:
     model = ScriptedModel(
         [call("add", a=2, b=3) + "\nNow I will explain at len", "5"],

@@ -513,3 +513,38 @@ def test_fields_of_the_wrong_type_are_a_transcript_error(tmp_path: Path, damage:
     path.write_text(json.dumps(start) + "\n" + damage + "\n")
     with pytest.raises(TranscriptError, match="line 2"):
         read_transcript(path)
+
+
+async def test_config_records_every_setting(tmp_path: Path) -> None:
+    """Every keyword of `Agent.__init__` is in the transcript's config, or named as left out with a reason."""
+    import inspect
+
+    from agent.loop import _RECORDED, _UNRECORDED
+
+    keywords = set(inspect.signature(Agent.__init__).parameters) - {"self"}
+    derived = {"tool_choice", "tool_timeout", "context"}
+    assert keywords == set(_RECORDED) | derived | set(_UNRECORDED)
+    agent = Agent(
+        ScriptedModel([completion_text("done")]),
+        [add],
+        system_prompt="Be brief.",
+        max_tokens_per_step=99,
+        max_malformed_turns=4,
+        stuck_after=5,
+        tool_timeout=7.5,
+        promote_trailing_drafts=False,
+        remind_to_answer=True,
+        transcript_dir=tmp_path,
+    )
+    result = await agent.run("t")
+    assert result.transcript_path is not None
+    config = read_transcript(result.transcript_path).config
+    assert set(config) >= (keywords - set(_UNRECORDED))
+    assert config["system_prompt"] == "Be brief."
+    assert (config["max_tokens_per_step"], config["max_malformed_turns"], config["stuck_after"]) == (99, 4, 5)
+    assert (config["tool_timeout"], config["promote_trailing_drafts"], config["remind_to_answer"]) == (
+        7.5,
+        False,
+        True,
+    )
+    json.dumps(config)  # plain JSON values throughout

@@ -128,7 +128,7 @@ def conversation(kind: str, *, thinking: bool) -> tuple[list[Message], list[dict
             tool_calls=[ToolCall(id="call_2_0", name="add", arguments={"a": 5, "b": 10})],
         ),
         ToolMessage(content="15", name="add", tool_call_id="call_2_0"),
-        # the framework's own notes travel where tool results do
+        # the framework's own notes: where results go for a model that reasons, else a user message
         NoteMessage(content=note, kind="repeated_call"),
     ]
     plain += [
@@ -136,7 +136,7 @@ def conversation(kind: str, *, thinking: bool) -> tuple[list[Message], list[dict
         {"role": "user", "content": "Now add 10 to it."},
         later_call,
         {"role": "tool", "content": "15", "name": "add", "tool_call_id": "call_2_0"},
-        {"role": "tool", "content": note},
+        {"role": "tool" if thinking else "user", "content": note},
     ]
     return typed, plain
 

@@ -21,6 +21,7 @@ _CALL_FORMAT = f"<tool_call>{_CALL_OBJECT}</tool_call>"
 
 NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     # the parser's sentences for unusable <tool_call> blocks
+    "answer_reminder": {"results": 1},
     "call_arguments_missing": {"quoted_name": '"get_weather"', "keys": '"city"'},
     "call_arguments_string": {"quoted_name": '"get_weather"', "detail": "it held an array"},
     "call_arguments_type": {"quoted_name": '"get_weather"', "kind": "a string"},
@@ -152,12 +153,16 @@ def test_an_unknown_name_lists_the_available_ones() -> None:
         match="no system prompt named 'nope'; available: context_summary, default, direct, solve",
     ):
         render_system_prompt("nope")
-    with pytest.raises(PromptTemplateError, match="available: call_arguments_missing, call_arguments_string"):
+    with pytest.raises(
+        PromptTemplateError, match="available: answer_reminder, call_arguments_missing, call_arguments_string"
+    ):
         render_note("../default")
 
 
 # the summary the model wrote is shown as it wrote it, on lines of its own
 MULTILINE_NOTES = {"context_summary"}
+# notes whose variables choose the wording rather than appear in it
+WORDING_ONLY = {"answer_reminder"}
 
 
 @pytest.mark.parametrize("name", sorted(NOTE_VARIABLES))
@@ -166,6 +171,9 @@ def test_every_note_renders_as_one_paragraph(name: str) -> None:
     assert text
     assert text == text.strip()
     assert ("\n" in text) == (name in MULTILINE_NOTES)
+    if name in WORDING_ONLY:
+        assert render_note(name, results=2) != text
+        return
     for value in NOTE_VARIABLES[name].values():
         for part in value if isinstance(value, list) else [value]:
             for item in part if isinstance(part, tuple) else [part]:
