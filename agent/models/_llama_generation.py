@@ -38,6 +38,7 @@ from agent.models._turns import (
     open_call_text,
     tag_completed,
 )
+from agent.models.base import TokenCounts
 from agent.models.errors import ModelError
 from agent.models.grammar import arguments_gbnf, call_rest_gbnf, tool_call_gbnf
 from agent.models.sampling import SamplingConfig
@@ -62,13 +63,10 @@ class SamplerKind(enum.Enum):
 
 
 @dataclass
-class LlamaStats:
+class LlamaStats(TokenCounts):
     """What the last call did with the KV cache and the sampler; benchmarks and tests read it."""
 
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
     evaluated_tokens: int = 0
-    completion_tokens: int = 0
     injected_tokens: int = 0
     thinking_tokens: int = 0
     tool_calls: int = 0
