@@ -180,6 +180,7 @@ class RequestLog:
     urls: list[str] = field(default_factory=list)
 
 
+@dataclass(eq=False)
 class Transport:
     """HTTP for one call of the model (one turn): a client, the replica it sticks to, the retry policy.
 
@@ -187,20 +188,15 @@ class Transport:
     replica fails; then the next healthy one takes over.
     """
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        replicas: Replicas,
-        policy: HttpPolicy,
-        log: RequestLog,
-        model_name: str | None,
-    ) -> None:
-        self.client = client
-        self.replicas = replicas
-        self.policy = policy
-        self.log = log
-        self.model_name = model_name
-        self.replica = replicas.acquire()
+    client: httpx.AsyncClient
+    replicas: Replicas
+    policy: HttpPolicy
+    log: RequestLog
+    model_name: str | None
+    replica: Replica = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.replica = self.replicas.acquire()
 
     def close(self) -> None:
         """The turn is over: its replica has one turn less in flight."""
