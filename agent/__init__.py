@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from agent._lazy import lazy_attribute
 
 if TYPE_CHECKING:
     from agent.context import ContextPolicy
@@ -63,7 +64,4 @@ def _version() -> str:
 def __getattr__(name: str) -> Any:
     if name == "__version__":  # read from the package metadata on first use, not at import time
         return _version()
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'agent' has no attribute {name!r}")
-    return getattr(importlib.import_module(module_name), name)
+    return lazy_attribute(__name__, _LAZY, name)

@@ -141,6 +141,13 @@ def _fail(span: Span, error_type: str, description: str) -> None:
     span.set_status(Status(StatusCode.ERROR, description))
 
 
+def _fail_with(span: Span, exc: BaseException) -> None:
+    """Mark `span` failed by `exc`; a closed generator counts as cancelled and has no exception to record."""
+    if not isinstance(exc, GeneratorExit):
+        span.record_exception(exc)
+    _fail(span, _exception_type(exc), f"{type(exc).__name__}: {exc}")
+
+
 def _exception_type(exc: BaseException) -> str:
     import asyncio
 
@@ -218,9 +225,7 @@ class OtelRunTrace(RunTrace):
                 yield chunk
         except BaseException as exc:
             if span.is_recording():
-                if not isinstance(exc, GeneratorExit):
-                    span.record_exception(exc)
-                _fail(span, _exception_type(exc), f"{type(exc).__name__}: {exc}")
+                _fail_with(span, exc)
             raise
         finally:
             self._end_model_span(span, seen)
@@ -293,9 +298,7 @@ class OtelRunTrace(RunTrace):
         try:
             result = await running
         except BaseException as exc:
-            if not isinstance(exc, GeneratorExit):
-                span.record_exception(exc)
-            _fail(span, _exception_type(exc), f"{type(exc).__name__}: {exc}")
+            _fail_with(span, exc)
             raise
         else:
             if result.is_error:
@@ -330,9 +333,7 @@ class OtelRunTrace(RunTrace):
         span.set_attribute("qwq_agent.tool_calls", int(state.tool_calls))
         stop = state.stop_reason
         if exc is not None and stop is None:
-            if not isinstance(exc, GeneratorExit):
-                span.record_exception(exc)
-            _fail(span, _exception_type(exc), f"{type(exc).__name__}: {exc}")
+            _fail_with(span, exc)
         elif stop is not None:
             reason = str(getattr(stop, "value", stop))
             span.set_attribute("qwq_agent.stop_reason", reason)
@@ -379,9 +380,7 @@ def otel_workflow(provider: Any, name: str, attributes: Mapping[str, Any]) -> It
     try:
         yield _OtelWorkflow(span)
     except BaseException as exc:
-        if not isinstance(exc, GeneratorExit):
-            span.record_exception(exc)
-        _fail(span, _exception_type(exc), f"{type(exc).__name__}: {exc}")
+        _fail_with(span, exc)
         raise
     finally:
         otel_context.detach(token)

@@ -31,8 +31,9 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal, Protocol
 
 import prompts
@@ -294,10 +295,10 @@ class ContextKeeper:
         reserve = self._reserve(window, request)
         fitted = Fitted(None)
         count = await self._count(self._viewed(request, messages), reserve, window)
-        for stage in self._stages():
+        for stage in self._stages(step, messages, window, fitted):
             if self._fits(count, reserve, window):
                 break
-            condensation = await stage(step, messages, request, window, fitted)
+            condensation = await stage()
             if condensation is None:
                 continue
             after = await self._count(self._viewed(request, messages))
@@ -385,25 +386,20 @@ class ContextKeeper:
 
     # -- the strategies ----------------------------------------------------------------------------------
 
-    def _stages(self) -> list[Any]:
+    def _stages(
+        self, step: int, messages: Sequence[Message], window: int, fitted: Fitted
+    ) -> list[Callable[[], Awaitable[Condensation | None]]]:
+        """The condensations to try in turn, each keeping the last `keep_turns` turns, then only the last one."""
         keep, policy = self.policy.keep_turns, self.policy
-        stages: list[Any] = []
+        stages: list[Callable[[], Awaitable[Condensation | None]]] = []
         for turns in (keep, 1) if keep > 1 else (keep,):
             if policy.mask:
-                stages.append(_bind(self._mask, turns))
+                stages.append(partial(self._mask, turns, step, messages))
             if policy.condense != "none":
-                stages.append(_bind(self._condense, turns))
+                stages.append(partial(self._condense, turns, step, messages, window, fitted))
         return stages
 
-    async def _mask(
-        self,
-        turns: int,
-        step: int,
-        messages: Sequence[Message],
-        request: ModelRequest,
-        window: int,
-        _: Fitted,
-    ) -> Condensation | None:
+    async def _mask(self, turns: int, step: int, messages: Sequence[Message]) -> Condensation | None:
         """Hide every result older than the last `turns` turns that is long enough to be worth it."""
         begin = max(_opening_end(messages), self._through)
         end = _tail_start(messages, turns)
@@ -432,13 +428,7 @@ class ContextKeeper:
         return Condensation(step=step, strategy="mask", masked=masked)
 
     async def _condense(
-        self,
-        turns: int,
-        step: int,
-        messages: Sequence[Message],
-        request: ModelRequest,
-        window: int,
-        fitted: Fitted,
+        self, turns: int, step: int, messages: Sequence[Message], window: int, fitted: Fitted
     ) -> Condensation | None:
         """Replace the steps before the last `turns` turns by one note: a summary, else a digest."""
         opening = _opening_end(messages)
@@ -543,14 +533,6 @@ class ContextKeeper:
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def _bind(method: Any, turns: int) -> Any:
-    async def stage(*args: Any) -> Condensation | None:
-        result: Condensation | None = await method(turns, *args)
-        return result
-
-    return stage
 
 
 def _model_max_tokens(model: Model) -> int | None:

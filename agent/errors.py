@@ -57,15 +57,8 @@ from agent.batch.run import BatchAbortedError
 from agent.batch.tasks import TaskFileError
 from agent.evals.humaneval import EvalStoppedError
 from agent.evals.problems import ProblemError
-from agent.models.errors import (
-    ContextLengthError,
-    ModelAuthenticationError,
-    ModelConfigurationError,
-    ModelError,
-    ModelRequestError,
-    ModelStreamError,
-    ModelUnavailableError,
-)
+from agent.models import errors as model_errors
+from agent.models.errors import *  # noqa: F403 (re-exported: `model_errors.__all__` names them)
 from agent.models.grammar import GrammarError
 from agent.models.scripted import ScriptExhaustedError
 from agent.reports import ReportError
@@ -96,7 +89,6 @@ __all__ = [
     "BatchAbortedError",
     "BrowserError",
     "ConfigurationError",
-    "ContextLengthError",
     "DockerUnavailableError",
     "EvalStoppedError",
     "ExportError",
@@ -106,12 +98,6 @@ __all__ = [
     "ImageNotFoundError",
     "MCPConfigError",
     "MCPServerError",
-    "ModelAuthenticationError",
-    "ModelConfigurationError",
-    "ModelError",
-    "ModelRequestError",
-    "ModelStreamError",
-    "ModelUnavailableError",
     "ProblemError",
     "PromptTemplateError",
     "QwqAgentError",
@@ -134,3 +120,4 @@ __all__ = [
     "WorkerFailed",
     "WorkerLostError",
 ]
+__all__ += model_errors.__all__

@@ -32,18 +32,21 @@ class _Event(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class ThinkingDelta(_Event):
+class _TextDelta(_Event):
+    type: str  # declared here so that it stays the first key, as in every event
+    text: str
+
+
+class ThinkingDelta(_TextDelta):
     """A piece of reasoning text, as soon as the parser knows it is reasoning."""
 
     type: Literal["thinking_delta"] = "thinking_delta"
-    text: str
 
 
-class ContentDelta(_Event):
+class ContentDelta(_TextDelta):
     """A piece of visible text outside reasoning and outside tool-call blocks."""
 
     type: Literal["content_delta"] = "content_delta"
-    text: str
 
 
 class ToolCallParsed(_Event):

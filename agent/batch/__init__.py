@@ -9,8 +9,9 @@ chatml or ShareGPT training rows. Nothing here is imported by `import agent`.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from agent._lazy import lazy_attribute
 
 if TYPE_CHECKING:
     from agent.batch.names import ALL_TOOLS, DEFAULT_TOOLS
@@ -53,7 +54,4 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'agent.batch' has no attribute {name!r}")
-    return getattr(importlib.import_module(module_name), name)
+    return lazy_attribute(__name__, _LAZY, name)

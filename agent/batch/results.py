@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,21 +50,8 @@ class BatchResult:
         return self.error is not None
 
     def to_row(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "answer": self.answer,
-            "stop_reason": self.stop_reason,
-            "steps": self.steps,
-            "tool_calls": self.tool_calls,
-            "usage": dict(self.usage),
-            "wall_s": round(self.wall_s, 4),
-            "transcript": self.transcript,
-            "error": self.error,
-            "error_type": self.error_type,
-            "solved": self.solved,
-            "started_at": round(self.started_at, 4),
-            "worker": dict(self.worker),
-        }
+        """Every field, in order (copies of the dicts); the times rounded to 0.1 ms."""
+        return asdict(self) | {"wall_s": round(self.wall_s, 4), "started_at": round(self.started_at, 4)}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> BatchResult:

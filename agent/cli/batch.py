@@ -28,26 +28,28 @@ if TYPE_CHECKING:
 
     from agent.batch.results import BatchResult
 
-__all__ = ["BatchProgress", "add_parser", "main"]
+__all__ = ["BatchProgress", "add_parser", "batch_id_for", "execution_options", "main"]
+
+
+_DESCRIPTION = (
+    "Run every task of a JSONL file (here, or as Ray tasks on a cluster) and write one result row per task."
+)
+_EXAMPLES = (
+    "qwq-agent batch tasks.jsonl -o results.jsonl --base-url http://127.0.0.1:8000/v1 -j 16",
+    "qwq-agent batch tasks.jsonl -o results.jsonl --ray auto --resume",
+)
+_TASK_LINES = (
+    "task lines: "
+    '{"id": "t1", "task": "...", "tools": ["python"], "max_steps": 10, "metadata": {}, '
+    '"check": {"answer_contains": "42"}}'
+)
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
     from agent.batch.names import ALL_TOOLS, DEFAULT_TOOLS
-    from agent.cli.common import add_keep_thinking_argument, add_model_arguments
+    from agent.cli.common import add_keep_thinking_argument, add_model_arguments, command_parser
 
-    parser = sub.add_parser(
-        name,
-        help=help_text,
-        description="Run every task of a JSONL file (here, or as Ray tasks on a cluster) and write one result "
-        "row per task.",
-        epilog="examples:\n"
-        "  qwq-agent batch tasks.jsonl -o results.jsonl --base-url http://127.0.0.1:8000/v1 -j 16\n"
-        "  qwq-agent batch tasks.jsonl -o results.jsonl --ray auto --resume\n"
-        "task lines: "
-        '{"id": "t1", "task": "...", "tools": ["python"], "max_steps": 10, "metadata": {}, '
-        '"check": {"answer_contains": "42"}}',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(sub, name, help_text, _DESCRIPTION, _EXAMPLES, more=_TASK_LINES)
     parser.add_argument("tasks", type=Path, help="JSONL file, one task per line")
     parser.add_argument(
         "--output", "-o", type=Path, required=True, help="JSONL file of results (one per task)"
@@ -110,6 +112,18 @@ def batch_id_for(output: Path) -> str:
     driver's workers left, since its sandboxes carry the same label."""
     key = f"{socket.gethostname()}:{output.resolve()}"
     return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def execution_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Where and how `batch` and `eval --ray` run their jobs: keyword arguments of `run_batch` and `ExecOptions`."""
+    return {
+        "ray_address": args.ray,
+        "max_retries": args.max_retries,
+        "num_cpus": args.num_cpus,
+        "batch_id": batch_id_for(args.output),
+        "image": args.image,
+        "transcript_dir": args.transcript_dir,
+    }
 
 
 class BatchProgress:
@@ -203,7 +217,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     from agent.batch.factory import AgentFactory, model_options, script_for
     from agent.batch.run import ALL_TOOLS, SANDBOX_TOOLS, run_batch
     from agent.batch.tasks import check_tools
-    from agent.cli.common import ConfigurationError, ensure_sandbox_image, load_script
+    from agent.cli.common import ConfigurationError, ensure_sandbox_image, load_script, run_options
 
     tasks = load_tasks(args.tasks)
     default_tools = [n.strip() for n in args.tools.split(",") if n.strip() and n.strip() != "none"]
@@ -224,11 +238,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         options=model_options(args),
         scripts=scripts,
         system_prompt=args.system_prompt,
-        max_steps=args.max_steps,
-        timeout=args.timeout,
-        thinking_budget=args.thinking_budget,
-        token_budget=args.token_budget,
-        keep_thinking=args.keep_thinking,
+        **run_options(args),
     )
     if isinstance(scripts, dict):
         missing = [t.id for t in tasks if script_for(t.id, t.metadata, scripts) is None]
@@ -263,16 +273,11 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
                 todo,
                 factory,
                 concurrency=concurrency,
-                ray_address=args.ray,
-                max_retries=args.max_retries,
                 default_tools=default_tools,
                 allow_private=args.allow_private,
-                transcript_dir=args.transcript_dir,
-                image=args.image,
                 warm=args.warm,
-                num_cpus=args.num_cpus,
                 resources=resources,
-                batch_id=batch_id_for(args.output),
+                **execution_options(args),
             )
             async with contextlib.aclosing(stream):
                 async for result in stream:

@@ -14,25 +14,29 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompts.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from agent.cli.view import View
     from agent.context import ContextPolicy
+    from agent.evals.solve import SolveOptions
     from agent.models.base import Model
     from sandboxes import SandboxConfig
 
 __all__ = [
     "DEFAULT_GGUF_FILE",
     "DEFAULT_REPO",
+    "RUN_OPTIONS",
     "ConfigurationError",
     "add_keep_thinking_argument",
     "add_model_arguments",
     "add_sandbox_arguments",
     "build_model",
+    "command_parser",
     "context_policy",
     "ensure_sandbox_image",
     "exit_code_for",
@@ -40,7 +44,10 @@ __all__ = [
     "load_script",
     "one_line",
     "report_error",
+    "run_in_view",
+    "run_options",
     "sandbox_config",
+    "solve_options",
 ]
 
 DEFAULT_REPO = "Qwen/QwQ-32B-GGUF"
@@ -86,6 +93,35 @@ def exit_code_for(command: str, error: Exception) -> int:
     if code is None:
         raise error
     return code
+
+
+def command_parser(
+    sub: Any, name: str, help_text: str, description: str | None, examples: Sequence[str], more: str = ""
+) -> argparse.ArgumentParser:
+    """A subcommand's parser whose help ends with `examples` (then `more`), laid out as written."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples) + (f"\n{more}" if more else "")
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def run_in_view(command: str, view: View, body: Callable[[], int], interrupted: Callable[[], str]) -> int:
+    """`body()`'s exit code. The view is closed before anything else is said: on Ctrl-C, the sentence
+    `interrupted()` returns (exit 130); on an error, the one `exit_code_for` prints."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        view.close()
+        view.note(interrupted())
+        return 130
+    except Exception as exc:
+        view.close()
+        return exit_code_for(command, exc)
 
 
 def add_keep_thinking_argument(parser: argparse.ArgumentParser) -> None:
@@ -188,6 +224,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 CONTEXT_MODES = ("auto", "summarize", "mask", "off")
+# The options that set each run's budgets and reasoning policy: keyword arguments of `Agent` and `SolveOptions`.
+RUN_OPTIONS = ("max_steps", "timeout", "thinking_budget", "token_budget", "keep_thinking")
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `RUN_OPTIONS` a parsed command line has (a command without one leaves its default)."""
+    return {name: getattr(args, name) for name in RUN_OPTIONS if hasattr(args, name)}
+
+
+def solve_options(args: argparse.Namespace) -> SolveOptions:
+    """The `SolveOptions` of `solve` and `eval`: the run options, the transcripts' folder, the context policy."""
+    from agent.evals.solve import SolveOptions
+
+    return SolveOptions(**run_options(args), transcript_dir=args.transcript_dir, context=context_policy(args))
 
 
 def context_policy(args: argparse.Namespace, sandbox: Any = None) -> ContextPolicy | None:

@@ -36,20 +36,19 @@ __all__ = ["add_parser", "main"]
 _ALL_BROKEN = "raise,constant,exit,frame,always-equal"
 
 
-def add_parser(sub: Any, name: str, help_text: str) -> None:
-    from agent.cli.common import add_keep_thinking_argument, add_model_arguments, add_sandbox_arguments
+_DESCRIPTION = "Evaluate the agent on a benchmark, each problem in its own sandbox, checked in a fresh one."
+_EXAMPLES = (
+    "qwq-agent eval humaneval --base-url http://127.0.0.1:8000/v1 --model-name qwq-32b -j 4 -o he.jsonl",
+    "qwq-agent eval humaneval --model qwq-32b-q4_k_m.gguf --limit 10 -o he.jsonl --resume",
+    "qwq-agent eval humaneval --check-harness -j 4 -o harness.jsonl",
+    "qwq-agent eval humaneval --ray HEAD:6379 --base-url http://gpu-1:8000/v1 --model-name qwq-32b -o he.jsonl",
+)
 
-    parser = sub.add_parser(
-        name,
-        help=help_text,
-        description="Evaluate the agent on a benchmark, each problem in its own sandbox, checked in a fresh one.",
-        epilog="examples:\n"
-        "  qwq-agent eval humaneval --base-url http://127.0.0.1:8000/v1 --model-name qwq-32b -j 4 -o he.jsonl\n"
-        "  qwq-agent eval humaneval --model qwq-32b-q4_k_m.gguf --limit 10 -o he.jsonl --resume\n"
-        "  qwq-agent eval humaneval --check-harness -j 4 -o harness.jsonl\n"
-        "  qwq-agent eval humaneval --ray HEAD:6379 --base-url http://gpu-1:8000/v1 --model-name qwq-32b -o he.jsonl",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def add_parser(sub: Any, name: str, help_text: str) -> None:
+    from agent.cli import common
+
+    parser = common.command_parser(sub, name, help_text, _DESCRIPTION, _EXAMPLES)
     parser.add_argument("benchmark", choices=("humaneval",), help="the benchmark (HumanEval: 164 problems)")
     parser.add_argument(
         "--output", "-o", type=Path, required=True, help="JSONL file to append one row per check to"
@@ -101,7 +100,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         help="fresh containers kept started ahead of need (default: --concurrency, at least 2; 0: none)",
     )
     parser.add_argument("--image", help="sandbox image (default: the one `qwq-agent sandbox build` makes)")
-    add_sandbox_arguments(parser)
+    common.add_sandbox_arguments(parser)
     parser.add_argument(
         "--ray",
         metavar="ADDRESS",
@@ -128,7 +127,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         help="where each agent run's transcript goes (./runs)",
     )
     parser.add_argument("--token-budget", type=int, metavar="TOKENS", help="generated tokens per problem")
-    add_keep_thinking_argument(parser)
+    common.add_keep_thinking_argument(parser)
     parser.add_argument(
         "--max-model-failures",
         type=int,
@@ -145,7 +144,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         metavar="FILE",
         help="also write an HTML report of the rows (what `qwq-agent report OUTPUT -o FILE` writes)",
     )
-    add_model_arguments(parser)
+    common.add_model_arguments(parser)
 
 
 def _select(problems: list[Problem], limit: int | None, tasks: str | None, harness: bool) -> list[Problem]:
@@ -245,7 +244,7 @@ def _summary_table(summary: EvalSummary, output: Path) -> Any:
 
 
 async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: Any) -> EvalSummary:
-    from agent.cli.common import context_policy, sandbox_config
+    from agent.cli.common import sandbox_config, solve_options
     from agent.evals.checking import Checker
     from agent.evals.humaneval import (
         BROKEN_VARIANTS,
@@ -255,7 +254,6 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
         run_harness_check,
         summarize,
     )
-    from agent.evals.solve import SolveOptions
 
     results = ResultsFile(args.output)
     skip = done_keys(results.read()) if args.resume else set()
@@ -297,15 +295,7 @@ async def _evaluate(args: argparse.Namespace, problems: list[Problem], console: 
             )
         mode = "harness"
     else:
-        options = SolveOptions(
-            max_steps=args.max_steps,
-            timeout=args.timeout,
-            thinking_budget=args.thinking_budget,
-            token_budget=args.token_budget,
-            transcript_dir=args.transcript_dir,
-            keep_thinking=args.keep_thinking,
-            context=context_policy(args),
-        )
+        options = solve_options(args)
         if args.ray is not None:
             await _evaluate_on_ray(args, problems, results, options, skip, on_row)
             summary = summarize(results.read(), [p.task_id for p in problems], "agent")
@@ -364,7 +354,7 @@ async def _evaluate_on_ray(
     from agent.batch.executor import ExecOptions, execute
     from agent.batch.factory import AgentFactory, model_options
     from agent.batch.run import FATAL_ERRORS
-    from agent.cli.batch import batch_id_for
+    from agent.cli.batch import execution_options
     from agent.cli.common import ConfigurationError, load_script
     from agent.evals.humaneval import _harness_error_row
 
@@ -378,13 +368,7 @@ async def _evaluate_on_ray(
         if missing:
             raise ConfigurationError(f"{args.scripted} has no script for {', '.join(missing[:5])}")
     exec_options = ExecOptions(
-        concurrency=args.concurrency if args.concurrency_given else None,
-        ray_address=args.ray,
-        max_retries=args.max_retries,
-        num_cpus=args.num_cpus,
-        batch_id=batch_id_for(args.output),
-        image=args.image,
-        transcript_dir=args.transcript_dir,
+        concurrency=args.concurrency if args.concurrency_given else None, **execution_options(args)
     )
     job = EvalJob(factory, options, check_timeout=args.check_timeout)
     stream = execute(todo, job, exec_options)

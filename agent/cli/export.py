@@ -16,17 +16,20 @@ from typing import Any
 __all__ = ["add_parser", "main"]
 
 
+_DESCRIPTION = (
+    "Write each finished run as training data: the exact text the model saw and produced "
+    "(chatml), or its messages (ShareGPT). The final turn keeps its reasoning."
+)
+_EXAMPLES = (
+    "qwq-agent export results.jsonl -o train.jsonl --solved-only",
+    "qwq-agent export runs/ -o train.jsonl --format sharegpt --stop-reason final_answer --max-steps 8",
+)
+
+
 def add_parser(sub: Any, name: str, help_text: str) -> None:
-    parser = sub.add_parser(
-        name,
-        help=help_text,
-        description="Write each finished run as training data: the exact text the model saw and produced "
-        "(chatml), or its messages (ShareGPT). The final turn keeps its reasoning.",
-        epilog="examples:\n"
-        "  qwq-agent export results.jsonl -o train.jsonl --solved-only\n"
-        "  qwq-agent export runs/ -o train.jsonl --format sharegpt --stop-reason final_answer --max-steps 8",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from agent.cli.common import command_parser
+
+    parser = command_parser(sub, name, help_text, _DESCRIPTION, _EXAMPLES)
     parser.add_argument(
         "source",
         type=Path,

@@ -15,16 +15,16 @@ from typing import Any
 __all__ = ["add_parser", "main"]
 
 
+_EXAMPLES = (
+    "qwq-agent report runs/20250101-120000-abc123.jsonl -o run.html",
+    "qwq-agent report he.jsonl -o eval.html",
+)
+
+
 def add_parser(sub: Any, name: str, help_text: str) -> None:
-    parser = sub.add_parser(
-        name,
-        help=help_text,
-        description=__doc__.splitlines()[0] if __doc__ else None,
-        epilog="examples:\n"
-        "  qwq-agent report runs/20250101-120000-abc123.jsonl -o run.html\n"
-        "  qwq-agent report he.jsonl -o eval.html",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from agent.cli.common import command_parser
+
+    parser = command_parser(sub, name, help_text, __doc__.splitlines()[0] if __doc__ else None, _EXAMPLES)
     parser.add_argument("file", type=Path, help="a run transcript, or eval/batch results (JSONL)")
     parser.add_argument(
         "--output", "-o", type=Path, help="the HTML file to write (default: FILE with .html instead)"

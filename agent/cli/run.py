@@ -122,7 +122,7 @@ async def open_tools_and_sandbox(
 async def _run(
     args: argparse.Namespace, model: Model, names: list[str], view: View, progress: _Progress
 ) -> int:
-    from agent.cli.common import ConfigurationError, context_policy, one_line, sandbox_config
+    from agent.cli.common import ConfigurationError, context_policy, one_line, run_options, sandbox_config
     from agent.loop import Agent, StopReason
     from agent.models.errors import ModelConfigurationError
 
@@ -140,10 +140,7 @@ async def _run(
                 model,
                 tools,
                 system_prompt=args.system_prompt,
-                max_steps=args.max_steps,
-                timeout=args.timeout,
-                thinking_budget=args.thinking_budget,
-                keep_thinking=args.keep_thinking,
+                **run_options(args),
                 transcript_dir=args.transcript_dir,
                 context=context_policy(args, sandbox),
             )
@@ -180,7 +177,7 @@ async def _run(
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.cli.common import build_model, exit_code_for, load_now
+    from agent.cli.common import build_model, load_now, run_in_view
     from agent.cli.view import make_view
 
     if args.task is None and args.resume is None:
@@ -191,21 +188,20 @@ def main(args: argparse.Namespace) -> int:
         return 2
     view = make_view(quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking)
     progress = _Progress(transcript=args.resume)
-    try:
+
+    def body() -> int:
         names = _selected_tools(args.tools)
         model = build_model(args)
         # an in-process model is loaded before any sandbox starts: a bad GGUF is a configuration error, said once
         load_now(model, view.note)
         return asyncio.run(_run(args, model, names, view, progress))
-    except KeyboardInterrupt:
-        view.close()
+
+    def interrupted() -> str:
         saved = progress.saved()
-        view.note(
+        if saved is None:
+            return "interrupted before the first step finished: no transcript was written, nothing to resume"
+        return (
             f"interrupted: the finished steps are in {saved}; continue with: qwq-agent run --resume {saved}"
-            if saved is not None
-            else "interrupted before the first step finished: no transcript was written, nothing to resume"
         )
-        return 130
-    except Exception as exc:
-        view.close()
-        return exit_code_for("run", exc)
+
+    return run_in_view("run", view, body, interrupted)

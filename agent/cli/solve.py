@@ -29,27 +29,26 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "main"]
 
 
-def add_parser(sub: Any, name: str, help_text: str) -> None:
-    from agent.cli.common import add_keep_thinking_argument, add_model_arguments, add_sandbox_arguments
+_DESCRIPTION = "Solve a coding problem: the agent writes, tests and runs a solution file in a sandbox."
+_EXAMPLES = (
+    "qwq-agent solve problem.md --model qwq-32b-q4_k_m.gguf -o solution.py",
+    "qwq-agent solve task.json --base-url http://127.0.0.1:8000/v1 --model-name qwq-32b",
+    'qwq-agent solve "Write a function that returns the n-th prime; print the 100th." -o prime.py',
+)
 
-    parser = sub.add_parser(
-        name,
-        help=help_text,
-        description="Solve a coding problem: the agent writes, tests and runs a solution file in a sandbox.",
-        epilog="examples:\n"
-        "  qwq-agent solve problem.md --model qwq-32b-q4_k_m.gguf -o solution.py\n"
-        "  qwq-agent solve task.json --base-url http://127.0.0.1:8000/v1 --model-name qwq-32b\n"
-        '  qwq-agent solve "Write a function that returns the n-th prime; print the 100th." -o prime.py',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def add_parser(sub: Any, name: str, help_text: str) -> None:
+    from agent.cli import common
+
+    parser = common.command_parser(sub, name, help_text, _DESCRIPTION, _EXAMPLES)
     parser.add_argument(
         "problem", help="a .md/.txt file, a HumanEval-style .json file or object, or the text"
     )
     parser.add_argument("--output", "-o", type=Path, metavar="FILE", help="copy the final solution file here")
     parser.add_argument("--image", help="sandbox image (default: the one `qwq-agent sandbox build` makes)")
-    add_sandbox_arguments(parser)
+    common.add_sandbox_arguments(parser)
     parser.add_argument("--transcript-dir", type=Path, default=Path("runs"), help="default: ./runs")
-    add_keep_thinking_argument(parser)
+    common.add_keep_thinking_argument(parser)
     parser.add_argument(
         "--token-budget", type=int, metavar="TOKENS", help="generated tokens for the whole run"
     )
@@ -66,7 +65,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     )
     output.add_argument("--json", action="store_true", help="print events and the result as JSON lines")
     parser.add_argument("--hide-thinking", action="store_true", help="do not show the reasoning")
-    add_model_arguments(parser)
+    common.add_model_arguments(parser)
 
 
 def _report(outcome: SolveOutcome, check: CheckResult | None, output: Path | None) -> tuple[list[str], bool]:
@@ -103,23 +102,19 @@ def _report(outcome: SolveOutcome, check: CheckResult | None, output: Path | Non
 
 
 async def _solve(args: argparse.Namespace, problem: Problem, model: Model, view: View) -> int:
-    from agent.cli.common import context_policy, sandbox_config
+    from agent.cli.common import sandbox_config, solve_options
     from agent.evals.checking import Checker
-    from agent.evals.solve import SolveOptions, solve
+    from agent.evals.solve import solve
     from agent.loop import StopReason
 
-    options = SolveOptions(
-        max_steps=args.max_steps,
-        timeout=args.timeout,
-        thinking_budget=args.thinking_budget,
-        token_budget=args.token_budget,
-        transcript_dir=args.transcript_dir,
-        keep_thinking=args.keep_thinking,
-        context=context_policy(args),
-    )
     try:
         outcome = await solve(
-            problem, model, options, image=args.image, on_event=view.handle, config=sandbox_config(args)
+            problem,
+            model,
+            solve_options(args),
+            image=args.image,
+            on_event=view.handle,
+            config=sandbox_config(args),
         )
     finally:
         view.close()
@@ -171,28 +166,25 @@ def _transcript_since(directory: Path | None, started: float) -> Path | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.cli.common import build_model, ensure_sandbox_image, exit_code_for, load_now
+    from agent.cli.common import build_model, ensure_sandbox_image, load_now, run_in_view
     from agent.cli.view import make_view
     from agent.evals.problems import load_problem
 
     view = make_view(quiet=args.quiet, json_lines=args.json, show_thinking=not args.hide_thinking)
     started = time.time()
-    try:
+
+    def body() -> int:
         # Problem and model first: a typo in either is reported before any container or image work.
         problem = load_problem(args.problem)
         model = build_model(args)
         load_now(model, view.note)
         ensure_sandbox_image(args.image, view.note)
         return asyncio.run(_solve(args, problem, model, view))
-    except KeyboardInterrupt:
-        view.close()
+
+    def interrupted() -> str:
         written = _transcript_since(args.transcript_dir, started)
-        view.note(
-            f"interrupted: the sandbox was removed; the finished steps are in {written}"
-            if written is not None
-            else "interrupted: the sandbox was removed; no step had finished, so no transcript was written"
-        )
-        return 130
-    except Exception as exc:
-        view.close()
-        return exit_code_for("solve", exc)
+        if written is None:
+            return "interrupted: the sandbox was removed; no step had finished, so no transcript was written"
+        return f"interrupted: the sandbox was removed; the finished steps are in {written}"
+
+    return run_in_view("solve", view, body, interrupted)

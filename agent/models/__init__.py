@@ -7,18 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from agent._lazy import lazy_attribute
+from agent.models import errors
 from agent.models._turns import ToolChoice
 from agent.models.base import CountsTokens, KeepThinking, Model, ModelChunk, ModelRequest, Usage
 from agent.models.chat_formats import ChatFormat
-from agent.models.errors import (
-    ContextLengthError,
-    ModelAuthenticationError,
-    ModelConfigurationError,
-    ModelError,
-    ModelRequestError,
-    ModelStreamError,
-    ModelUnavailableError,
-)
+from agent.models.errors import *  # noqa: F403 (re-exported: `errors.__all__` names them)
 from agent.models.sampling import SamplingConfig
 from agent.models.scripted import ScriptedModel, ScriptExhaustedError, completion_text, tool_call_text
 
@@ -28,19 +22,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChatFormat",
-    "ContextLengthError",
     "CountsTokens",
     "KeepThinking",
     "LlamaCppModel",
     "Model",
-    "ModelAuthenticationError",
     "ModelChunk",
-    "ModelConfigurationError",
-    "ModelError",
     "ModelRequest",
-    "ModelRequestError",
-    "ModelStreamError",
-    "ModelUnavailableError",
     "OpenAICompatModel",
     "SamplingConfig",
     "ScriptExhaustedError",
@@ -50,6 +37,7 @@ __all__ = [
     "completion_text",
     "tool_call_text",
 ]
+__all__ += errors.__all__
 
 _LAZY = {
     "LlamaCppModel": "agent.models.llamacpp",
@@ -58,9 +46,4 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'agent.models' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module_name), name)
+    return lazy_attribute(__name__, _LAZY, name)

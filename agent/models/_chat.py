@@ -15,19 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.models._turns import CALL_OPEN, GRAMMAR_CALL_CLOSE, THINK_CLOSE
+from agent.models.base import ModelChunk, TokenCounts
 
 __all__ = ["ChatDecoder", "TurnCounts", "chat_messages", "chat_stream", "text_stream", "tool_dict"]
 
 
 @dataclass
-class TurnCounts:
+class TurnCounts(TokenCounts):
     """Token counts and requests of one turn, summed over its requests."""
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
     requests: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+
+    def last_chunk(self, finish: str | None) -> ModelChunk:
+        """The turn's closing chunk: its usage, why it ended, and how many requests it took."""
+        return ModelChunk(usage=self.usage(), finish_reason=finish, extra={"requests": self.requests})
 
     def add_usage(self, event: dict[str, Any], counted: int) -> bool:
         """Take a server's `usage` (replacing the pieces counted so far); False when the event has none."""

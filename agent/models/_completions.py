@@ -20,19 +20,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agent.models import _turns
 from agent.models._chat import TurnCounts, text_stream
 from agent.models._http import Transport
-from agent.models._turns import (
-    GRAMMAR_CALL_CLOSE,
-    RESPONSE_OPEN,
-    THINK_CLOSE,
-    CallOpening,
-    ToolChoice,
-    closing_text,
-    detect_call_opening,
-    open_call_text,
-)
-from agent.models.base import ModelChunk, Usage
+from agent.models._turns import CallOpening, ToolChoice
+from agent.models.base import ModelChunk
 from agent.models.grammar import arguments_gbnf, call_rest_gbnf, tool_call_gbnf, tool_call_schema
 
 __all__ = ["CompletionsSettings", "CompletionsTurn", "Constrain"]
@@ -40,7 +32,7 @@ __all__ = ["CompletionsSettings", "CompletionsTurn", "Constrain"]
 # How a server takes a constraint: llama.cpp / llama-cpp-python `grammar` (GBNF), llama.cpp `json_schema`,
 # vLLM `guided_json`, or vLLM >= 0.10 `structured_outputs`.
 Constrain = Literal["grammar", "json_schema", "guided_json", "structured_outputs"]
-_STOPS = [RESPONSE_OPEN, "<|im_end|>", "<|endoftext|>"]
+_STOPS = [_turns.RESPONSE_OPEN, "<|im_end|>", "<|endoftext|>"]
 _THINK: Literal["think"] = "think"
 
 
@@ -108,19 +100,11 @@ class CompletionsTurn:
             if self._finish == "length" and budget_cap is not None and self._left() > 0:
                 continue  # the budget ran out inside the reasoning: the next round closes it
             finish = "length" if self._finish == "length" else "stop"
-            if self._finish == "stop" and self.counts.extra.get("stop_reason") == RESPONSE_OPEN:
+            if self._finish == "stop" and self.counts.extra.get("stop_reason") == _turns.RESPONSE_OPEN:
                 # Servers drop the matched stop string; vLLM names it in `stop_reason`, others do not say.
                 finish = "tool_response"
             break
-        yield ModelChunk(
-            usage=Usage(
-                prompt_tokens=self.counts.prompt_tokens,
-                completion_tokens=self.counts.completion_tokens,
-                cached_tokens=self.counts.cached_tokens,
-            ),
-            finish_reason=finish,
-            extra={"requests": self.counts.requests},
-        )
+        yield self.counts.last_chunk(finish)
 
     # -- budgets ---------------------------------------------------------------------------------------------
     def _left(self) -> int:
@@ -166,9 +150,9 @@ class CompletionsTurn:
         full = self.text + value
         stop_at = -1
         if self.answer_start is None:
-            at = full.find(THINK_CLOSE, max(start - len(THINK_CLOSE), 0))
+            at = full.find(_turns.THINK_CLOSE, max(start - len(_turns.THINK_CLOSE), 0))
             if at >= 0:
-                self.answer_start = at + len(THINK_CLOSE)
+                self.answer_start = at + len(_turns.THINK_CLOSE)
                 if self.choice.forced:
                     stop_at, self._cut = self.answer_start, _THINK
         if stop_at < 0 and self.answer_start is not None and self.constrained:
@@ -184,7 +168,7 @@ class CompletionsTurn:
         answer = full[answer_start:]
         # Check each new character: the opening must be cut right where it completes.
         for end in range(max(start - answer_start, 0) + 1, len(answer) + 1):
-            opening = detect_call_opening(answer, 1, self.tool_names, end=end)
+            opening = _turns.detect_call_opening(answer, 1, self.tool_names, end=end)
             if opening is not None and self._can_constrain(opening):
                 self._cut = opening
                 return answer_start + end
@@ -198,7 +182,7 @@ class CompletionsTurn:
 
     # -- text written for the model --------------------------------------------------------------------------
     async def _close_reasoning(self) -> AsyncIterator[ModelChunk]:
-        closing = closing_text(self.text)
+        closing = _turns.closing_text(self.text)
         self.text += closing
         self.answer_start = len(self.text)
         yield ModelChunk(text=closing)
@@ -207,11 +191,13 @@ class CompletionsTurn:
                 yield chunk
 
     async def _forced_call(self) -> AsyncIterator[ModelChunk]:
-        opening = open_call_text(self.text)
+        opening = _turns.open_call_text(self.text)
         self.text += opening
         yield ModelChunk(text=opening)
         if self.constrained:
-            yield ModelChunk(text=await self._constrained_call(CallOpening(GRAMMAR_CALL_CLOSE, lead="\n")))
+            yield ModelChunk(
+                text=await self._constrained_call(CallOpening(_turns.GRAMMAR_CALL_CLOSE, lead="\n"))
+            )
 
     async def _constrained_call(self, opening: CallOpening) -> str:
         fields, lead = self._constraint(opening)

@@ -26,15 +26,7 @@ from typing import Any
 
 import httpx
 
-from agent.models.errors import (
-    ContextLengthError,
-    ModelAuthenticationError,
-    ModelConfigurationError,
-    ModelError,
-    ModelRequestError,
-    ModelStreamError,
-    ModelUnavailableError,
-)
+from agent.models import errors
 
 __all__ = [
     "API_KEY_ENVS",
@@ -188,6 +180,7 @@ class RequestLog:
     urls: list[str] = field(default_factory=list)
 
 
+@dataclass(eq=False)
 class Transport:
     """HTTP for one call of the model (one turn): a client, the replica it sticks to, the retry policy.
 
@@ -195,20 +188,15 @@ class Transport:
     replica fails; then the next healthy one takes over.
     """
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        replicas: Replicas,
-        policy: HttpPolicy,
-        log: RequestLog,
-        model_name: str | None,
-    ) -> None:
-        self.client = client
-        self.replicas = replicas
-        self.policy = policy
-        self.log = log
-        self.model_name = model_name
-        self.replica = replicas.acquire()
+    client: httpx.AsyncClient
+    replicas: Replicas
+    policy: HttpPolicy
+    log: RequestLog
+    model_name: str | None
+    replica: Replica = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.replica = self.replicas.acquire()
 
     def close(self) -> None:
         """The turn is over: its replica has one turn less in flight."""
@@ -265,7 +253,7 @@ class Transport:
                 what = self._describe_stall(exc)
                 if got_event:
                     self.replicas.failed(self.replica)
-                    raise ModelStreamError(
+                    raise errors.ModelStreamError(
                         f"the stream from POST {url} broke off: {what}", retryable=True
                     ) from exc
                 attempt = await self._retry_or_raise(attempt, None, exc)
@@ -312,7 +300,7 @@ class Transport:
                     done = True
                 yield event
             if not done:
-                raise ModelStreamError(
+                raise errors.ModelStreamError(
                     f"the stream from POST {url} ended before its end marker (cut off by the server "
                     "or the network)",
                     retryable=True,
@@ -329,7 +317,7 @@ class Transport:
             if response is not None and (response.is_stream_consumed or not response.is_closed):
                 detail = excerpt(response.text)
             where = self.replica.url if len(self.replicas.replicas) == 1 else "every replica"
-            raise ModelUnavailableError(
+            raise errors.ModelUnavailableError(
                 f"{where} failed {attempt + 1} times (last: {what}{'; ' + detail if detail else ''}); "
                 "is the server up and not overloaded?"
             ) from exc
@@ -340,25 +328,25 @@ class Transport:
         self._switch()
         return attempt + 1
 
-    def http_error(self, method: str, path: str, status: int, text: str) -> ModelError:
+    def http_error(self, method: str, path: str, status: int, text: str) -> errors.ModelError:
         detail = error_detail(text)
         where = f"{method} {self.replica.url}{path}"
         if status in (401, 403):
-            return ModelAuthenticationError(
+            return errors.ModelAuthenticationError(
                 f"{where} refused the credentials (HTTP {status}: {detail}); set the API key with api_key=... "
                 f"or one of the environment variables {', '.join(API_KEY_ENVS)}"
             )
         if status == 404:
-            return ModelConfigurationError(
+            return errors.ModelConfigurationError(
                 f"{where} does not exist (HTTP 404: {detail}); base_url must be the API root ending in /v1, "
                 f"and the model name ({self.model_name!r}) one the server serves"
             )
         lowered = detail.lower()
         if "context" in lowered and ("length" in lowered or "exceed" in lowered or "window" in lowered):
-            return ContextLengthError(
+            return errors.ContextLengthError(
                 f"{where}: the prompt does not fit the context ({detail})", status=status, detail=detail
             )
-        return ModelRequestError(
+        return errors.ModelRequestError(
             f"{where} rejected the request (HTTP {status}: {detail})", status=status, detail=detail
         )
 
@@ -408,7 +396,7 @@ class _Clock:
 def _parse_event(line: str, url: str) -> dict[str, Any] | None:
     """One `data:` line as an event dict; None for `[DONE]`; `ModelStreamError` for anything else."""
     if not line.startswith("data:"):
-        raise ModelStreamError(
+        raise errors.ModelStreamError(
             f"POST {url} answered with something other than server-sent events: {excerpt(line)}"
         )
     data = line[5:].strip()
@@ -417,11 +405,11 @@ def _parse_event(line: str, url: str) -> dict[str, Any] | None:
     try:
         event = json.loads(data)
     except (ValueError, RecursionError) as exc:  # ValueError: also integers past Python's digit limit
-        raise ModelStreamError(f"POST {url} sent a malformed event: {excerpt(data)}") from exc
+        raise errors.ModelStreamError(f"POST {url} sent a malformed event: {excerpt(data)}") from exc
     if not isinstance(event, dict):
-        raise ModelStreamError(f"POST {url} sent a malformed event: {excerpt(data)}")
+        raise errors.ModelStreamError(f"POST {url} sent a malformed event: {excerpt(data)}")
     if "error" in event:
-        raise ModelRequestError(
+        raise errors.ModelRequestError(
             f"POST {url} failed mid-stream: {error_detail(json.dumps(event))}",
             detail=json.dumps(event["error"]),
         )

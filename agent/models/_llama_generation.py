@@ -38,6 +38,7 @@ from agent.models._turns import (
     open_call_text,
     tag_completed,
 )
+from agent.models.base import TokenCounts
 from agent.models.errors import ModelError
 from agent.models.grammar import arguments_gbnf, call_rest_gbnf, tool_call_gbnf
 from agent.models.sampling import SamplingConfig
@@ -62,13 +63,10 @@ class SamplerKind(enum.Enum):
 
 
 @dataclass
-class LlamaStats:
+class LlamaStats(TokenCounts):
     """What the last call did with the KV cache and the sampler; benchmarks and tests read it."""
 
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
     evaluated_tokens: int = 0
-    completion_tokens: int = 0
     injected_tokens: int = 0
     thinking_tokens: int = 0
     tool_calls: int = 0
@@ -131,41 +129,35 @@ class GenerationSettings:
     max_string_length: int | None
 
 
+@dataclass(eq=False)
 class Generation:
     """One completion, from prefill to finish reason; emits text through `emit` as it is generated."""
 
-    def __init__(
-        self,
-        rt: LlamaRuntime,
-        cache: KVCache,
-        vocab: VocabInfo,
-        job: GenerationJob,
-        settings: GenerationSettings,
-        emit: Callable[[str], None],
-    ) -> None:
-        self.rt = rt
-        self.cache = cache
-        self.vocab = vocab
-        self.job = job
-        self.settings = settings
-        self.emit = emit
+    rt: LlamaRuntime
+    cache: KVCache
+    vocab: VocabInfo
+    job: GenerationJob
+    settings: GenerationSettings
+    emit: Callable[[str], None]
+
+    def __post_init__(self) -> None:
         self.stats = LlamaStats()
-        self.decoder = TextDecoder(cache)
+        self.decoder = TextDecoder(self.cache)
         self.window = ""  # the last characters generated, for tag detection
         self.answer = ""  # the text after the reasoning (its latest part), for detecting call openings
         self.answer_whole = True  # `answer` still starts where the answer starts
-        self.answer_started = not job.opened_think
+        self.answer_started = not self.job.opened_think
         self.held = ""  # text not yet sent: it might be the start of an invented <tool_response>
         self.text: list[str] = []
         self.samplers: dict[SamplerKind, SamplerChain] = {}
         self.grammar: GrammarSampler | None = None
         self.closer = GRAMMAR_CALL_CLOSE
-        self.tool_names = [getattr(t, "name", "") for t in job.tools]
-        if job.tool_choice.only is not None:
-            self.tool_names = [job.tool_choice.only]
+        self.tool_names = [getattr(t, "name", "") for t in self.job.tools]
+        if self.job.tool_choice.only is not None:
+            self.tool_names = [self.job.tool_choice.only]
         import numpy as np
 
-        self.rng = np.random.default_rng(settings.seed)
+        self.rng = np.random.default_rng(self.settings.seed)
 
     # -- the phase machine -----------------------------------------------------------------------------------
     def run(self) -> str:

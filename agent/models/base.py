@@ -23,6 +23,7 @@ __all__ = [
     "Model",
     "ModelChunk",
     "ModelRequest",
+    "TokenCounts",
     "ToolChoice",
     "Usage",
     "turn_opens_thinking",
@@ -38,6 +39,18 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+
+
+@dataclass
+class TokenCounts:
+    """The token counts of a call while it runs (a backend adds to them); `usage()` is what it reports."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens)
 
 
 @dataclass(frozen=True)

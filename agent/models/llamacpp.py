@@ -39,7 +39,7 @@ from agent.models._llama_generation import (
 from agent.models._llama_runtime import LlamaRuntime
 from agent.models._threaded import Sink, stream_from_thread
 from agent.models._turns import ToolChoice, effective_thinking_budget
-from agent.models.base import ModelChunk, ModelRequest, Usage
+from agent.models.base import ModelChunk, ModelRequest
 from agent.models.chat_formats import ChatFormat, ChatFormatChoice, opens_thinking, resolve_chat_format
 from agent.models.errors import ModelConfigurationError
 from agent.models.sampling import SamplingConfig
@@ -358,11 +358,7 @@ class LlamaCppModel:
     @staticmethod
     def _last_chunk(stats: LlamaStats, finish: str) -> ModelChunk:
         return ModelChunk(
-            usage=Usage(
-                prompt_tokens=stats.prompt_tokens,
-                completion_tokens=stats.completion_tokens,
-                cached_tokens=stats.cached_tokens,
-            ),
+            usage=stats.usage(),
             finish_reason=finish,
             extra={
                 "evaluated_prompt_tokens": stats.evaluated_tokens,

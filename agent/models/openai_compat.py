@@ -30,7 +30,7 @@ from agent.models._chat import ChatDecoder, TurnCounts, chat_messages, chat_stre
 from agent.models._completions import CompletionsSettings, CompletionsTurn, Constrain
 from agent.models._http import API_KEY_ENVS, HttpPolicy, Replicas, RequestLog, Transport
 from agent.models._turns import ToolChoice, effective_thinking_budget
-from agent.models.base import ModelChunk, ModelRequest, Usage
+from agent.models.base import ModelChunk, ModelRequest
 from agent.models.chat_formats import ChatFormat, ChatFormatChoice, opens_thinking, resolve_chat_format
 from agent.models.errors import ModelConfigurationError, ModelStreamError
 from agent.models.sampling import SamplingConfig
@@ -417,15 +417,7 @@ class OpenAICompatModel:
         tail = decoder.tail()
         if tail:
             yield ModelChunk(text=tail)
-        yield ModelChunk(
-            usage=Usage(
-                prompt_tokens=counts.prompt_tokens,
-                completion_tokens=counts.completion_tokens,
-                cached_tokens=counts.cached_tokens,
-            ),
-            finish_reason=decoder.finish,
-            extra={"requests": counts.requests},
-        )
+        yield counts.last_chunk(decoder.finish)
 
 
 @functools.cache
