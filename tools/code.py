@@ -10,6 +10,7 @@ own error. All text is made UTF-8-safe (no lone surrogates) before it leaves her
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Final, Literal
@@ -97,6 +98,40 @@ def code_hints(code: str, result: ExecResult) -> list[str]:
     if _CRAMMED.search(code):
         hints.append(render_note("python_one_line_blocks"))
     return hints
+
+
+def final_return_as_value(code: str) -> str | None:
+    """`code` with its last statement `return X`, at the top level, written as the expression `X`; else None.
+
+    A cell is not a function, so such code is a SyntaxError with one plausible meaning: X is the result
+    wanted, which the cell shows as its value. Qwen2.5-Coder-0.5B wrote two of ten benchmark tasks this way
+    (`import hashlib; return hashlib.sha256(...)...`) and resent the same call until the run was stopped
+    (measured). Only the last statement is taken, and only when nothing else at the top level returns and the
+    result compiles; anything else runs as written and fails as it would.
+    """
+    if "return" not in code:
+        return None
+    try:
+        body = ast.parse(code).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    if not body or not isinstance(last := body[-1], ast.Return) or last.value is None:
+        return None
+    if any(isinstance(node, ast.Return) for node in body[:-1]):
+        return None
+    lines = code.splitlines(keepends=True)
+    line = lines[last.lineno - 1]
+    # the offset counts UTF-8 bytes, not characters
+    column = len(line.encode("utf-8", "surrogatepass")[: last.col_offset].decode("utf-8", "surrogatepass"))
+    if not line.startswith("return", column):
+        return None
+    lines[last.lineno - 1] = line[:column] + line[column + len("return") :].lstrip(" \t")
+    repaired = "".join(lines)
+    try:
+        compile(repaired, "<cell>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    return repaired
 
 
 def _notes(
@@ -209,14 +244,13 @@ def code_tools(
     toolbox_timeout = limit + cfg.kill_grace + _TOOLBOX_GRACE_S
 
     async def python(code: str) -> ToolResult:
-        result = await sandbox.arun_python(code, timeout=limit)
+        repaired = final_return_as_value(code)
+        result = await sandbox.arun_python(repaired or code, timeout=limit)
+        hints = code_hints(repaired or code, result)
+        if repaired is not None:
+            hints.append(render_note("python_return_as_value"))
         return format_exec_result(
-            result,
-            max_output_chars,
-            kind="python",
-            timeout=limit,
-            memory=cfg.memory,
-            hints=code_hints(code, result),
+            result, max_output_chars, kind="python", timeout=limit, memory=cfg.memory, hints=hints
         )
 
     async def shell(command: str) -> ToolResult:

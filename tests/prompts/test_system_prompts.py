@@ -51,6 +51,7 @@ NOTE_VARIABLES: dict[str, dict[str, Any]] = {
     "python_interrupted": {"timeout_s": 30},
     "python_line_break_in_string": {},
     "python_one_line_blocks": {},
+    "python_return_as_value": {},
     "python_out_of_memory": {"memory": "1g"},
     "python_killed": {"signal": "SIGKILL"},
     "python_native_crash": {"signal": "SIGSEGV"},

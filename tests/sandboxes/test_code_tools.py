@@ -85,6 +85,18 @@ async def test_blocks_crammed_onto_one_line_are_explained(box: Toolbox, code: st
     assert (text, is_error) == ("0\n1", False)
 
 
+async def test_a_final_top_level_return_runs_as_the_cells_value(box: Toolbox) -> None:
+    # Qwen2.5-Coder-0.5B's call (measured): resent unchanged on each bare "'return' outside function"
+    code = "from datetime import date; return (date(2025, 11, 3) - date(2024, 2, 15)).days"
+    text, is_error = await call(box, "python", code=code)
+    assert not is_error
+    assert text.startswith("[value]\n627\n[note]\nA cell is not a function")
+    # a return that is not the last statement still fails as written
+    text, is_error = await call(box, "python", code="return 1\nx = 2")
+    assert is_error
+    assert "'return' outside function" in text
+
+
 async def test_timeout_and_state_loss_are_explained(box: Toolbox) -> None:
     text, is_error = await call(box, "python", code="import time; time.sleep(100)")
     assert is_error

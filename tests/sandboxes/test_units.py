@@ -130,3 +130,27 @@ def test_unreachable_engine_says_what_to_run(
     assert "[!!] Docker engine not reachable" in out
     assert "nothing answers at DOCKER_HOST=tcp://127.0.0.1:9" in out
     monkeypatch.setattr(_engine, "_client", None)  # do not keep the broken client for later tests
+
+
+@pytest.mark.parametrize(
+    ("code", "repaired"),
+    [
+        (
+            "import hashlib; return hashlib.sha256(b'x').hexdigest()",
+            "import hashlib; hashlib.sha256(b'x').hexdigest()",
+        ),
+        ("x = 'éé'\nreturn  len(x)\n", "x = 'éé'\nlen(x)\n"),
+        ("return(5)", "(5)"),
+        # nothing to take: no return, a bare one, one inside a function or block, two, code that does not parse
+        ("print('return')", None),
+        ("return", None),
+        ("def f():\n    return 1\nf()", None),
+        ("if True:\n    return 3", None),
+        ("return 1\nreturn 2", None),
+        ("return 1 +", None),
+    ],
+)
+def test_final_return_as_value(code: str, repaired: str | None) -> None:
+    from tools.code import final_return_as_value
+
+    assert final_return_as_value(code) == repaired
