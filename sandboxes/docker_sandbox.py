@@ -21,11 +21,11 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 from sandboxes._channel import DEFAULT_MAX_FRAME, Channel, ChannelClosed, ChannelTimeout
 from sandboxes._engine import get_client, owner_labels, remove_container, remove_dead_leftovers
+from sandboxes._lifecycle import Lifecycle
 from sandboxes._protocol import Answer, Check, ProtocolError, answer_spec, clean_text, validate_answer
 from sandboxes.config import ExecResult, LostCause, SandboxConfig, signal_name
 from sandboxes.errors import (
@@ -95,7 +95,7 @@ def _base64_length(size: int) -> int:
     return 4 * ((size + 2) // 3)
 
 
-class DockerSandbox:
+class DockerSandbox(Lifecycle):
     """A started container with the runner in it; use it as a (sync or async) context manager.
 
     `image=None` means the image `qwq-agent sandbox build` makes. Nothing happens in the constructor: the
@@ -163,28 +163,12 @@ class DockerSandbox:
         if executor is not None:
             executor.shutdown(wait=False)
 
-    def __enter__(self) -> DockerSandbox:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     async def astart(self) -> DockerSandbox:
         return await self._in_thread(self.start)
 
     async def aclose(self) -> None:
         # Not on the sandbox's own executor: that one may still be busy with a call being cancelled.
         await asyncio.to_thread(self.close)
-
-    async def __aenter__(self) -> DockerSandbox:
-        return await self.astart()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def _docker(self) -> Any:
         if self._client is None:
