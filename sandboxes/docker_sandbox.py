@@ -63,6 +63,15 @@ def _close_all() -> None:
             sandbox.close()
 
 
+_MEASURED = ("stdout", "stderr", "stdout_bytes", "stderr_bytes", "truncated", "duration_s")
+
+
+def _measured(a: Answer) -> dict[str, Any]:
+    """The fields of an `ExecResult` that a Python and a shell call take from the runner's answer as they
+    are: the output and what it measured. Whether the call succeeded, and why not, each judges its own way."""
+    return {name: a[name] for name in _MEASURED}
+
+
 class _Skipped(Exception):
     """The call was cancelled before it was sent to the runner: it never ran."""
 
@@ -580,20 +589,15 @@ class DockerSandbox(Lifecycle):
             note = "the Python state had been lost before this call (it ran in a fresh interpreter)"
             error = note if error is None else f"{error}; {note}"
         return ExecResult(
-            stdout=a["stdout"],
-            stderr=a["stderr"],
+            **_measured(a),
             ok=not (timed_out or cancelled or crashed) and a["error"] is None,
             error=error,
             timed_out=timed_out,
-            duration_s=a["duration_s"],
             value=a["value"],
             traceback=a["traceback"],
             exit_code=a["exit_code"] if crashed else None,
             state_lost=state_lost or lost_before,
             sandbox_replaced=replaced_before,
-            truncated=a["truncated"],
-            stdout_bytes=a["stdout_bytes"],
-            stderr_bytes=a["stderr_bytes"],
             oom_killed=oom,
             cancelled=cancelled,
             signal=sig if crashed else None,
@@ -628,18 +632,13 @@ class DockerSandbox(Lifecycle):
             note = "the sandbox had died before this call and was replaced: variables and files were lost"
             error = note if error is None else f"{error}; {note}"
         return ExecResult(
-            stdout=a["stdout"],
-            stderr=a["stderr"],
+            **_measured(a),
             ok=ok,
             error=error,
             timed_out=timed_out,
-            duration_s=a["duration_s"],
             exit_code=exit_code,
             state_lost=replaced_before or python_lost,
             sandbox_replaced=replaced_before,
-            truncated=a["truncated"],
-            stdout_bytes=a["stdout_bytes"],
-            stderr_bytes=a["stderr_bytes"],
             oom_killed=a["oom_killed"],
             cancelled=cancelled,
             signal=sig,
