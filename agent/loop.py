@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,9 @@ class _Turn:
 
 ToolLike = Tool[..., Any] | Callable[..., Any]
 
+_UNRECORDED = "unrecorded"
+"""The metadata key of an `Agent` field the transcript leaves out; its value says why."""
+
 
 _TURN_ATTEMPTS = 3  # a turn whose stream breaks off mid-way is started again at most twice
 
@@ -151,8 +154,12 @@ def _answer_calls(calls: Sequence[ToolCall], note: NoteMessage) -> list[ToolMess
     return [ToolMessage(content=note.content, name=c.name, tool_call_id=c.id, is_error=True) for c in calls]
 
 
+@dataclass(eq=False)  # eq=False: an agent stays equal only to itself, and hashable
 class Agent:
     """An agent: a model, tools, and budgets. Reusable, also concurrently: each run has its own state.
+
+    Its settings are its fields, declared once below: they are the constructor's keywords, the attributes a
+    caller reads or changes (`agent.max_steps = 5`), and what each run's transcript records (`_config`).
 
     Budgets: `max_steps` model turns; `max_tool_calls` executed calls; `timeout` seconds of wall clock for
     the whole run; `token_budget` generated (completion) tokens; `max_malformed_turns` consecutive turns that
@@ -176,61 +183,50 @@ class Agent:
     after the result, 5 of 5 with the note, measured), while QwQ decides in its reasoning and needs none.
     """
 
-    def __init__(
-        self,
-        model: Model,
-        tools: Toolbox | Sequence[ToolLike] | None = None,
-        *,
-        system_prompt: str | None = None,
-        max_steps: int = 20,
-        max_tool_calls: int | None = None,
-        timeout: float | None = None,
-        token_budget: int | None = None,
-        tool_choice: str | ToolChoice = "auto",
-        keep_thinking: KeepThinking = "none",
-        thinking_budget: int | None = None,
-        max_tokens_per_step: int | None = None,
-        max_malformed_turns: int = 3,
-        stuck_after: int = 3,
-        tool_timeout: float | None = None,
-        transcript_dir: str | Path | None = None,
-        promote_trailing_drafts: bool = True,
-        lenient_calls: bool = True,
-        tracer_provider: Any = None,
-        capture_content: bool = False,
-        context: ContextPolicy | None = ContextPolicy(),  # noqa: B008 (frozen: one shared default is safe)
-        remind_to_answer: bool | None = None,
-    ) -> None:
-        self.model = model
-        self.toolbox = _as_toolbox(tools, tool_timeout)
-        choice = ToolChoice.of(tool_choice)
+    model: Model
+    tools: Toolbox | Sequence[ToolLike] | None = None
+    _: KW_ONLY
+    system_prompt: str | None = None
+    max_steps: int = 20
+    max_tool_calls: int | None = None
+    timeout: float | None = None
+    token_budget: int | None = None
+    tool_choice: str | ToolChoice = "auto"
+    keep_thinking: KeepThinking = "none"
+    thinking_budget: int | None = None
+    max_tokens_per_step: int | None = None
+    max_malformed_turns: int = 3
+    stuck_after: int = 3
+    tool_timeout: float | None = None
+    transcript_dir: str | Path | None = field(
+        default=None, metadata={_UNRECORDED: "where the transcript is, not how the run behaves"}
+    )
+    promote_trailing_drafts: bool = True
+    lenient_calls: bool = True
+    tracer_provider: Any = field(default=None, metadata={_UNRECORDED: "an object, not a setting"})
+    capture_content: bool = False
+    context: ContextPolicy | None = field(default_factory=ContextPolicy)
+    remind_to_answer: bool | None = None
+    toolbox: Toolbox = field(init=False, repr=False)
+    """The tools as the run validates and runs them (built from `tools`, with `tool_timeout`)."""
+
+    def __post_init__(self) -> None:
+        """Check the settings and bring the ones given in several forms to one: `tool_choice` becomes a
+        `ToolChoice`, `transcript_dir` a `Path`, `tool_timeout` the timeout the toolbox gives calls."""
+        self.toolbox = _as_toolbox(self.tools, self.tool_timeout)
+        self.tool_timeout = self.toolbox.default_timeout
+        choice = self.tool_choice = ToolChoice.of(self.tool_choice)
         if choice.only is not None and choice.only not in self.toolbox:
             raise ValueError(
                 f"tool_choice={str(choice)!r} is neither 'auto', 'required', 'none' nor the name of a given "
                 f"tool ({', '.join(self.toolbox.names) or 'no tools given'})"
             )
-        if max_steps < 1:
+        if self.max_steps < 1:
             raise ValueError("max_steps must be at least 1")
-        if stuck_after < 2:
+        if self.stuck_after < 2:
             raise ValueError("stuck_after must be at least 2: one repeat is normal, e.g. a retry")
-        self.system_prompt = system_prompt
-        self.max_steps = max_steps
-        self.max_tool_calls = max_tool_calls
-        self.timeout = timeout
-        self.token_budget = token_budget
-        self.tool_choice = choice
-        self.keep_thinking: KeepThinking = keep_thinking
-        self.thinking_budget = thinking_budget
-        self.max_tokens_per_step = max_tokens_per_step
-        self.max_malformed_turns = max_malformed_turns
-        self.stuck_after = stuck_after
-        self.transcript_dir = Path(transcript_dir) if transcript_dir is not None else None
-        self.promote_trailing_drafts = promote_trailing_drafts
-        self.lenient_calls = lenient_calls
-        self.tracer_provider = tracer_provider  # read by agent.telemetry.trace_run
-        self.capture_content = capture_content
-        self.context = context
-        self.remind_to_answer = remind_to_answer
+        if self.transcript_dir is not None:
+            self.transcript_dir = Path(self.transcript_dir)
 
     # ----------------------------------------------------------------- public API
 
@@ -330,48 +326,31 @@ class Agent:
     def _writer(self, run_id: str) -> TranscriptWriter | None:
         if self.transcript_dir is None:
             return None
-        return TranscriptWriter(self.transcript_dir / f"{run_id}.jsonl")
+        return TranscriptWriter(Path(self.transcript_dir) / f"{run_id}.jsonl")
 
     def _config(self) -> dict[str, Any]:
-        """The run's settings as the transcript records them: every keyword of `__init__` but those in
-        `_UNRECORDED` (a test holds the two lists together, so a new setting cannot be forgotten)."""
+        """The run's settings as the transcript records them: every field of the agent, as JSON, but those
+        whose metadata names a reason to leave them out (`_UNRECORDED`). A new setting is recorded as it is
+        declared, so it cannot be forgotten here."""
         config: dict[str, Any] = {
             "model": type(self.model).__name__,
             "tools": list(self.toolbox.names),
             # the definitions the model saw in its system turn: `qwq-agent export` renders them back
             "tool_specs": [t.to_openai() for t in self.toolbox.tools],
         }
-        for name in _RECORDED:
-            config[name] = getattr(self, name)
-        config["tool_choice"] = str(self.tool_choice)
-        config["tool_timeout"] = self.toolbox.default_timeout
-        config["context"] = self.context.as_config() if self.context is not None else None
+        for setting in fields(self):
+            if setting.init and setting.name not in config and _UNRECORDED not in setting.metadata:
+                config[setting.name] = _recorded(getattr(self, setting.name))
         return config
 
 
-# The settings `Agent._config` copies as they are (JSON values already), and those it leaves out, with why.
-_RECORDED = (
-    "system_prompt",
-    "max_steps",
-    "max_tool_calls",
-    "timeout",
-    "token_budget",
-    "keep_thinking",
-    "thinking_budget",
-    "max_tokens_per_step",
-    "max_malformed_turns",
-    "stuck_after",
-    "promote_trailing_drafts",
-    "lenient_calls",
-    "capture_content",
-    "remind_to_answer",
-)
-_UNRECORDED = {
-    "model": "recorded as its class name",
-    "tools": "recorded as their names and specs",
-    "transcript_dir": "where the transcript is, not how the run behaves",
-    "tracer_provider": "an object, not a setting",
-}
+def _recorded(value: Any) -> Any:
+    """A setting as a JSON value: the settings that are objects have a JSON form of their own."""
+    if isinstance(value, ToolChoice):
+        return str(value)
+    if isinstance(value, ContextPolicy):
+        return value.as_config()
+    return value
 
 
 class AgentRun:
@@ -706,7 +685,7 @@ class AgentRun:
         malformed = [NoteMessage(content=m.error, kind="malformed_call") for m in turn.completion.malformed]
         if assistant.tool_calls or malformed:
             return malformed
-        choice = self.agent.tool_choice
+        choice = ToolChoice.of(self.agent.tool_choice)
         if choice.forced:
             return [_note("tool_required", **({"tool_name": choice.only} if choice.only else {}))]
         if not assistant.content.strip():
@@ -757,7 +736,7 @@ class AgentRun:
         """Why `tool_choice` forbids these calls, or None when they may run."""
         if not calls:
             return None
-        choice = self.agent.tool_choice
+        choice = ToolChoice.of(self.agent.tool_choice)
         if not choice.allows_calls:
             return _note("tool_choice_none")
         if choice.only is not None:

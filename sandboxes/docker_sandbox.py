@@ -21,11 +21,11 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 from sandboxes._channel import DEFAULT_MAX_FRAME, Channel, ChannelClosed, ChannelTimeout
 from sandboxes._engine import get_client, owner_labels, remove_container, remove_dead_leftovers
+from sandboxes._lifecycle import Lifecycle
 from sandboxes._protocol import Answer, Check, ProtocolError, answer_spec, clean_text, validate_answer
 from sandboxes.config import ExecResult, LostCause, SandboxConfig, signal_name
 from sandboxes.errors import (
@@ -63,6 +63,15 @@ def _close_all() -> None:
             sandbox.close()
 
 
+_MEASURED = ("stdout", "stderr", "stdout_bytes", "stderr_bytes", "truncated", "duration_s")
+
+
+def _measured(a: Answer) -> dict[str, Any]:
+    """The fields of an `ExecResult` that a Python and a shell call take from the runner's answer as they
+    are: the output and what it measured. Whether the call succeeded, and why not, each judges its own way."""
+    return {name: a[name] for name in _MEASURED}
+
+
 class _Skipped(Exception):
     """The call was cancelled before it was sent to the runner: it never ran."""
 
@@ -95,7 +104,7 @@ def _base64_length(size: int) -> int:
     return 4 * ((size + 2) // 3)
 
 
-class DockerSandbox:
+class DockerSandbox(Lifecycle):
     """A started container with the runner in it; use it as a (sync or async) context manager.
 
     `image=None` means the image `qwq-agent sandbox build` makes. Nothing happens in the constructor: the
@@ -163,28 +172,12 @@ class DockerSandbox:
         if executor is not None:
             executor.shutdown(wait=False)
 
-    def __enter__(self) -> DockerSandbox:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     async def astart(self) -> DockerSandbox:
         return await self._in_thread(self.start)
 
     async def aclose(self) -> None:
         # Not on the sandbox's own executor: that one may still be busy with a call being cancelled.
         await asyncio.to_thread(self.close)
-
-    async def __aenter__(self) -> DockerSandbox:
-        return await self.astart()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def _docker(self) -> Any:
         if self._client is None:
@@ -596,20 +589,15 @@ class DockerSandbox:
             note = "the Python state had been lost before this call (it ran in a fresh interpreter)"
             error = note if error is None else f"{error}; {note}"
         return ExecResult(
-            stdout=a["stdout"],
-            stderr=a["stderr"],
+            **_measured(a),
             ok=not (timed_out or cancelled or crashed) and a["error"] is None,
             error=error,
             timed_out=timed_out,
-            duration_s=a["duration_s"],
             value=a["value"],
             traceback=a["traceback"],
             exit_code=a["exit_code"] if crashed else None,
             state_lost=state_lost or lost_before,
             sandbox_replaced=replaced_before,
-            truncated=a["truncated"],
-            stdout_bytes=a["stdout_bytes"],
-            stderr_bytes=a["stderr_bytes"],
             oom_killed=oom,
             cancelled=cancelled,
             signal=sig if crashed else None,
@@ -644,18 +632,13 @@ class DockerSandbox:
             note = "the sandbox had died before this call and was replaced: variables and files were lost"
             error = note if error is None else f"{error}; {note}"
         return ExecResult(
-            stdout=a["stdout"],
-            stderr=a["stderr"],
+            **_measured(a),
             ok=ok,
             error=error,
             timed_out=timed_out,
-            duration_s=a["duration_s"],
             exit_code=exit_code,
             state_lost=replaced_before or python_lost,
             sandbox_replaced=replaced_before,
-            truncated=a["truncated"],
-            stdout_bytes=a["stdout_bytes"],
-            stderr_bytes=a["stderr_bytes"],
             oom_killed=a["oom_killed"],
             cancelled=cancelled,
             signal=sig,

@@ -11,9 +11,9 @@ import collections
 import concurrent.futures
 import threading
 import time
-from types import TracebackType
 from typing import Any
 
+from sandboxes._lifecycle import Lifecycle
 from sandboxes.config import SandboxConfig
 from sandboxes.docker_sandbox import DockerSandbox
 from sandboxes.errors import SandboxError
@@ -21,7 +21,7 @@ from sandboxes.errors import SandboxError
 __all__ = ["SandboxPool"]
 
 
-class SandboxPool:
+class SandboxPool(Lifecycle):
     """N warm sandboxes; `acquire()` (or `await aacquire()`) takes one and starts its replacement.
 
     Nothing is started by the constructor: `start()` or entering the context does that. `close()` removes
@@ -141,24 +141,12 @@ class SandboxPool:
         if executor is not None:
             executor.shutdown(wait=False)
 
+    async def astart(self) -> SandboxPool:
+        """`start`, which returns at once: the sandboxes start in the pool's own threads."""
+        return self.start()
+
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
-
-    def __enter__(self) -> SandboxPool:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> SandboxPool:
-        return self.start()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     # ------------------------------------------------------------------ internals
 

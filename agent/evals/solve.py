@@ -16,7 +16,7 @@ import asyncio
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,11 @@ _CODE_TOOLS = ("python", "shell")
 
 @dataclass(frozen=True)
 class SolveOptions:
-    """Budgets and places of one solve run (the defaults suit a HumanEval-sized problem)."""
+    """Budgets and places of one solve run (the defaults suit a HumanEval-sized problem).
+
+    A field named as an `Agent` setting is that setting, passed on as it is (`agent_settings`);
+    `solution_file` and `final_run_timeout` are the solve loop's own.
+    """
 
     max_steps: int = 20
     timeout: float | None = None
@@ -58,6 +62,14 @@ class SolveOptions:
     final_run_timeout: float = 30.0
     keep_thinking: KeepThinking = "none"
     context: ContextPolicy | None = field(default_factory=ContextPolicy)  # masked results: in its sandbox
+
+    def agent_settings(self) -> dict[str, Any]:
+        """The fields that are `Agent` settings, by name: matched by name rather than listed, so that an
+        option added here reaches the agent without a second list to keep up to date."""
+        from agent.loop import Agent
+
+        settings = {f.name for f in fields(Agent) if f.init}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in settings}
 
 
 @dataclass
@@ -140,18 +152,10 @@ async def solve_in_sandbox(
 
     options = options or SolveOptions()
     started = time.monotonic()
-    agent = Agent(
-        model,
-        code_tools(sandbox),
-        system_prompt=system_prompt(options.solution_file),
-        max_steps=options.max_steps,
-        timeout=options.timeout,
-        thinking_budget=options.thinking_budget,
-        token_budget=options.token_budget,
-        keep_thinking=options.keep_thinking,
-        transcript_dir=options.transcript_dir,
-        context=replace(options.context, sandbox=sandbox) if options.context is not None else None,
-    )
+    settings = options.agent_settings()
+    if options.context is not None:  # masked results are kept in the run's own sandbox
+        settings["context"] = replace(options.context, sandbox=sandbox)
+    agent = Agent(model, code_tools(sandbox), system_prompt=system_prompt(options.solution_file), **settings)
     run = agent.iter(task_text(problem))
     async for event in run:
         if on_event is not None:

@@ -19,6 +19,7 @@ import functools
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,14 @@ if TYPE_CHECKING:
     import numpy as np
     from llama_cpp import Llama
 
-__all__ = ["GrammarSampler", "LlamaRuntime", "SamplerChain", "cpu_has_amx", "default_extra_buffer_types"]
+__all__ = [
+    "GrammarSampler",
+    "LlamaRuntime",
+    "LoadOptions",
+    "SamplerChain",
+    "cpu_has_amx",
+    "default_extra_buffer_types",
+]
 
 _PARAMS_LOCK = threading.Lock()
 
@@ -146,6 +154,25 @@ class GrammarSampler:
         return True
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How llama.cpp loads a GGUF: what `llama_cpp.Llama` is built with, held apart from how it generates.
+
+    `yarn` is (factor, original context) or None; `extra_buffer_types` None decides from the CPU;
+    `llama_kwargs` go to `llama_cpp.Llama` as they are, after (and over) the others.
+    """
+
+    n_ctx: int = 32768
+    n_gpu_layers: int = -1
+    n_batch: int = 512
+    n_threads: int | None = None
+    seed: int | None = None
+    yarn: tuple[float, int] | None = None
+    extra_buffer_types: bool | None = None
+    verbose: bool = False
+    llama_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
 class LlamaRuntime:
     """A loaded model and its context: tokenizer, exact token bytes, evaluation, logits, samplers."""
 
@@ -155,42 +182,29 @@ class LlamaRuntime:
 
     # -- loading ---------------------------------------------------------------------------------------------
     @classmethod
-    def load(
-        cls,
-        model_path: str,
-        *,
-        n_ctx: int,
-        n_gpu_layers: int,
-        n_batch: int,
-        n_threads: int | None,
-        seed: int | None,
-        yarn: tuple[float, int] | None,
-        extra_buffer_types: bool | None,
-        verbose: bool,
-        llama_kwargs: Mapping[str, Any],
-    ) -> LlamaRuntime:
-        """Load a GGUF. `yarn` is (factor, original context) or None; `extra_buffer_types` None = decide."""
+    def load(cls, model_path: str, options: LoadOptions) -> LlamaRuntime:
+        """Load a GGUF as `options` say."""
         import llama_cpp
 
         kwargs: dict[str, Any] = {
-            "n_ctx": n_ctx,
-            "n_gpu_layers": n_gpu_layers,
-            "n_batch": n_batch,
-            "verbose": verbose,
+            "n_ctx": options.n_ctx,
+            "n_gpu_layers": options.n_gpu_layers,
+            "n_batch": options.n_batch,
+            "verbose": options.verbose,
         }
-        if n_threads is not None:
-            kwargs["n_threads"] = n_threads
-            kwargs["n_threads_batch"] = n_threads
-        if seed is not None:
-            kwargs["seed"] = seed
-        if yarn is not None:
-            factor, original = yarn
+        if options.n_threads is not None:
+            kwargs["n_threads"] = options.n_threads
+            kwargs["n_threads_batch"] = options.n_threads
+        if options.seed is not None:
+            kwargs["seed"] = options.seed
+        if options.yarn is not None:
+            factor, original = options.yarn
             kwargs["rope_scaling_type"] = llama_cpp.LLAMA_ROPE_SCALING_TYPE_YARN
             kwargs["rope_freq_scale"] = 1.0 / factor
             kwargs["yarn_orig_ctx"] = original
-        kwargs.update(llama_kwargs)
-        extra = default_extra_buffer_types() if extra_buffer_types is None else extra_buffer_types
-        with _model_params(extra):
+        kwargs.update(options.llama_kwargs)
+        extra = options.extra_buffer_types
+        with _model_params(default_extra_buffer_types() if extra is None else extra):
             llama = llama_cpp.Llama(model_path=model_path, **kwargs)
         return cls(llama)
 

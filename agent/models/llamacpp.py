@@ -36,7 +36,7 @@ from agent.models._llama_generation import (
     VocabInfo,
     call_seed,
 )
-from agent.models._llama_runtime import LlamaRuntime
+from agent.models._llama_runtime import LlamaRuntime, LoadOptions
 from agent.models._threaded import Sink, stream_from_thread
 from agent.models._turns import ToolChoice, effective_thinking_budget
 from agent.models.base import ModelChunk, ModelRequest
@@ -67,8 +67,10 @@ class LlamaCppModel:
     `max_string_length` caps strings inside constrained calls (for noise models; leave None for real ones).
     `logit_bias` adds to the logits of free (unconstrained) sampling, keyed by token id or by the text of a
     single token (`{"<|im_end|>": 5.0}`), as the OpenAI API's parameter does.
-    Other keyword arguments go to `llama_cpp.Llama` as they are. After each call `last_stats` says what the
-    KV cache served and what was evaluated; `reset_cache()` forgets the cache, `close()` frees the model.
+    Other keyword arguments go to `llama_cpp.Llama` as they are. What loading uses is kept together in
+    `load_options` (`LoadOptions`); what generation uses stays on the model. After each call `last_stats`
+    says what the KV cache served and what was evaluated; `reset_cache()` forgets the cache, `close()` frees
+    the model.
     """
 
     def __init__(
@@ -109,21 +111,24 @@ class LlamaCppModel:
         overrides = {k: llama_kwargs.pop(k) for k in list(llama_kwargs) if k in _SAMPLING_FIELDS}
         self.sampling = (sampling or SamplingConfig()).with_(**overrides)
         self.model_path = str(model_path) if model_path is not None else None
-        self.n_ctx = n_ctx
-        self.n_gpu_layers = n_gpu_layers
-        self.n_threads = n_threads
-        self.n_batch = n_batch
-        self.seed = seed
+        self.load_options = LoadOptions(
+            n_ctx=n_ctx,
+            n_gpu_layers=n_gpu_layers,
+            n_batch=n_batch,
+            n_threads=n_threads,
+            seed=seed,
+            yarn=(yarn_factor, yarn_original_context) if yarn else None,
+            extra_buffer_types=extra_buffer_types,
+            verbose=verbose,
+            llama_kwargs=llama_kwargs,
+        )
+        self.seed = seed  # also the base of each call's sampling seed
         self.max_tokens = max_tokens
         self.thinking_budget = thinking_budget
         self.chat_format_choice: ChatFormatChoice = chat_format
-        self.extra_buffer_types = extra_buffer_types
-        self.yarn = (yarn_factor, yarn_original_context) if yarn else None
         self.constrain_tool_calls = constrain_tool_calls
         self.max_string_length = max_string_length
         self.logit_bias = dict(logit_bias or {})
-        self.verbose = verbose
-        self.llama_kwargs = llama_kwargs
         self.last_stats = LlamaStats()
         self._given = llama
         self._runtime: LlamaRuntime | None = None
@@ -134,7 +139,7 @@ class LlamaCppModel:
         self._calls = 0
 
     def __repr__(self) -> str:
-        return f"LlamaCppModel(model_path={self.model_path!r}, n_ctx={self.n_ctx}, chat_format={self.chat_format_choice!r})"
+        return f"LlamaCppModel(model_path={self.model_path!r}, n_ctx={self.load_options.n_ctx}, chat_format={self.chat_format_choice!r})"
 
     # -- loading ---------------------------------------------------------------------------------------------
     @classmethod
@@ -261,18 +266,7 @@ class LlamaCppModel:
                 "LlamaCppModel needs llama-cpp-python: pip install 'qwq-agent[llama]'"
             ) from exc
         try:
-            return LlamaRuntime.load(
-                str(self.model_path),
-                n_ctx=self.n_ctx,
-                n_gpu_layers=self.n_gpu_layers,
-                n_batch=self.n_batch,
-                n_threads=self.n_threads,
-                seed=self.seed,
-                yarn=self.yarn,
-                extra_buffer_types=self.extra_buffer_types,
-                verbose=self.verbose,
-                llama_kwargs=self.llama_kwargs,
-            )
+            return LlamaRuntime.load(str(self.model_path), self.load_options)
         except (ValueError, RuntimeError) as exc:
             raise ModelConfigurationError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
 
@@ -290,7 +284,7 @@ class LlamaCppModel:
             return self._runtime.n_ctx
         if self._given is not None:
             return int(self._given.n_ctx())
-        return self.n_ctx
+        return self.load_options.n_ctx
 
     async def count_prompt_tokens(self, request: ModelRequest) -> int:
         """The exact token count of the prompt `stream` would evaluate for `request` (loads the model)."""

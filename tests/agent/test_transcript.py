@@ -516,14 +516,16 @@ def test_fields_of_the_wrong_type_are_a_transcript_error(tmp_path: Path, damage:
 
 
 async def test_config_records_every_setting(tmp_path: Path) -> None:
-    """Every keyword of `Agent.__init__` is in the transcript's config, or named as left out with a reason."""
+    """Every setting of `Agent` is in the transcript's config, as JSON, but the few whose field says why not."""
+    import dataclasses
     import inspect
 
-    from agent.loop import _RECORDED, _UNRECORDED
+    from agent.loop import _UNRECORDED
 
-    keywords = set(inspect.signature(Agent.__init__).parameters) - {"self"}
-    derived = {"tool_choice", "tool_timeout", "context"}
-    assert keywords == set(_RECORDED) | derived | set(_UNRECORDED)
+    settings = {f.name for f in dataclasses.fields(Agent) if f.init}
+    assert settings == set(inspect.signature(Agent).parameters)
+    unrecorded = {f.name for f in dataclasses.fields(Agent) if _UNRECORDED in f.metadata}
+    assert unrecorded == {"transcript_dir", "tracer_provider"}
     agent = Agent(
         ScriptedModel([completion_text("done")]),
         [add],
@@ -539,7 +541,7 @@ async def test_config_records_every_setting(tmp_path: Path) -> None:
     result = await agent.run("t")
     assert result.transcript_path is not None
     config = read_transcript(result.transcript_path).config
-    assert set(config) >= (keywords - set(_UNRECORDED))
+    assert set(config) == settings - unrecorded | {"tool_specs"}
     assert config["system_prompt"] == "Be brief."
     assert (config["max_tokens_per_step"], config["max_malformed_turns"], config["stuck_after"]) == (99, 4, 5)
     assert (config["tool_timeout"], config["promote_trailing_drafts"], config["remind_to_answer"]) == (

@@ -13,8 +13,8 @@ from agent.cli.common import ConfigurationError, add_model_arguments, build_mode
 from agent.evals.checking import check_program, judge
 from agent.evals.humaneval import BROKEN_VARIANTS, ResultsFile, broken_program, done_keys, summarize
 from agent.evals.problems import Problem, ProblemError, load_humaneval, load_problem
-from agent.evals.solve import ran_after_last_write, system_prompt, task_text
-from agent.loop import RunResult, RunUsage, StopReason
+from agent.evals.solve import SolveOptions, ran_after_last_write, system_prompt, task_text
+from agent.loop import Agent, RunResult, RunUsage, StopReason
 from agent.messages import AssistantMessage, Message, UserMessage
 from agent.models import ScriptedModel
 from sandboxes import ExecResult
@@ -200,6 +200,27 @@ def test_task_text_and_system_prompt() -> None:
     prompt = system_prompt()
     assert "solution.py" in prompt
     assert "/workspace" in prompt
+
+
+def test_solve_options_reach_the_agent_as_the_settings_they_are_named_after() -> None:
+    options = SolveOptions(max_steps=7, token_budget=100, keep_thinking="current_task", context=None)
+    settings = options.agent_settings()
+    assert set(settings) == {
+        "max_steps",
+        "timeout",
+        "thinking_budget",
+        "token_budget",
+        "transcript_dir",
+        "keep_thinking",
+        "context",
+    }
+    agent = Agent(ScriptedModel([]), **settings)
+    assert (agent.max_steps, agent.token_budget, agent.keep_thinking, agent.context) == (
+        7,
+        100,
+        "current_task",
+        None,
+    )
 
 
 def _args(*argv: str) -> argparse.Namespace:
