@@ -6,10 +6,12 @@ content the moment the parser does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from agent.messages import NoteMessage
 from tools.types import ToolCall, ToolResult
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "Event",
     "FinalAnswer",
     "MalformedCallEvent",
+    "NoteAdded",
     "ParseEvent",
     "StepEnd",
     "ThinkingDelta",
@@ -25,6 +28,7 @@ __all__ = [
     "ToolCallParsed",
     "ToolCallStarted",
     "TurnRestarted",
+    "notes_added",
 ]
 
 
@@ -81,6 +85,17 @@ class ToolCallFinished(_Event):
     duration_s: float
 
 
+class NoteAdded(_Event):
+    """The framework told the model something after `step`: `kind` names the note (its template in
+    prompts/templates/notes), `text` is what the model reads. A UI shows it so that a person sees what the
+    model was told; notes on malformed calls are not repeated here (`MalformedCallEvent` carries them)."""
+
+    type: Literal["note_added"] = "note_added"
+    step: int
+    kind: str
+    text: str
+
+
 class TurnRestarted(_Event):
     """The model's stream broke off mid-turn (a transient failure): the turn starts again from its beginning.
 
@@ -126,5 +141,21 @@ class FinalAnswer(_Event):
 
 
 Event = (
-    ParseEvent | ToolCallStarted | ToolCallFinished | TurnRestarted | ContextCondensed | StepEnd | FinalAnswer
+    ParseEvent
+    | ToolCallStarted
+    | ToolCallFinished
+    | NoteAdded
+    | TurnRestarted
+    | ContextCondensed
+    | StepEnd
+    | FinalAnswer
 )
+
+
+def notes_added(step: int, messages: Sequence[object]) -> list[NoteAdded]:
+    """The `NoteAdded` events for a step's messages (the loop's, live; a transcript's, on replay)."""
+    return [
+        NoteAdded(step=step, kind=m.kind, text=m.content)
+        for m in messages
+        if isinstance(m, NoteMessage) and m.kind != "malformed_call"
+    ]

@@ -22,7 +22,15 @@ from typing import Any
 import prompts
 from agent import telemetry
 from agent.context import ContextKeeper, ContextPolicy
-from agent.events import Event, FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted, TurnRestarted
+from agent.events import (
+    Event,
+    FinalAnswer,
+    StepEnd,
+    ToolCallFinished,
+    ToolCallStarted,
+    TurnRestarted,
+    notes_added,
+)
 from agent.messages import AssistantMessage, Message, NoteMessage, SystemMessage, ToolMessage, UserMessage
 from agent.models._turns import ToolChoice
 from agent.models.base import KeepThinking, Model, ModelChunk, ModelRequest, turn_opens_thinking
@@ -648,6 +656,8 @@ class AgentRun:
             state.stop(StopReason.FINAL_ANSWER)
         new_messages.extend(notes)
         state.malformed_streak = 0 if acted or state.stop_reason else state.malformed_streak + 1
+        for event in notes_added(step, new_messages):
+            yield event
 
     async def _record(
         self,

@@ -41,7 +41,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
 def recorded_events(record: TranscriptRecord) -> list[Event]:
     """The events a live view saw, rebuilt from the transcript with the recorded usage and durations
     (transcripts from before tool durations were recorded show 0 for those)."""
-    from agent.events import FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted
+    from agent.events import FinalAnswer, StepEnd, ToolCallFinished, ToolCallStarted, notes_added
     from agent.messages import AssistantMessage, ToolMessage
     from agent.parsing import StreamParser
     from tools.types import ToolResult
@@ -67,6 +67,7 @@ def recorded_events(record: TranscriptRecord) -> list[Event]:
             result = ToolResult(content=observation.content, is_error=observation.is_error)
             duration = durations.get(call.id, 0.0)
             events.append(ToolCallFinished(step=number, call=call, result=result, duration_s=duration))
+        events.extend(notes_added(number, messages))
         events.append(
             StepEnd(
                 step=number,

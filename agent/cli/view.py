@@ -25,6 +25,7 @@ from agent.events import (
     Event,
     FinalAnswer,
     MalformedCallEvent,
+    NoteAdded,
     StepEnd,
     ThinkingDelta,
     ToolCallFinished,
@@ -164,6 +165,7 @@ class LiveView(View):
             ThinkingDelta: self._on_delta,
             ContentDelta: self._on_delta,
             MalformedCallEvent: self._on_malformed,
+            NoteAdded: self._on_note,
             ToolCallStarted: self._on_call_started,
             ToolCallFinished: self._on_call_finished,
             TurnRestarted: self._on_restart,
@@ -185,6 +187,9 @@ class LiveView(View):
         self._panel(
             event.raw.strip() or "(empty)", title="malformed tool call", style="yellow", subtitle=event.error
         )
+
+    def _on_note(self, event: NoteAdded) -> None:
+        self._print(f"[yellow]✎ note · {_escape(event.kind)}:[/] [dim]{_escape(event.text)}[/]")
 
     def _on_call_started(self, event: ToolCallStarted) -> None:
         arguments = ", ".join(f"{k}={_short(v, _ARGUMENT_CHARS)}" for k, v in event.call.arguments.items())

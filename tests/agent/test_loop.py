@@ -256,6 +256,24 @@ async def test_a_model_without_reasoning_is_reminded_to_answer_after_good_result
     assert model.requests[1].messages[-1] == reminder
 
 
+async def test_notes_are_events_live_and_on_replay(tmp_path: Path) -> None:
+    from agent.cli.replay import recorded_events
+    from agent.events import NoteAdded
+
+    script = [call("add", a=2, b=3), "5"]
+    agent = Agent(ScriptedModel(script, opens_thinking=False), [add], transcript_dir=tmp_path)
+    run = agent.iter("2 + 3?")
+    live = [e async for e in run if isinstance(e, NoteAdded)]
+    assert [(e.step, e.kind) for e in live] == [(1, "answer_reminder")]
+    assert live[0].text.startswith("If this result answers the task")
+    assert run.result is not None
+    assert run.result.transcript_path is not None
+    replayed = [
+        e for e in recorded_events(read_transcript(run.result.transcript_path)) if isinstance(e, NoteAdded)
+    ]
+    assert replayed == live
+
+
 async def test_no_reminder_after_a_failed_call_nor_for_a_reasoning_model() -> None:
     failing = ScriptedModel([call("add", a="x", b=3), "gave up"], opens_thinking=False)
     result = await Agent(failing, [add]).run("2 + 3?")
