@@ -28,6 +28,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from agent.models._sockets import SocketBackend
+
 __all__ = ["KeepAliveTransport"]
 
 # httpcore's transport errors and httpx's namesakes, most specific first (an httpcore.ReadTimeout is also a
@@ -87,6 +89,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTPConnection]] = {}
         self._open: set[httpcore.AsyncHTTPConnection] = set()
         self._closed = False
+        self._sockets = SocketBackend()
 
     @property
     def connections(self) -> int:
@@ -143,7 +146,10 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 return connection, True
             await self._drop(connection)  # the keep-alive time passed, or the server closed it
         connection = httpcore.AsyncHTTPConnection(
-            origin, ssl_context=self.ssl_context, keepalive_expiry=self.keepalive_expiry
+            origin,
+            ssl_context=self.ssl_context,
+            keepalive_expiry=self.keepalive_expiry,
+            network_backend=self._sockets if origin.scheme == b"http" else None,
         )
         self._open.add(connection)
         return connection, False

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -35,7 +39,7 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def serve() -> AsyncIterator[Server]:
+async def serve(tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
     server = Server(url="")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -65,9 +69,9 @@ async def serve() -> AsyncIterator[Server]:
         finally:
             writer.close()
 
-    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
     port = listener.sockets[0].getsockname()[1]
-    server.url = f"http://127.0.0.1:{port}"
+    server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     async with listener:
         yield server
 
@@ -169,3 +173,64 @@ async def test_the_model_uses_the_pool_unless_a_proxy_is_configured(monkeypatch:
     proxied = OpenAICompatModel("http://127.0.0.1:9/v1", model="m")
     assert not isinstance(proxied._client()._transport, KeepAliveTransport)  # httpx sets the proxy up
     await proxied.aclose()
+
+
+async def test_a_large_request_body_is_sent_whole() -> None:
+    """Bigger than the socket's send buffer: the write waits for the socket instead of sending it at once."""
+    async with serve() as server:
+        async with httpx.AsyncClient(transport=KeepAliveTransport()) as client:
+            response = await client.post(server.url, content=b"x" * 8_000_000)
+            assert response.text == "request 1"
+            assert (await client.post(server.url, json={"small": True})).text == "request 2"
+        assert len(set(server.peers)) == 1
+
+
+def self_signed(folder: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1, and a client context that trusts it."""
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = f"{folder}/cert.pem", f"{folder}/key.pem"
+    with open(cert_file, "wb") as out:
+        out.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_file, "wb") as out:
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    return server, ssl.create_default_context(cafile=cert_file)
+
+
+async def test_tls_connections_are_verified_and_kept_alive(tmp_path: Path) -> None:
+    server_tls, client_tls = self_signed(str(tmp_path))
+    async with serve(tls=server_tls) as server:
+        transport = KeepAliveTransport(client_tls)
+        async with httpx.AsyncClient(transport=transport) as client:
+            for number in (1, 2):
+                assert (await client.get(server.url)).text == f"request {number}"
+        assert len(set(server.peers)) == 1
+        async with httpx.AsyncClient(transport=KeepAliveTransport(ssl.create_default_context())) as client:
+            with pytest.raises(httpx.ConnectError, match=r"(?i)certificate"):
+                await client.get(server.url)  # a certificate nobody vouches for is refused
