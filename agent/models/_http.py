@@ -147,6 +147,14 @@ class Replica:
     in_flight: int = 0
     failures: int = 0
     skip_until: float = 0.0
+    _parsed: dict[str, httpx.URL] = field(default_factory=dict, repr=False)
+
+    def endpoint(self, path: str) -> httpx.URL:
+        """`url + path`, parsed once: httpx would otherwise parse the same URL again on every turn."""
+        parsed = self._parsed.get(path)
+        if parsed is None:
+            parsed = self._parsed[path] = httpx.URL(self.url + path)
+        return parsed
 
 
 class Replicas:
@@ -282,7 +290,8 @@ class Transport:
     async def _stream(
         self, url: str, path: str, body: dict[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
-        async with self.client.stream("POST", url, json=body, headers=_SSE) as response:
+        endpoint = self.replica.endpoint(path)
+        async with self.client.stream("POST", endpoint, json=body, headers=_SSE) as response:
             if response.status_code >= 400:
                 await response.aread()
                 if response.status_code in RETRY_STATUSES:
