@@ -6,7 +6,11 @@ Three measurements, each printed as figures:
    then an answer) against a fake OpenAI-compatible server on 127.0.0.1 (`/v1/completions`, streamed SSE),
    which answers instantly (latency 0: what the framework itself costs per turn) or after 100 ms per turn
    (a fast real server: the overhead is the wall time beyond `waves x turns x 100 ms`). Concurrency 1, 4, 16,
-   64; each run writes its transcript and its result row (synced) as `qwq-agent batch` does.
+   64; each run writes its transcript and its result row (synced) as `qwq-agent batch` does. Only completions
+   wait for the latency: other endpoints (/props, /tokenize) answer at once, as a real server does. CPU per
+   turn is given for this process (all its threads) and the server's. At 64, httpx's default transport
+   (httpcore's connection pool, what the model used before `KeepAliveTransport`) is measured beside ours in
+   the same run, and the CPU budget of 64 runs at 100 ms per turn is set against what a turn costs here.
 2. **Ray against local.** Single-turn scripted runs with no tools (nothing but the framework), one at a time
    and at the cluster's width, on a local Ray cluster (head + one more node, `agent.batch.local_cluster`)
    and here: the difference per task is what a Ray task costs (submission, a worker, the result and the
