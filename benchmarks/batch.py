@@ -76,27 +76,34 @@ def _chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
+def _json_reply(status: str, data: Any) -> bytes:
+    payload = json.dumps(data).encode()
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    return head.encode() + payload
+
+
+def _immediate_reply(method: str, path: str) -> bytes | None:
+    """The answer to anything but a completion, at once; None for a completion.
+
+    /props, /tokenize and the like get a 404 as vLLM gives them, never after the generation latency (which
+    made every batch wait for two slow /props answers before its first turn).
+    """
+    if method == "GET" and path.endswith("/models"):
+        return _json_reply("200 OK", {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+    if not path.endswith("/completions"):
+        return _json_reply("404 Not Found", {"error": {"message": f"no {path} here"}})
+    return None
+
+
 def serve(port: int, latency: float, tool_turns: int, log: str | None) -> None:
     """An OpenAI-compatible completions endpoint answering in QwQ's format, HTTP/1.1 with keep-alive (its own
     process, so its CPU is not the client's)."""
     log_file = open(log, "a", encoding="utf-8") if log is not None else None  # noqa: SIM115 - for the process's life
 
-    def reply_json(writer: asyncio.StreamWriter, status: str, data: Any) -> None:
-        payload = json.dumps(data).encode()
-        writer.write(
-            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n".encode()
-            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
-            + payload
-        )
-
     async def respond(writer: asyncio.StreamWriter, method: str, path: str, body: dict[str, Any]) -> None:
-        if method == "GET" and path.endswith("/models"):
-            reply_json(writer, "200 OK", {"object": "list", "data": [{"id": "fake", "object": "model"}]})
-            return
-        if not path.endswith("/completions"):
-            # /props, /tokenize...: answered at once, as vLLM does (404), never after the generation latency
-            # (which made every batch wait for two slow /props answers before its first turn)
-            reply_json(writer, "404 Not Found", {"error": {"message": f"no {path} here"}})
+        immediate = _immediate_reply(method, path)
+        if immediate is not None:
+            writer.write(immediate)
             return
         prompt = str(body.get("prompt", ""))
         if log_file is not None:
