@@ -147,7 +147,7 @@ class Replica:
     in_flight: int = 0
     failures: int = 0
     skip_until: float = 0.0
-    _parsed: dict[str, httpx.URL] = field(default_factory=dict, repr=False)
+    _parsed: dict[str, httpx.URL] = field(default_factory=dict, repr=False, compare=False)
 
     def endpoint(self, path: str) -> httpx.URL:
         """`url + path`, parsed once: httpx would otherwise parse the same URL again on every turn."""
