@@ -6,7 +6,11 @@ Three measurements, each printed as figures:
    then an answer) against a fake OpenAI-compatible server on 127.0.0.1 (`/v1/completions`, streamed SSE),
    which answers instantly (latency 0: what the framework itself costs per turn) or after 100 ms per turn
    (a fast real server: the overhead is the wall time beyond `waves x turns x 100 ms`). Concurrency 1, 4, 16,
-   64; each run writes its transcript and its result row (synced) as `qwq-agent batch` does.
+   64; each run writes its transcript and its result row (synced) as `qwq-agent batch` does. Only completions
+   wait for the latency: other endpoints (/props, /tokenize) answer at once, as a real server does. CPU per
+   turn is given for this process (all its threads) and the server's. At 64, httpx's default transport
+   (httpcore's connection pool, what the model used before `KeepAliveTransport`) is measured beside ours in
+   the same run, and the CPU budget of 64 runs at 100 ms per turn is set against what a turn costs here.
 2. **Ray against local.** Single-turn scripted runs with no tools (nothing but the framework), one at a time
    and at the cluster's width, on a local Ray cluster (head + one more node, `agent.batch.local_cluster`)
    and here: the difference per task is what a Ray task costs (submission, a worker, the result and the
@@ -35,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,19 +76,34 @@ def _chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
+def _json_reply(status: str, data: Any) -> bytes:
+    payload = json.dumps(data).encode()
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    return head.encode() + payload
+
+
+def _immediate_reply(method: str, path: str) -> bytes | None:
+    """The answer to anything but a completion, at once; None for a completion.
+
+    /props, /tokenize and the like get a 404 as vLLM gives them, never after the generation latency (which
+    made every batch wait for two slow /props answers before its first turn).
+    """
+    if method == "GET" and path.endswith("/models"):
+        return _json_reply("200 OK", {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+    if not path.endswith("/completions"):
+        return _json_reply("404 Not Found", {"error": {"message": f"no {path} here"}})
+    return None
+
+
 def serve(port: int, latency: float, tool_turns: int, log: str | None) -> None:
     """An OpenAI-compatible completions endpoint answering in QwQ's format, HTTP/1.1 with keep-alive (its own
     process, so its CPU is not the client's)."""
     log_file = open(log, "a", encoding="utf-8") if log is not None else None  # noqa: SIM115 - for the process's life
 
     async def respond(writer: asyncio.StreamWriter, method: str, path: str, body: dict[str, Any]) -> None:
-        if method == "GET" and path.endswith("/models"):
-            payload = json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]}).encode()
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
-                + payload
-            )
+        immediate = _immediate_reply(method, path)
+        if immediate is not None:
+            writer.write(immediate)
             return
         prompt = str(body.get("prompt", ""))
         if log_file is not None:
@@ -143,6 +163,8 @@ def fake_server(latency: float, tool_turns: int = 2, log: Path | None = None) ->
     if log is not None:
         command.append(str(log))
     process = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}/v1"
+    _SERVER_PIDS[url] = process.pid
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -153,10 +175,20 @@ def fake_server(latency: float, tool_turns: int = 2, log: Path | None = None) ->
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError("the fake server did not start") from None
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield url
     finally:
+        _SERVER_PIDS.pop(url, None)
         process.terminate()
         process.wait(10)
+
+
+_SERVER_PIDS: dict[str, int] = {}
+
+
+def server_cpu(url: str) -> float:
+    """CPU seconds (user + system) the fake server at `url` has used so far, from /proc."""
+    fields = Path(f"/proc/{_SERVER_PIDS[url]}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------------- 1. local overhead
@@ -169,15 +201,20 @@ async def local_batch(
     workdir: Path,
     shared_model: bool = True,
     transcripts: bool = True,
-) -> tuple[float, int]:
-    """Wall time of `runs` runs at `concurrency`, writing transcripts and synced result rows; and turns.
+    httpcore_pool: bool = False,
+) -> Batch:
+    """`runs` runs at `concurrency`, writing transcripts and synced result rows: wall time, turns, CPU.
 
     `shared_model`: every run uses one `OpenAICompatModel` (one connection pool); without it, each run makes
-    its own model, and so its own HTTP client.
+    its own model, and so its own HTTP client. `httpcore_pool`: the model's client uses httpx's default
+    transport (httpcore's connection pool, as before `KeepAliveTransport`), the baseline measured alongside.
     """
+    import httpx
+
     from agent.batch import BatchTask, ResultsFile, run_batch
     from agent.loop import Agent
     from agent.models import OpenAICompatModel
+    from agent.models.openai_compat import _tls_context
     from tools import tool
 
     @tool
@@ -189,17 +226,25 @@ async def local_batch(
         """
         return json.dumps({"key": key, "value": len(key)})
 
-    shared = OpenAICompatModel(base_url, model="fake", max_tokens=256) if shared_model else None
+    def new_model() -> OpenAICompatModel:
+        transport = None
+        if httpcore_pool:  # exactly the client options the model used before KeepAliveTransport
+            transport = httpx.AsyncHTTPTransport(
+                verify=_tls_context(), limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
+            )
+        return OpenAICompatModel(base_url, model="fake", max_tokens=256, transport=transport)
+
+    shared = new_model() if shared_model else None
 
     def make_agent(task: BatchTask, tools: list[Any]) -> Agent:
         # A model keeps one HTTP client per event loop: sharing it shares the connection pool and TLS setup.
-        model = shared or OpenAICompatModel(base_url, model="fake", max_tokens=256)
-        return Agent(model, [lookup], max_steps=6)
+        return Agent(shared or new_model(), [lookup], max_steps=6)
 
     tasks = [{"id": f"task-{i}", "task": f"Look up task {i}.", "tools": []} for i in range(runs)]
     results = ResultsFile(workdir / f"results-{concurrency}-{time.monotonic_ns()}.jsonl")
     results.open(resume=False)
     turns = 0
+    server_began, cpu_began = server_cpu(base_url), time.process_time()
     began = time.perf_counter()
     runs_dir = workdir / "runs" if transcripts else None
     async for result in run_batch(tasks, make_agent, concurrency=concurrency, transcript_dir=runs_dir):
@@ -208,52 +253,126 @@ async def local_batch(
         turns += result.steps
         results.append(result.to_row())
     wall = time.perf_counter() - began
+    client, server = time.process_time() - cpu_began, server_cpu(base_url) - server_began
     results.close()
     if shared is not None:
         await shared.aclose()
-    return wall, turns
+    return Batch(wall, turns, client, server)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One local batch: wall seconds, model turns, and CPU seconds of this process (all its threads) and of
+    the fake server over the batch."""
+
+    wall: float
+    turns: int
+    client_cpu: float
+    server_cpu: float
+
+    @property
+    def client_ms(self) -> float:
+        return 1000 * self.client_cpu / self.turns
+
+    @property
+    def server_ms(self) -> float:
+        return 1000 * self.server_cpu / self.turns
 
 
 def measure_local(quick: bool) -> None:
     print("== 1. framework overhead, local asyncio (3-turn runs, fake server on 127.0.0.1)")
     levels = (1, 4, 16, 64)
+    latency = 0.1
     with tempfile.TemporaryDirectory(prefix="qwq-bench-") as tmp:
         workdir = Path(tmp)
         with fake_server(0.0) as url:
             asyncio.run(local_batch(url, 8, 4, workdir))  # warm-up: imports, first connections
-            wall, turns = asyncio.run(local_batch(url, 8, 1, workdir, shared_model=False))
+            b = asyncio.run(local_batch(url, 8, 1, workdir, shared_model=False))
             print(
                 "a model per run (its own HTTP client, TLS context and CA bundle): "
-                f"{1000 * wall / turns:.1f} ms/turn at concurrency 1"
+                f"{1000 * b.wall / b.turns:.1f} ms/turn at concurrency 1"
             )
-            print("one model shared by all runs, server instant:")
-            print(f"{'concurrency':>11} {'runs':>5} {'runs/s':>8} {'turns/s':>8} {'ms/turn':>8}")
+            print(
+                "one model shared by all runs, server instant (CPU: ms per turn of this process / of the server):"
+            )
+            print(
+                f"{'concurrency':>11} {'runs':>5} {'runs/s':>8} {'turns/s':>8} {'ms/turn':>8} {'client CPU':>11} {'server CPU':>11}"
+            )
             for c in levels:
                 runs = max(16, 2 * c) if quick else max(32, 4 * c)
-                wall, turns = asyncio.run(local_batch(url, runs, c, workdir))
+                b = asyncio.run(local_batch(url, runs, c, workdir))
                 print(
-                    f"{c:>11} {runs:>5} {runs / wall:>8.1f} {turns / wall:>8.1f} {1000 * wall / turns:>8.2f}"
+                    f"{c:>11} {runs:>5} {runs / b.wall:>8.1f} {b.turns / b.wall:>8.1f} "
+                    f"{1000 * b.wall / b.turns:>8.2f} {b.client_ms:>11.2f} {b.server_ms:>11.2f}"
                 )
             runs = 128 if quick else 256
-            wall, turns = asyncio.run(local_batch(url, runs, 64, workdir, transcripts=False))
+            b = asyncio.run(local_batch(url, runs, 64, workdir, transcripts=False))
             print(
-                f"{64:>11} {runs:>5} {runs / wall:>8.1f} {turns / wall:>8.1f} {1000 * wall / turns:>8.2f}"
-                "   <- without transcripts"
+                f"{64:>11} {runs:>5} {runs / b.wall:>8.1f} {b.turns / b.wall:>8.1f} {1000 * b.wall / b.turns:>8.2f} "
+                f"{b.client_ms:>11.2f} {b.server_ms:>11.2f}   <- without transcripts"
             )
-        latency = 0.1
+            instant = {
+                pool: asyncio.run(local_batch(url, 128, 64, workdir, httpcore_pool=pool))
+                for pool in (True, False)
+            }
         with fake_server(latency) as url:
             print(f"server answering after {latency * 1000:.0f} ms per turn (one shared model):")
             print(
-                f"{'concurrency':>11} {'runs':>5} {'wall s':>7} {'ideal s':>8} {'overhead':>9} {'runs/s':>7}"
+                f"{'concurrency':>11} {'runs':>5} {'wall s':>7} {'ideal s':>8} {'overhead':>9} {'runs/s':>7} {'client CPU':>11}"
             )
+
+            def row(label: str, runs: int, c: int, b: Batch, note: str = "") -> None:
+                ideal = math.ceil(runs / c) * (b.turns / runs) * latency
+                print(
+                    f"{label:>11} {runs:>5} {b.wall:>7.2f} {ideal:>8.2f} {100 * (b.wall / ideal - 1):>8.1f}% "
+                    f"{runs / b.wall:>7.1f} {b.client_ms:>11.2f}{note}"
+                )
+
             for c in levels:
                 runs = max(8, 2 * c) if quick else max(16, 4 * c)
-                wall, turns = asyncio.run(local_batch(url, runs, c, workdir))
-                ideal = math.ceil(runs / c) * (turns / runs) * latency
-                print(
-                    f"{c:>11} {runs:>5} {wall:>7.2f} {ideal:>8.2f} {100 * (wall / ideal - 1):>8.1f}% "
-                    f"{runs / wall:>7.1f}"
-                )
+                row(str(c), runs, c, asyncio.run(local_batch(url, runs, c, workdir)))
+            runs = 128 if quick else 256
+            row(
+                "64",
+                runs,
+                64,
+                asyncio.run(local_batch(url, runs, 64, workdir, transcripts=False)),
+                "   <- without transcripts",
+            )
+            slow = {
+                pool: asyncio.run(local_batch(url, 128, 64, workdir, httpcore_pool=pool))
+                for pool in (True, False)
+            }
+        print(
+            "the HTTP pool under the model at 64 runs in flight, 128 runs, measured just above in this run:"
+        )
+        print(
+            f"{'pool':>28} {'instant: ms/turn':>17} {'client CPU':>11} {'100 ms: wall s':>15} {'client CPU':>11}"
+        )
+        for pool, name in ((True, "httpx default (httpcore)"), (False, "KeepAliveTransport")):
+            a, b = instant[pool], slow[pool]
+            print(
+                f"{name:>28} {1000 * a.wall / a.turns:>17.2f} {a.client_ms:>11.2f} {b.wall:>15.2f} {b.client_ms:>11.2f}"
+            )
+        print(
+            f"{'ratio httpcore / ours':>28} {instant[True].wall / instant[False].wall:>17.2f} "
+            f"{instant[True].client_ms / instant[False].client_ms:>11.2f} {slow[True].wall / slow[False].wall:>15.2f} "
+            f"{slow[True].client_ms / slow[False].client_ms:>11.2f}"
+        )
+        budget(instant[False], latency)
+
+
+def budget(b: Batch, latency: float) -> None:
+    """What 64 runs at `latency` per turn need, against the CPU a turn costs here."""
+    need = 64 / latency
+    per_turn = b.client_ms + b.server_ms
+    print(
+        f"64 runs at {latency * 1000:.0f} ms per turn need {need:.0f} turns/s: {1000 / need:.2f} ms of CPU per turn "
+        f"at most, on one core, for the client's event loop alone; measured here {b.client_ms:.2f} ms (client) "
+        f"+ {b.server_ms:.2f} ms (fake server) = {per_turn:.2f} ms per turn, so one client process tops out near "
+        f"{1000 / b.client_ms:.0f} turns/s and both together near {2000 / per_turn:.0f} turns/s on "
+        f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} now)"
+    )
 
 
 # ------------------------------------------------------------------------------------- 2. Ray vs local

@@ -15,10 +15,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import email.utils
 import json
 import random
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +139,14 @@ class Replica:
     in_flight: int = 0
     failures: int = 0
     skip_until: float = 0.0
+    _parsed: dict[str, httpx.URL] = field(default_factory=dict, repr=False, compare=False)
+
+    def endpoint(self, path: str) -> httpx.URL:
+        """`url + path`, parsed once: httpx would otherwise parse the same URL again on every turn."""
+        parsed = self._parsed.get(path)
+        if parsed is None:
+            parsed = self._parsed[path] = httpx.URL(self.url + path)
+        return parsed
 
 
 class Replicas:
@@ -268,32 +278,25 @@ class Transport:
     async def _stream(
         self, url: str, path: str, body: dict[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
-        async with self.client.stream("POST", url, json=body, headers=_SSE) as response:
+        endpoint = self.replica.endpoint(path)
+        async with self.client.stream("POST", endpoint, json=body, headers=_SSE) as response:
             if response.status_code >= 400:
                 await response.aread()
                 if response.status_code in RETRY_STATUSES:
                     raise _Retry(response, None)
                 raise self.http_error("POST", path, response.status_code, response.text)
             done = False
-            lines = response.aiter_lines().__aiter__()
+            chunks = response.aiter_text().__aiter__()
+            lines = _Lines()
             clock = _Clock(self.policy)
-            while True:
-                # Each wait is bounded on its own, never across a `yield`: a timeout scope that spanned
-                # the consumer's code would cancel the consumer instead of this read.
-                try:
-                    async with asyncio.timeout(clock.wait()):
-                        line = await anext(lines)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError as exc:
-                    raise clock.expired() from exc
+            while (line := await lines.next(chunks, clock)) is not None:
                 if not line or line.startswith((":", "event:", "id:", "retry:")):
                     continue  # keep-alive comments and SSE fields: not progress
                 clock.progress()
                 event = _parse_event(line, url)
                 if event is None:  # [DONE]
                     done = True
-                    await _drain(lines)
+                    await _drain(chunks)
                     break
                 # A usage event may still follow the finish reason: read on to the end.
                 if any(c.get("finish_reason") for c in event.get("choices") or () if isinstance(c, dict)):
@@ -368,6 +371,55 @@ class _Deadline(Exception):
     """The whole request took longer than `deadline`."""
 
 
+class _Lines:
+    """The lines of a server-sent event stream, read chunk by chunk from the response's text.
+
+    A line ends at CR LF, LF or CR, as the SSE format says, and nowhere else: httpx's `aiter_lines` also splits
+    at U+2028, U+0085 and other characters `str.splitlines` takes for line ends, which servers that write
+    JSON without escaping non-ASCII (llama.cpp, vLLM) may send inside a token's text, cutting an event in
+    two. Waiting is bounded per chunk read, not per line: a chunk usually holds several lines (an event and
+    its blank line at least), and each bounded wait costs a timer.
+    """
+
+    def __init__(self) -> None:
+        self._lines: collections.deque[str] = collections.deque()
+        self._rest = ""
+        self._after_cr = False
+        self._ended = False
+
+    def feed(self, text: str) -> None:
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]  # the LF of a CR LF split over two chunks
+        self._after_cr = text.endswith("\r")
+        parts = _LINE_END.split(self._rest + text)
+        self._rest = parts.pop()
+        self._lines.extend(parts)
+
+    async def next(self, chunks: AsyncIterator[str], clock: _Clock) -> str | None:
+        """The next line, reading more of the body as needed; None at its end."""
+        while not self._lines:
+            if self._ended:
+                return None
+            # Each wait is bounded on its own, never across a `yield` of the caller: a timeout scope that
+            # spanned the consumer's code would cancel the consumer instead of this read.
+            try:
+                async with asyncio.timeout(clock.wait()):
+                    text = await anext(chunks)
+            except StopAsyncIteration:
+                self._ended = True
+                if self._rest:  # a last line without its line end
+                    self._lines.append(self._rest)
+                    self._rest = ""
+                continue
+            except TimeoutError as exc:
+                raise clock.expired() from exc
+            self.feed(text)
+        return self._lines.popleft()
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 class _Clock:
     """The idle timeout and the deadline of one streamed request."""
 
@@ -416,7 +468,7 @@ def _parse_event(line: str, url: str) -> dict[str, Any] | None:
     return event
 
 
-async def _drain(lines: AsyncIterator[str], limit: float = 1.0) -> None:
+async def _drain(chunks: AsyncIterator[str], limit: float = 1.0) -> None:
     """Read what follows `[DONE]` (the chunked body's end) so that the connection goes back to the pool.
 
     A response left unread is closed with its connection, and the next request pays a new TCP (or TLS)
@@ -425,5 +477,5 @@ async def _drain(lines: AsyncIterator[str], limit: float = 1.0) -> None:
     """
     with contextlib.suppress(TimeoutError, StopAsyncIteration, httpx.TransportError):
         async with asyncio.timeout(limit):
-            async for _ in lines:
+            async for _ in chunks:
                 pass

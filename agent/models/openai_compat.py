@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import ssl
+import urllib.request
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import fields
@@ -29,6 +30,7 @@ import httpx
 from agent.models._chat import ChatDecoder, TurnCounts, chat_messages, chat_stream, tool_dict
 from agent.models._completions import CompletionsSettings, CompletionsTurn, Constrain
 from agent.models._http import API_KEY_ENVS, HttpPolicy, Replicas, RequestLog, Transport
+from agent.models._pool import KeepAliveTransport
 from agent.models._turns import ToolChoice, effective_thinking_budget
 from agent.models.base import ModelChunk, ModelRequest
 from agent.models.chat_formats import ChatFormat, ChatFormatChoice, opens_thinking, resolve_chat_format
@@ -305,8 +307,12 @@ class OpenAICompatModel:
 
         A client per call cost ~120 ms of CPU each (a TLS context and the CA bundle loaded every turn), which
         dominated the framework's overhead at 64 concurrent runs; the TLS context is also shared by every
-        model of the process (`_tls_context`), so a batch that builds a model per task does not pay it either. httpx clients belong to the loop they were
-        first used on, hence one per loop; `aclose()` closes the current loop's.
+        model of the process (`_tls_context`), so a batch that builds a model per task does not pay it either.
+        Its transport is `KeepAliveTransport` unless the caller gave one or a proxy is configured
+        (`_direct_transport`): httpcore's own pool spends time on every pooled connection per request, which at
+        64 runs in flight was most of the client's CPU. httpx
+        clients belong to the loop they were first used on, hence one per loop; `aclose()` closes the current
+        loop's.
         """
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
@@ -319,7 +325,7 @@ class OpenAICompatModel:
             client = httpx.AsyncClient(
                 timeout=timeout,
                 headers=headers,
-                transport=self.transport,
+                transport=self.transport or _direct_transport(),
                 limits=limits,
                 verify=_tls_context(),
             )
@@ -425,6 +431,18 @@ def _tls_context() -> ssl.SSLContext:
     """The process's one TLS context, as httpx would make it (certifi's CA bundle, `SSL_CERT_FILE` and
     `SSL_CERT_DIR` honoured): building it loads the bundle, about 0.1 s of CPU, and contexts are safe to share."""
     return httpx.create_ssl_context()
+
+
+def _direct_transport() -> KeepAliveTransport | None:
+    """The pool for direct connections, or None (httpx's default transport) when the environment names a proxy.
+
+    httpx sets up proxies from `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` only for clients made
+    without a transport of their own, so with a proxy configured the client keeps httpx's transport and
+    behaves exactly as before.
+    """
+    if any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies()):
+        return None
+    return KeepAliveTransport(_tls_context())
 
 
 async def _get_json(transport: Transport, url: str) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,43 @@ def test_results_file_refuses_to_mix_batches_without_resume(tmp_path: Path) -> N
     path.write_text(json.dumps(row("a")) + "\n")
     with pytest.raises(ResultsFileError, match="--resume"):
         ResultsFile(path).open(resume=False)
+
+
+def test_rows_are_synced_off_the_caller_thread_and_at_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic sync runs on a thread of its own: the caller is the driver's event loop."""
+    synced_on: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced_on.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with ResultsFile(tmp_path / "r.jsonl") as results:
+        results.open(resume=False)
+        for name in "abc":  # within a second of each other: one periodic sync
+            results.append(row(name))
+    assert len(synced_on) == 2
+    assert synced_on[0].startswith("qwq-results-sync")
+    assert synced_on[1] == threading.current_thread().name  # close syncs before it returns
+    assert [r["id"] for r in read_rows(tmp_path / "r.jsonl")] == ["a", "b", "c"]
+
+
+def test_a_failed_background_sync_fails_the_next_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    results = ResultsFile(tmp_path / "r.jsonl")
+    results.open(resume=False)
+    results.append(row("a"))
+    with pytest.raises(OSError, match="No space left"):
+        results.close()
+    assert results._handle is None  # closed all the same
 
 
 def test_resume_cuts_a_torn_last_row_and_appends_valid_lines(tmp_path: Path) -> None:

@@ -589,3 +589,36 @@ async def test_a_finished_stream_leaves_its_connection_for_the_next_turn(scripte
     await model.aclose()
     first, second = (r["peer"] for r in scripted.requests)
     assert first == second  # the same client port: one TCP connection for both turns
+
+
+async def test_line_separators_inside_a_token_do_not_cut_its_event(scripted: Scripted) -> None:
+    """Servers that write JSON without escaping non-ASCII (llama.cpp, vLLM) send U+2028 and U+0085 as they are;
+    only CR LF, LF and CR end an SSE line (httpx's `aiter_lines` also split there, breaking the event)."""
+    odd = "a\u2028b\u0085c\u2029d\x0ce"
+    raw = json.dumps(text_event(f"{odd}</think>\n\n{odd}", "stop"), ensure_ascii=False)
+    scripted.replies = [Reply(events=[raw])]
+    text, last = await collect(model_for(scripted), task())
+    assert text == f"{odd}</think>\n\n{odd}"
+    assert last.finish_reason == "stop"
+
+
+async def test_events_with_crlf_and_cr_line_ends(scripted: Scripted) -> None:
+    body = (
+        "data: " + json.dumps(text_event("one ")) + "\r\n\r\n"
+        "data: " + json.dumps(text_event("two</think>\n\nok", "stop")) + "\r\r"
+        ": a comment\r\ndata: [DONE]\r\n\r\n"
+    ).encode()
+    scripted.replies = [Reply(body=body)]
+    text, last = await collect(model_for(scripted), task())
+    assert text == "one two</think>\n\nok"
+    assert last.finish_reason == "stop"
+
+
+def test_sse_lines_split_only_at_cr_lf_and_crlf_even_across_chunks() -> None:
+    from agent.models._http import _Lines
+
+    lines = _Lines()
+    for chunk in ["data: a\r", "\ndata: b\u2028c\r", "\r", "\n", "data: d\n", "\n", "\r\r\n"]:
+        lines.feed(chunk)
+    # the CR and LF of "\r", "\n" are one CR LF; "\r\r\n" is a CR, then a CR LF
+    assert list(lines._lines) == ["data: a", "data: b\u2028c", "", "data: d", "", "", ""]
