@@ -15,8 +15,9 @@ Frameworks:
 * `qwen-agent`: Qwen-Agent 0.0.34, `FnCallAgent` with the nous function-calling prompt.
 * `smolagents`: smolagents 1.26, `ToolCallingAgent` with `OpenAIServerModel`.
 The peers run in their own virtual environment (`--peers-python`), through `_real_tasks_peers.py`, against
-`python -m llama_cpp.server` on 127.0.0.1 (the GGUF's own template unless `--server-chat-format`). Their
-`python` tool runs code in a local subprocess with a timeout: they have no sandbox of ours.
+llama-cpp-python's server on 127.0.0.1, started as `python -m agent.models.llama_server` (its own entry point
+crashes on AMX CPUs), with the GGUF's own template unless `--server-chat-format`. Their `python` tool runs
+code in a local subprocess with a timeout: they have no sandbox of ours.
 
 One model process at a time: the in-process model is closed before the server starts, and the server is
 stopped before the next model. Rows are appended to `--results` (JSON lines) as they finish, so a partial run
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _real_tasks_list import TASKS, Task
 
+REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("QWQ_AGENT_TEST_MODELS", Path.home() / ".cache/qwq-agent/test-models"))
 MODEL_FILES = {
     "1.5b": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
@@ -230,7 +232,9 @@ def _free_port() -> int:
 
 def start_server(path: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    command = ["nice", "-n", "10", sys.executable, "-m", "llama_cpp.server", "--model", str(path)]
+    # llama_cpp.server itself crashes on AMX CPUs with quantized models: this entry point loads them as
+    # LlamaCppModel does (this checkout's, through PYTHONPATH), and is otherwise the same server
+    command = ["nice", "-n", "10", sys.executable, "-m", "agent.models.llama_server", "--model", str(path)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(args.n_ctx)]
     command += [
         "--n_threads",
@@ -243,7 +247,8 @@ def start_server(path: Path, args: argparse.Namespace) -> tuple[subprocess.Popen
     if args.server_chat_format:
         command += ["--chat_format", args.server_chat_format]
     log = open(args.server_log, "ab")  # noqa: SIM115 - the server writes into it until it is stopped
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     root = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -34,6 +34,7 @@ __all__ = [
     "SamplerChain",
     "cpu_has_amx",
     "default_extra_buffer_types",
+    "model_params",
 ]
 
 _PARAMS_LOCK = threading.Lock()
@@ -58,8 +59,11 @@ def default_extra_buffer_types() -> bool:
 
 
 @contextmanager
-def _model_params(extra_buffer_types: bool | None) -> Iterator[None]:
-    """While active, `Llama()` builds its model parameters with `use_extra_bufts` as given."""
+def model_params(extra_buffer_types: bool | None) -> Iterator[None]:
+    """While active, `Llama()` builds its model parameters with `use_extra_bufts` as given (None: untouched).
+
+    Held for as long as the block runs, under a lock: `agent.models.llama_server` holds it while its server
+    loads and serves."""
     if extra_buffer_types is None:
         yield
         return
@@ -204,7 +208,7 @@ class LlamaRuntime:
             kwargs["yarn_orig_ctx"] = original
         kwargs.update(options.llama_kwargs)
         extra = options.extra_buffer_types
-        with _model_params(default_extra_buffer_types() if extra is None else extra):
+        with model_params(default_extra_buffer_types() if extra is None else extra):
             llama = llama_cpp.Llama(model_path=model_path, **kwargs)
         return cls(llama)
 

@@ -13,10 +13,14 @@ every task and seed (`test_success_rate`, printed and kept as properties in --ju
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +174,43 @@ def test_render_prompt_is_the_gguf_template(
     assert model.render_prompt(messages, tools) == reference
     assert model.chat_format.kind == "template"
     assert not model.chat_format.opens_thinking()
+
+
+@pytest.mark.smoke
+def test_llama_cpp_server_entry_point_serves_a_quantized_model(real_gguf: Callable[[str], Path]) -> None:
+    """`python -m agent.models.llama_server`: llama-cpp-python's server, which itself dies on AMX CPUs on the
+    first request with a quantized GGUF (measured: exit 139), answers here."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = f"http://127.0.0.1:{port}/v1"
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "agent.models.llama_server", "--model", str(real_gguf(SMALL))),
+            *("--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(THREADS)),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):  # the server loads the model first
+            assert server.poll() is None, f"the server exited with {server.returncode}"
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{root}/models", timeout=5).close()
+                break
+            time.sleep(0.5)
+        body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+        request = urllib.request.Request(
+            f"{root}/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=300) as response:
+            reply = json.load(response)
+        assert reply["choices"][0]["message"]["content"].strip()
+        assert server.poll() is None, f"the server exited with {server.returncode}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.smoke
