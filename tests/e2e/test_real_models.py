@@ -327,9 +327,10 @@ async def test_larger_model_computes_with_python(
 # -- the whole tier: success rates ---------------------------------------------------------------------------
 
 SEEDS = (1, 2, 3)
-# The least solved over len(TASKS) * len(SEEDS) runs. Not yet measured at these seeds (the machines this was
-# written on were too busy): the test records the rates; raise these floors once a run has measured them.
-MIN_SOLVED = {SMALL: 0, LARGER: 0}
+# The least solved over len(TASKS) * len(SEEDS) runs, as measured at these seeds (2026-12-02, AMX machine,
+# llama-cpp-python 0.3.36): the 0.5B solved 6 of 15 (multiply and two_step at every seed; 0 of 15 before the
+# answer reminder and the top-level `return` repair). The 1.5B's rate has not been measured at these seeds.
+MIN_SOLVED = {SMALL: 6, LARGER: 0}
 
 
 @pytest.mark.docker
