@@ -11,7 +11,12 @@ of ending the benchmark, and every load starts from a fresh process (the file is
 warm-up load, so load time is llama.cpp's own work: reading, repacking, allocating). The choices are
 interleaved over the repeats, so machine load hits all alike; the best run and the median are printed.
 
+`--python NAME=PATH` adds another interpreter whose llama-cpp-python is a different build (one compiled
+without AMX, say: `CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON ..."`), measured interleaved with this one,
+so a build choice and a load-time choice are compared in the same run.
+
 Run: python benchmarks/llama_extra_bufts.py [--model PATH] [--repeat 3] [--prompt-tokens 512] [--gen-tokens 64]
+     [--python NAME=PATH ...]
 """
 
 from __future__ import annotations
@@ -98,6 +103,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--gen-tokens", type=int, default=64)
+    parser.add_argument("--python", action="append", default=[], metavar="NAME=PATH", help="another build")
     parser.add_argument("--child", choices=sorted(CHOICES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -109,18 +115,28 @@ def main() -> None:
     print(f"CPU: {cpu_summary()}")
     print(f"extra_buffer_types=None decides: {default_extra_buffer_types()} on this CPU")
     print(f"{args.threads} threads, {args.prompt_tokens}-token cold prompt, {args.gen_tokens} greedy tokens")
-    base = [sys.executable, __file__, "--model", args.model, "--threads", str(args.threads)]
-    base += ["--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens)]
-    subprocess.run([*base, "--child", "False"], capture_output=True, check=False)  # warm the page cache
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in CHOICES}
-    failures: dict[str, list[str]] = {name: [] for name in CHOICES}
+    pythons = {"this": sys.executable, **dict(item.split("=", 1) for item in args.python)}
+    options = ["--model", args.model, "--threads", str(args.threads)]
+    options += ["--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # this checkout's agent
+    runs = {
+        f"{who}:{name}" if len(pythons) > 1 else name: (path, name)
+        for who, path in pythons.items()
+        for name in CHOICES
+    }
+    subprocess.run(  # warm the page cache
+        [sys.executable, __file__, *options, "--child", "False"], capture_output=True, check=False, env=env
+    )
+    results: dict[str, list[dict[str, float]]] = {label: [] for label in runs}
+    failures: dict[str, list[str]] = {label: [] for label in runs}
     for _ in range(args.repeat):
-        for name in CHOICES:
-            done = subprocess.run([*base, "--child", name], capture_output=True, text=True, check=False)
+        for label, (python, name) in runs.items():
+            command = [python, __file__, *options, "--child", name]
+            done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
             if done.returncode:
-                failures[name].append(f"exit {done.returncode}: {done.stderr.strip()[-200:]}")
+                failures[label].append(f"exit {done.returncode}: {done.stderr.strip()[-200:]}")
                 continue
-            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            results[label].append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(
         f"\n{'extra_buffer_types':<20}{'load s (best/med)':>20}{'prompt tok/s (best/med)':>26}{'gen tok/s (best/med)':>24}"
     )
