@@ -186,6 +186,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-tokens", type=int, metavar="TOKENS", help="cap on generated tokens per model turn"
     )
     group.add_argument("--seed", type=int, help="sampling seed")
+    sampling = parser.add_argument_group(
+        "sampling (default: QwQ-32B's recommended temperature 0.6, top-p 0.95, top-k 40, min-p 0)"
+    )
+    sampling.add_argument("--temperature", type=float, metavar="T", help="above 0: never greedy")
+    sampling.add_argument("--top-p", type=float, metavar="P")
+    sampling.add_argument("--top-k", type=int, metavar="K", help="0: off")
+    sampling.add_argument("--min-p", type=float, metavar="P")
+    sampling.add_argument(
+        "--presence-penalty", type=float, metavar="X", help="-2 to 2; a little helps against repetition loops"
+    )
     group.add_argument(
         "--chat-format",
         choices=("auto", "qwq", "template"),
@@ -340,6 +350,22 @@ def base_urls_of(args: argparse.Namespace) -> list[str]:
     return [given] if isinstance(given, str) else [str(u).strip() for u in given]
 
 
+SAMPLING_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty")
+
+
+def sampling_of(args: argparse.Namespace) -> dict[str, Any]:
+    """`{"sampling": SamplingConfig}` when a sampling option was given, else nothing (the model's default)."""
+    from agent.models import SamplingConfig
+
+    given = {name: getattr(args, name, None) for name in SAMPLING_OPTIONS}
+    if all(value is None for value in given.values()):
+        return {}
+    try:
+        return {"sampling": SamplingConfig().with_(**given)}
+    except ValueError as exc:
+        raise ConfigurationError(f"sampling options: {exc}") from exc
+
+
 def _server_model(args: argparse.Namespace, base_urls: list[str]) -> Model:
     from agent.models import OpenAICompatModel
 
@@ -361,7 +387,7 @@ def _server_model(args: argparse.Namespace, base_urls: list[str]) -> Model:
         kwargs["n_ctx"] = args.n_ctx
     if getattr(args, "chat_format", None) not in (None, "auto"):
         kwargs["chat_format"] = args.chat_format
-    return _construct(OpenAICompatModel, kwargs)
+    return _construct(OpenAICompatModel, {**kwargs, **sampling_of(args)})
 
 
 def _llama_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -378,7 +404,7 @@ def _llama_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["max_tokens"] = args.max_tokens
     if getattr(args, "chat_format", None) not in (None, "auto"):
         kwargs["chat_format"] = args.chat_format
-    return kwargs
+    return {**kwargs, **sampling_of(args)}
 
 
 def _llama_class() -> Any:

@@ -361,3 +361,25 @@ def test_the_checking_program_never_runs_the_solution_in_the_tests_process(probl
     # The solution travels as a string to the other interpreter; the test's process only compiles the test.
     assert program.count("SOLUTION = 1") == 1
     assert "run_check(" in program.splitlines()[-1]
+
+
+def test_sampling_options_reach_the_model(tmp_path: Path) -> None:
+    from agent.models import LlamaCppModel, OpenAICompatModel, SamplingConfig
+
+    gguf = tmp_path / "model.gguf"  # not loaded: building the model only checks that the file is there
+    gguf.write_bytes(b"GGUF")
+
+    options = ("--temperature", "0.2", "--top-p", "0.9", "--top-k", "20", "--presence-penalty", "0.5")
+    wanted = SamplingConfig(temperature=0.2, top_p=0.9, top_k=20, presence_penalty=0.5)
+    server = build_model(_args("--base-url", "http://127.0.0.1:9/v1", *options))
+    assert isinstance(server, OpenAICompatModel)
+    assert server.sampling == wanted
+    local = build_model(_args("--model", str(gguf), *options))
+    assert isinstance(local, LlamaCppModel)
+    assert local.sampling == wanted
+    # none given: the model's own default (QwQ-32B's recommendation)
+    default = build_model(_args("--base-url", "http://127.0.0.1:9/v1"))
+    assert isinstance(default, OpenAICompatModel)
+    assert default.sampling == SamplingConfig()
+    with pytest.raises(ConfigurationError, match="sampling options: temperature must be positive"):
+        build_model(_args("--base-url", "http://127.0.0.1:9/v1", "--temperature", "0"))
