@@ -14,7 +14,13 @@ from agent.models.base import CountsTokens, KeepThinking, Model, ModelChunk, Mod
 from agent.models.chat_formats import ChatFormat
 from agent.models.errors import *  # noqa: F403 (re-exported: `errors.__all__` names them)
 from agent.models.sampling import SamplingConfig
-from agent.models.scripted import ScriptedModel, ScriptExhaustedError, completion_text, tool_call_text
+from agent.models.scripted import (
+    FunctionModel,
+    ScriptedModel,
+    ScriptExhaustedError,
+    completion_text,
+    tool_call_text,
+)
 
 if TYPE_CHECKING:
     from agent.models.llamacpp import LlamaCppModel
@@ -23,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChatFormat",
     "CountsTokens",
+    "FunctionModel",
     "KeepThinking",
     "LlamaCppModel",
     "Model",

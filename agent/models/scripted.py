@@ -1,16 +1,21 @@
-"""`ScriptedModel`: replays given completion texts, for the loop's tests and for users' own tests."""
+"""Test models: `ScriptedModel` replays given completion texts; `FunctionModel` computes each from the request.
+
+For the loop's tests and for users' own tests: both stream their text in chunks, report usage, and keep every
+request they received, as a real backend would see them.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from agent.models.base import CountsTokens, Model, ModelChunk, ModelRequest, Usage
 from agent.models.errors import ModelError
 
-__all__ = ["ScriptExhaustedError", "ScriptedModel", "completion_text", "tool_call_text"]
+__all__ = ["FunctionModel", "ScriptExhaustedError", "ScriptedModel", "completion_text", "tool_call_text"]
 
 
 def tool_call_text(name: str, arguments: Mapping[str, Any] | None = None) -> str:
@@ -78,15 +83,19 @@ class ScriptedModel:
     async def turn_opens_thinking(self) -> bool | None:
         return self.opens_thinking
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
-        index = len(self.requests)
+    async def _reply(self, request: ModelRequest, index: int) -> str:
+        """The text of the `index`-th reply (0-based): the script's."""
         if index >= len(self.outputs):
             raise ScriptExhaustedError(
                 f"ScriptedModel has {len(self.outputs)} outputs and was asked for output {index + 1}; "
                 "add outputs to the script or lower the step budget"
             )
+        return self.outputs[index]
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        index = len(self.requests)
+        text = await self._reply(request, index)
         self.requests.append(request)
-        text = self.outputs[index]
         usage = Usage(prompt_tokens=sum(len(str(getattr(m, "content", ""))) for m in request.messages))
         extra: dict[str, object] = {}
         if self.prefill is not None:
@@ -116,3 +125,40 @@ class ScriptedModel:
 
         text = prompts.render(request.messages, request.tools, keep_thinking=request.keep_thinking)
         return estimate_tokens(text)
+
+
+Reply = str | Awaitable[str]
+
+
+class FunctionModel(ScriptedModel):
+    """A model whose replies are computed from the requests: `fn(request)` returns the completion text (or an
+    awaitable of it), written as the model writes it (`completion_text`, `tool_call_text`).
+
+    For tests that answer what the loop sends rather than follow a fixed script: a reply that depends on the
+    tool results in `request.messages`, on the tools offered, on `tool_choice`. Everything else is
+    `ScriptedModel`'s: chunks, usage, `requests`, `n_ctx`, `prefill`, `opens_thinking`; there is no script to
+    run out of, so it answers as long as the loop asks (the run's budgets end it).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[ModelRequest], Reply],
+        *,
+        chunk_size: int = 7,
+        n_ctx: int | None = None,
+        prefill: Model | None = None,
+        opens_thinking: bool | None = None,
+    ) -> None:
+        super().__init__(
+            (), chunk_size=chunk_size, n_ctx=n_ctx, prefill=prefill, opens_thinking=opens_thinking
+        )
+        self.fn = fn
+
+    async def _reply(self, request: ModelRequest, index: int) -> str:
+        reply = self.fn(request)
+        text = await reply if inspect.isawaitable(reply) else reply
+        if not isinstance(text, str):
+            raise TypeError(
+                f"FunctionModel's function must return the completion text; got {type(text).__name__}"
+            )
+        return text

@@ -706,3 +706,27 @@ async def test_a_task_with_lone_surrogates_reaches_the_model_and_the_transcript_
     await resumed_agent.resume(result.transcript_path, task="more \udc80")
     assert resumed_model.requests[0].messages[-1].content == "more \ufffd"  # type: ignore[union-attr]
     assert "\ufffd" in read_transcript(result.transcript_path).task
+
+
+async def test_function_model_answers_what_the_loop_sends() -> None:
+    from agent.models import FunctionModel
+
+    def reply(request: ModelRequest) -> str:
+        results = [m for m in request.messages if isinstance(m, ToolMessage)]
+        if not results:  # the first turn: call the tool the request offers
+            assert [t.name for t in request.tools] == ["add"]
+            return turn("add them", call("add", a=20, b=22))
+        return turn("the tool said so", content=f"The sum is {results[-1].content}.")
+
+    model = FunctionModel(reply)
+    result = await Agent(model, [add]).run("20 + 22?")
+    assert result.answer == "The sum is 42."
+    assert model.calls == 2
+
+    async def later(request: ModelRequest) -> str:
+        await asyncio.sleep(0)
+        return turn("thinking", content="done")
+
+    assert (await Agent(FunctionModel(later)).run("go")).answer == "done"
+    with pytest.raises(TypeError, match="must return the completion text"):  # a mistake in the test itself
+        await Agent(FunctionModel(lambda request: 42)).run("go")  # type: ignore[arg-type,return-value]
