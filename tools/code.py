@@ -100,6 +100,10 @@ def code_hints(code: str, result: ExecResult) -> list[str]:
     return hints
 
 
+# Python's SyntaxError for a `return` outside any function.
+_RETURN_OUTSIDE: Final = "'return' outside function"
+
+
 def final_return_as_value(code: str) -> str | None:
     """`code` with its last statement `return X`, at the top level, written as the expression `X`; else None.
 
@@ -107,10 +111,10 @@ def final_return_as_value(code: str) -> str | None:
     wanted, which the cell shows as its value. Qwen2.5-Coder-0.5B wrote two of ten benchmark tasks this way
     (`import hashlib; return hashlib.sha256(...)...`) and resent the same call until the run was stopped
     (measured). Only the last statement is taken, and only when nothing else at the top level returns and the
-    result compiles; anything else runs as written and fails as it would.
+    result compiles; anything else runs as written and fails as it would. The python tool asks for this only
+    after the sandbox refused the cell with `_RETURN_OUTSIDE` (nothing of a cell runs before it compiles), so
+    code that runs as written is never parsed here.
     """
-    if "return" not in code:
-        return None
     try:
         body = ast.parse(code).body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -244,8 +248,10 @@ def code_tools(
     toolbox_timeout = limit + cfg.kill_grace + _TOOLBOX_GRACE_S
 
     async def python(code: str) -> ToolResult:
-        repaired = final_return_as_value(code)
-        result = await sandbox.arun_python(repaired or code, timeout=limit)
+        result = await sandbox.arun_python(code, timeout=limit)
+        repaired = final_return_as_value(code) if _RETURN_OUTSIDE in (result.traceback or "") else None
+        if repaired is not None:  # the refused cell ran nothing: run it again, repaired
+            result = await sandbox.arun_python(repaired, timeout=limit)
         hints = code_hints(repaired or code, result)
         if repaired is not None:
             hints.append(render_note("python_return_as_value"))
