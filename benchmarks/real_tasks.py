@@ -247,7 +247,8 @@ def start_server(path: Path, args: argparse.Namespace) -> tuple[subprocess.Popen
     if args.server_chat_format:
         command += ["--chat_format", args.server_chat_format]
     log = open(args.server_log, "ab")  # noqa: SIM115 - the server writes into it until it is stopped
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]  # no empty entry: that is the cwd
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     root = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
